@@ -1,0 +1,418 @@
+"""The results table of a sweep, its summaries, and the files it lives in.
+
+A sweep produces a *tidy* table: one row per (config, evaluation point), with
+columns ``config_id``, the config's hyperparameters (``optimizer``,
+``learning_rate``, ``batch_size``, ``seed`` and any other swept axis), then the
+metrics :data:`METRIC_COLUMNS`. After a config diverges its later metrics are
+NaN and ``diverged`` is True.
+
+An output folder holds three files, each written atomically (to a temporary
+file in the same folder, then ``os.replace``) so an interrupt never leaves a
+half-written one:
+
+- ``results.parquet``: the table;
+- ``summary.csv``: :func:`summary` of the table, one row per config;
+- ``sweep.toml``: the sweep's full definition, enough to run it again.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import numbers
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "DEFINITION_TABLES",
+    "SUMMARY_METRICS",
+    "hyperparameter_columns",
+    "summary",
+    "best_learning_rates",
+    "save",
+    "load",
+    "read_definition",
+    "write_definition",
+    "atomic_write_bytes",
+    "atomic_write_parquet",
+]
+
+METRIC_COLUMNS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy", "diverged")
+# The top-level tables a sweep.toml may hold; anything else is a typo worth an error.
+DEFINITION_TABLES = (
+    "spec", "model_options", "dataset_options", "optimizer_flags", "grid", "sweep",
+)
+# Per-config metrics of `summary` that `best_learning_rates` can rank by, and
+# whether larger is better.
+SUMMARY_METRICS = {
+    "final_train_loss": False,
+    "final_test_loss": False,
+    "final_test_accuracy": True,
+    "best_test_loss": False,
+    "best_test_accuracy": True,
+}
+_REQUIRED_COLUMNS = ("config_id", "optimizer", "learning_rate", "batch_size", "seed")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _choices(names) -> str:
+    return ", ".join(map(repr, names))
+
+
+def _check_table(table: pd.DataFrame) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"table of type {type(table).__name__} is invalid: expected a DataFrame")
+    missing = [c for c in _REQUIRED_COLUMNS + METRIC_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"table is missing column(s) {_choices(missing)}: a results table has "
+            f"{_choices(_REQUIRED_COLUMNS)}, its other hyperparameters, and "
+            f"{_choices(METRIC_COLUMNS)}"
+        )
+    if table.empty:
+        raise ValueError("table is empty: expected at least one row")
+
+
+def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
+    """The table's hyperparameter columns, in table order.
+
+    They are every column that is neither ``config_id`` nor in :data:`METRIC_COLUMNS`.
+    """
+    return [c for c in table.columns if c != "config_id" and c not in METRIC_COLUMNS]
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per config: its hyperparameters, its final and its best metrics.
+
+    Columns: ``config_id``, the hyperparameter columns, then
+
+    - ``final_step`` and ``final_train_loss``, ``final_test_loss``,
+      ``final_test_accuracy``: the last evaluation point (NaN once diverged);
+    - ``best_test_loss`` = min over evaluation points, ``best_test_accuracy`` =
+      max over evaluation points, both ignoring NaN;
+    - ``best_step``: the step of ``best_test_loss`` (the earliest on ties;
+      missing when every test loss is NaN);
+    - ``diverged``: whether the config diverged at any point.
+
+    Args:
+      table: a results table (one row per config and evaluation point).
+
+    Returns:
+      A DataFrame sorted by ``config_id``, with a fresh index.
+    """
+    _check_table(table)
+    hparams = hyperparameter_columns(table)
+    rows = table.sort_values(["config_id", "step"], kind="stable")
+    by_config = rows.groupby("config_id", sort=True)
+    out = rows.drop_duplicates("config_id")[["config_id", *hparams]].set_index("config_id")
+    last = by_config.tail(1).set_index("config_id")
+    out["final_step"] = last["step"].astype(np.int64)
+    for name in ("train_loss", "test_loss", "test_accuracy"):
+        out[f"final_{name}"] = last[name].astype(np.float64)
+    out["best_test_loss"] = by_config["test_loss"].min().astype(np.float64)
+    out["best_test_accuracy"] = by_config["test_accuracy"].max().astype(np.float64)
+    # idxmin refuses all-NaN groups, so rank only the finite rows.
+    finite = rows.dropna(subset=["test_loss"])
+    best_rows = finite.groupby("config_id")["test_loss"].idxmin()
+    best_step = pd.Series(finite.loc[best_rows, "step"].to_numpy(), index=best_rows.index)
+    out["best_step"] = best_step.reindex(out.index).astype("Int64")
+    out["diverged"] = by_config["diverged"].any().astype(bool)
+    return out.reset_index()
+
+
+def best_learning_rates(
+    table: pd.DataFrame,
+    by: Sequence[str] | str = ("optimizer", "batch_size"),
+    metric: str = "best_test_loss",
+) -> pd.DataFrame:
+    """The best learning rate of each group, with its mean and spread over seeds.
+
+    Seeds are replicates: a config's ``metric`` is averaged over them. Every
+    other hyperparameter that is not in ``by`` is a *nuisance* one (Google's
+    tuning playbook): the group's winner is the best (learning rate, nuisance
+    values) cell, and its nuisance values are reported beside it. A cell in
+    which any seed diverged counts as diverged and never wins (its mean ranks
+    as +inf, or -inf for a metric where larger is better).
+
+    Args:
+      table: a results table.
+      by: the scientific hyperparameters: one row per combination of them.
+      metric: a column of :func:`summary` to rank by: one of
+        :data:`SUMMARY_METRICS` (losses are minimized, accuracies maximized).
+
+    Returns:
+      A DataFrame with the ``by`` columns, ``learning_rate`` (NaN when every
+      cell diverged), the winner's other hyperparameters, ``<metric>_mean`` and
+      ``<metric>_std`` (sample standard deviation over seeds; NaN for one seed),
+      ``num_seeds``, ``num_lrs`` (learning rates tried), ``num_diverged_lrs``
+      (learning rates at which every cell diverged) and ``lr_at_edge`` (the
+      winner is the smallest or largest learning rate tried, so the search
+      range should be extended).
+
+    References:
+      Godbole et al., *Deep Learning Tuning Playbook*, 2023
+      (github.com/google-research/tuning_playbook).
+    """
+    _check_table(table)
+    if metric not in SUMMARY_METRICS:
+        raise ValueError(
+            f"metric={metric!r} is invalid: expected one of {_choices(SUMMARY_METRICS)}"
+        )
+    by = [by] if isinstance(by, str) else list(by)
+    hparams = hyperparameter_columns(table)
+    valid_by = [c for c in hparams if c not in ("learning_rate", "seed")]
+    for name in by:
+        if name not in valid_by:
+            raise ValueError(f"by={name!r} is invalid: expected one of {_choices(valid_by)}")
+    larger_is_better = SUMMARY_METRICS[metric]
+    nuisance = [c for c in hparams if c not in by and c not in ("learning_rate", "seed")]
+
+    configs = summary(table)
+    cell_keys = [*by, "learning_rate", *nuisance]
+    cells = (
+        configs.groupby(cell_keys, dropna=False, sort=True)
+        .agg(
+            mean=(metric, "mean"),
+            std=(metric, "std"),
+            num_seeds=("seed", "nunique"),
+            diverged=("diverged", "any"),
+        )
+        .reset_index()
+    )
+    score = cells["mean"] * (-1.0 if larger_is_better else 1.0)
+    cells["score"] = score.where(~cells["diverged"] & score.notna(), math.inf)
+
+    rows = []
+    for _, group in cells.groupby(by, dropna=False, sort=True):
+        lrs = group["learning_rate"]
+        dead = group.groupby("learning_rate")["score"].min() == math.inf
+        # Sorted by learning rate, so ties go to the smaller one.
+        winner = group.sort_values(["score", "learning_rate"], kind="stable").iloc[0]
+        found = winner["score"] < math.inf
+        row = {name: winner[name] for name in by}
+        row["learning_rate"] = winner["learning_rate"] if found else math.nan
+        for name in nuisance:
+            row[name] = winner[name] if found else None
+        row[f"{metric}_mean"] = winner["mean"] if found else math.nan
+        row[f"{metric}_std"] = winner["std"] if found else math.nan
+        row["num_seeds"] = int(winner["num_seeds"]) if found else int(group["num_seeds"].max())
+        row["num_lrs"] = int(lrs.nunique())
+        row["num_diverged_lrs"] = int(dead.sum())
+        row["lr_at_edge"] = bool(
+            found and lrs.nunique() > 1 and winner["learning_rate"] in (lrs.min(), lrs.max())
+        )
+        rows.append(row)
+    columns = [*by, "learning_rate", *nuisance, f"{metric}_mean", f"{metric}_std",
+               "num_seeds", "num_lrs", "num_diverged_lrs", "lr_at_edge"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The bytes go to a temporary file in the same folder (so the rename stays on
+    one filesystem), are flushed to disk, then ``os.replace`` moves it over
+    ``path``. On any exception, KeyboardInterrupt included, the temporary file
+    is removed and ``path`` is left as it was.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    # 0o666 through the umask: the same permissions a plain open() would give.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _atomic_write_with(path: str | os.PathLike, write: Callable[[io.BytesIO], Any]) -> None:
+    buffer = io.BytesIO()
+    write(buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``frame`` (without its index) as a parquet file, atomically."""
+    _atomic_write_with(path, lambda buffer: frame.to_parquet(buffer, index=False))
+
+
+def save(out_dir: str | os.PathLike, table: pd.DataFrame, definition: Mapping[str, Any]) -> None:
+    """Write a sweep's files into ``out_dir`` (created if needed).
+
+    Writes ``results.parquet`` (the table), ``summary.csv`` (:func:`summary`)
+    and ``sweep.toml`` (``definition``, see :func:`write_definition`), each
+    atomically. The definition is checked before anything is written.
+    """
+    _check_table(table)
+    text = _format_definition(definition)
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    atomic_write_parquet(table, os.path.join(out_dir, "results.parquet"))
+    configs = summary(table)
+    _atomic_write_with(
+        os.path.join(out_dir, "summary.csv"),
+        lambda buffer: buffer.write(configs.to_csv(index=False).encode("utf-8")),
+    )
+    atomic_write_bytes(os.path.join(out_dir, "sweep.toml"), text.encode("utf-8"))
+
+
+def load(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read back what :func:`save` wrote: ``(table, definition)``."""
+    out_dir = os.fspath(out_dir)
+    for name in ("results.parquet", "sweep.toml"):
+        if not os.path.isfile(os.path.join(out_dir, name)):
+            raise ValueError(f"out_dir {out_dir!r} is invalid: it has no {name}")
+    table = pd.read_parquet(os.path.join(out_dir, "results.parquet"))
+    return table, read_definition(os.path.join(out_dir, "sweep.toml"))
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def write_definition(path: str | os.PathLike, definition: Mapping[str, Any]) -> None:
+    """Write a sweep definition as TOML, atomically.
+
+    ``definition`` maps table names from :data:`DEFINITION_TABLES` to tables
+    of scalars (str, bool, int, float), lists of them, or nested tables. Floats
+    are written with ``repr``, so they read back bit for bit; ``inf`` and
+    ``nan`` are valid TOML. TOML has no null: a ``None`` value is an error.
+    """
+    atomic_write_bytes(path, _format_definition(definition).encode("utf-8"))
+
+
+def read_definition(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a ``sweep.toml`` into a definition dict.
+
+    Raises:
+      ValueError: one line naming the file, for malformed TOML (with the
+        parser's line and column) or a top-level key that is not one of
+        :data:`DEFINITION_TABLES`.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        definition = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"malformed TOML in {path}: not UTF-8 text ({err.reason})") from None
+    except tomllib.TOMLDecodeError as err:
+        message = " ".join(str(err).split())
+        raise ValueError(f"malformed TOML in {path}: {message}") from None
+    for name, value in definition.items():
+        if name not in DEFINITION_TABLES or not isinstance(value, dict):
+            kind = "table" if isinstance(value, dict) else "key"
+            raise ValueError(
+                f"unknown top-level {kind} {name!r} in {path}: expected tables "
+                f"{_choices(DEFINITION_TABLES)}"
+            )
+    return definition
+
+
+def _format_definition(definition: Mapping[str, Any]) -> str:
+    if not isinstance(definition, Mapping):
+        raise ValueError(
+            f"definition of type {type(definition).__name__} is invalid: expected a dict of tables"
+        )
+    lines: list[str] = []
+    for name, table in definition.items():
+        if name not in DEFINITION_TABLES:
+            raise ValueError(
+                f"definition table {name!r} is invalid: expected one of "
+                f"{_choices(DEFINITION_TABLES)}"
+            )
+        if not isinstance(table, Mapping):
+            raise ValueError(
+                f"definition[{name!r}] of type {type(table).__name__} is invalid: expected a dict"
+            )
+        _format_table([name], table, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _format_table(path: list[str], table: Mapping[str, Any], lines: list[str]) -> None:
+    if lines:
+        lines.append("")
+    lines.append("[" + ".".join(_format_key(k) for k in path) + "]")
+    # TOML puts a table's own keys before its sub-tables.
+    subtables = []
+    for key, value in table.items():
+        if not isinstance(key, str):
+            raise ValueError(f"key {key!r} in [{'.'.join(path)}] is invalid: expected a string")
+        if isinstance(value, Mapping):
+            subtables.append((key, value))
+        else:
+            lines.append(f"{_format_key(key)} = {_format_value(value, [*path, key])}")
+    for key, value in subtables:
+        _format_table([*path, key], value, lines)
+
+
+def _format_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _format_string(key)
+
+
+def _format_string(text: str) -> str:
+    escapes = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+               "\f": "\\f", "\r": "\\r"}
+    out = []
+    for char in text:
+        if char in escapes:
+            out.append(escapes[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _format_value(value: Any, path: list[str]) -> str:
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # shortest string that parses back to the same double
+    if isinstance(value, str):
+        return _format_string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_format_value(v, path) for v in value) + "]"
+    where = ".".join(path)
+    if value is None:
+        raise ValueError(f"{where} is None: TOML has no null, leave the key out instead")
+    raise ValueError(
+        f"{where} of type {type(value).__name__} is invalid: expected a str, bool, int, "
+        "float, list or dict"
+    )
