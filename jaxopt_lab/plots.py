@@ -157,10 +157,11 @@ def _matrices(table, metric):
     for opt in _optimizers(table):
         rows = cells[cells["optimizer"] == opt]
         shape = dict(index=batch_sizes, columns=lrs)
-        values[opt] = rows.pivot(index="batch_size", columns="learning_rate", values="value") \
-            .reindex(**shape).astype(np.float64)
-        diverged[opt] = rows.pivot(index="batch_size", columns="learning_rate", values="diverged") \
-            .reindex(**shape).fillna(False).astype(bool)
+        cells_of = rows.set_index(["batch_size", "learning_rate"])
+        values[opt] = cells_of["value"].astype(np.float64).unstack().reindex(**shape)
+        # Pairs that were not run are not diverged: fill before anything casts NaN to True.
+        diverged[opt] = (cells_of["diverged"].astype(bool).unstack(fill_value=False)
+                         .reindex(**shape, fill_value=False))
         values[opt].index.name, values[opt].columns.name = "batch_size", "learning_rate"
     return values, diverged
 
