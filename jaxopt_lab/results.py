@@ -310,11 +310,13 @@ def read_definition(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a ``sweep.toml`` into a definition dict.
 
     Raises:
-      ValueError: one line naming the file, for malformed TOML (with the
-        parser's line and column) or a top-level key that is not one of
-        :data:`DEFINITION_TABLES`.
+      ValueError: one line naming the file, for a missing file, malformed
+        TOML (with the parser's line and column) or a top-level key that is
+        not one of :data:`DEFINITION_TABLES`.
     """
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"path {path!r} is invalid: no such file")
     with open(path, "rb") as f:
         raw = f.read()
     try:

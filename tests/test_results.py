@@ -321,6 +321,8 @@ def test_save_load_round_trip(tmp_path):
 def test_load_names_the_missing_file(tmp_path):
     with pytest.raises(ValueError, match=r"out_dir .* is invalid: it has no results\.parquet"):
         results.load(tmp_path)
+    with pytest.raises(ValueError, match=r"path .*nope\.toml' is invalid: no such file"):
+        results.read_definition(tmp_path / "nope.toml")
 
 
 def test_atomic_write_keeps_the_old_file_on_interrupt(tmp_path, monkeypatch):
