@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxopt_lab import batchnorm as bn
 
@@ -127,9 +128,13 @@ def _flatten(x: jax.Array) -> jax.Array:
 
 
 def _check_num_outputs(num_outputs) -> int:
-    if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+    if (
+        isinstance(num_outputs, bool)
+        or not isinstance(num_outputs, (int, np.integer))
+        or num_outputs < 1
+    ):
         raise ValueError(f"num_outputs={num_outputs!r} is invalid: expected a positive integer")
-    return num_outputs
+    return int(num_outputs)
 
 
 def _check_sizes(name: str, values) -> tuple[int, ...]:

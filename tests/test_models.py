@@ -326,6 +326,7 @@ def test_create_is_memoized_and_builds_the_named_model():
     assert a is not models.create("mlp", 10, hidden=(32, 16))
     assert a is not models.create("mlp", 11, hidden=(32, 16), batchnorm=True)
     assert models.create("cnn1d", 10) is models.create("cnn1d", 10)
+    assert models.create("linear", np.int64(3)) is models.create("linear", 3)
     params, state = jax.eval_shape(a.init, KEY, jnp.zeros((2, 40)))
     assert params["dense_1"]["kernel"].shape == (32, 16) and set(state) == {"bn_0", "bn_1"}
     params, state = jax.eval_shape(models.create("linear", 1).init, KEY, jnp.zeros((2, 7)))
