@@ -1,0 +1,546 @@
+"""Sweeps: a grid of training runs as a few compiled, vmapped, sharded programs.
+
+A :class:`Grid` is the cartesian product of its axes. :func:`sweep` splits the
+axes into *static* ones, which select a compiled group (optimizer, reduction,
+learning-rate rule, and the batch size under the ``bucket`` strategy), and
+*dynamic* ones, which are stacked along a leading config axis and vmapped
+(learning rate, seed, the optimizers' numeric hyperparameters, weight decay,
+batch-norm momentum, and the batch size under the ``mask`` strategy).
+
+Each group runs in chunks of a fixed number of configs (the last one padded),
+so a group compiles once; a chunk's config axis is sharded over every visible
+device along a mesh axis named ``config``. A chunk advances in segments of
+``eval_every`` steps; the host wakes only between segments to report progress.
+Each finished chunk is written to the output folder, so an interrupted sweep
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from jaxopt_lab import results as results_lib
+from jaxopt_lab import train as train_lib
+from jaxopt_lab import transforms
+
+__all__ = ["Grid", "SweepResult", "sweep", "plan", "STRATEGIES", "STATIC_AXES", "DYNAMIC_AXES"]
+
+STRATEGIES = ("auto", "bucket", "mask")
+STATIC_AXES = ("optimizer", "batch_size", "reduction", "lr_rule", "base_batch_size")
+DYNAMIC_AXES = (
+    "learning_rate", "seed", "momentum", "b1", "b2", "eps", "eps_root", "decay",
+    "weight_decay", "bn_momentum",
+)
+_FIRST_COLUMNS = ("optimizer", "learning_rate", "batch_size", "seed")
+_METRICS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy", "diverged")
+# A compile costs about as much as this many example-steps of arithmetic on a small
+# model; `auto` weighs it against the rows the `mask` strategy computes and throws away.
+_COMPILE_EXAMPLE_STEPS = 200_000
+_DEFAULT_MEMORY_BUDGET = 2 << 30
+
+
+def _choices(names) -> str:
+    return ", ".join(map(repr, names))
+
+
+class Grid:
+    """The cartesian product of hyperparameter axes.
+
+    Example:
+      >>> grid = Grid(optimizer=["sgd", "adam"], learning_rate=[1e-3, 1e-2], seed=[0, 1])
+      >>> len(grid.configs())
+      8
+
+    Axes that an optimizer does not take (``b1`` for SGD) are left empty for
+    that optimizer's configs, and the duplicates this makes are dropped.
+    """
+
+    def __init__(self, **axes: Sequence[Any]):
+        valid = STATIC_AXES + DYNAMIC_AXES
+        for name, values in axes.items():
+            if name not in valid:
+                raise ValueError(f"grid axis {name!r} is invalid: expected one of {_choices(valid)}")
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+                values = [values]
+            if len(values) == 0:
+                raise ValueError(f"grid axis {name!r} is empty: give it at least one value")
+            axes[name] = tuple(values)
+        for value in axes.get("optimizer", ()):
+            if value not in transforms.OPTIMIZERS:
+                raise ValueError(
+                    f"optimizer={value!r} is invalid: expected one of "
+                    f"{_choices(transforms.OPTIMIZERS)}"
+                )
+        for name in ("learning_rate", "batch_size", "base_batch_size"):
+            for value in axes.get(name, ()):
+                if not isinstance(value, (int, float, np.number)) or not value > 0:
+                    raise ValueError(f"{name}={value!r} is invalid: expected a positive number")
+        for value in axes.get("batch_size", ()):
+            if int(value) != value:
+                raise ValueError(f"batch_size={value!r} is invalid: expected a positive integer")
+        self.axes: dict[str, tuple] = dict(axes)
+
+    def __repr__(self) -> str:
+        return f"Grid({', '.join(f'{k}={list(v)!r}' for k, v in self.axes.items())})"
+
+    def configs(self, spec: train_lib.TrainSpec | None = None) -> pd.DataFrame:
+        """One row per config, with every static and dynamic value filled in."""
+        spec = spec or train_lib.TrainSpec()
+        axes = {"optimizer": (spec.optimizer,), **self.axes}
+        names = list(axes)
+        rows = []
+        seen = set()
+        for values in itertools.product(*axes.values()):
+            cfg = dict(zip(names, values, strict=True))
+            hp = train_lib.default_hparams(cfg["optimizer"])
+            row = {}
+            for name in names:
+                if name in DYNAMIC_AXES and name not in ("seed",) and name not in hp:
+                    row[name] = None  # not a hyperparameter of this optimizer
+                else:
+                    row[name] = cfg[name]
+            frozen = tuple(row.items())
+            if frozen not in seen:
+                seen.add(frozen)
+                rows.append(row)
+        table = pd.DataFrame(rows, columns=names)
+        for name, default in (("learning_rate", None), ("batch_size", spec.batch_size), ("seed", 0)):
+            if name not in table:
+                table[name] = default
+        if table["learning_rate"].isna().all():
+            table["learning_rate"] = [train_lib.default_hparams(o)["learning_rate"]
+                                      for o in table["optimizer"]]
+        table.insert(0, "config_id", np.arange(len(table)))
+        return table
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What a sweep returns.
+
+    Attributes:
+      table: one row per (config, evaluation point).
+      definition: the full sweep definition (what ``sweep.toml`` holds).
+    """
+
+    table: pd.DataFrame
+    definition: dict
+
+    def summary(self) -> pd.DataFrame:
+        """One row per config: its hyperparameters, final and best metrics."""
+        return results_lib.summary(self.table)
+
+    def best_learning_rates(self, **kwargs) -> pd.DataFrame:
+        """The best learning rate per optimizer and batch size (mean over seeds)."""
+        return results_lib.best_learning_rates(self.table, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    spec: train_lib.TrainSpec  # batch_size is the group's largest under `mask`
+    dynamic_batch: bool
+    config_ids: tuple[int, ...]
+
+
+def _budget_steps(spec, batch_size: int, epochs: float | None, num_examples: int) -> int:
+    if epochs is None:
+        return spec.steps
+    return max(1, int(round(epochs * (num_examples // batch_size))))
+
+
+def _choose_strategy(spec, configs: pd.DataFrame, steps: np.ndarray) -> str:
+    """Pick ``bucket`` or ``mask`` by the arithmetic each would do, compiles included."""
+    if not isinstance(spec.model, str):
+        return "bucket"  # a flax module cannot be told which rows are padding
+    static = [c for c in ("optimizer", "reduction", "lr_rule", "base_batch_size") if c in configs]
+    bucket_groups = configs.groupby(static + ["batch_size"]).ngroups
+    mask_groups = configs.groupby(static).ngroups
+    bucket = float(np.sum(configs["batch_size"].to_numpy() * steps))
+    mask = 0.0
+    for _, rows in configs.groupby(static):
+        mask += len(rows) * rows["batch_size"].max() * steps[rows.index].max()
+    bucket += bucket_groups * _COMPILE_EXAMPLE_STEPS
+    mask += mask_groups * _COMPILE_EXAMPLE_STEPS
+    return "mask" if mask < bucket else "bucket"
+
+
+def plan(spec: train_lib.TrainSpec, configs: pd.DataFrame, steps: np.ndarray, strategy: str):
+    """Split configs into compiled groups; returns ``(groups, strategy)``."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is invalid: expected one of {_choices(STRATEGIES)}")
+    if strategy == "auto":
+        strategy = _choose_strategy(spec, configs, steps)
+    static = [c for c in ("optimizer", "reduction", "lr_rule", "base_batch_size") if c in configs]
+    keys = static + (["batch_size"] if strategy == "bucket" else [])
+    groups = []
+    for values, rows in configs.groupby(keys, sort=False):
+        fields = dict(zip(keys, values, strict=True))
+        fields["batch_size"] = int(rows["batch_size"].max())
+        fields["steps"] = int(steps[rows.index].max())
+        for name in ("base_batch_size",):
+            if name in fields:
+                fields[name] = int(fields[name])
+        group_spec = dataclasses.replace(spec, **fields)
+        groups.append(_Group(group_spec, strategy == "mask", tuple(rows["config_id"])))
+    return groups, strategy
+
+
+def _per_config_bytes(spec: train_lib.TrainSpec, dataset) -> int:
+    """A memory estimate for one config: parameters and moments, plus activations.
+
+    Activations are the sizes of every intermediate of the model's forward pass
+    on one example, read off its jaxpr, times the examples a step and an
+    evaluation touch.
+    """
+    model = train_lib.get_model(spec, dataset)
+    x1 = dataset.x_train[:1]
+    params, state = jax.eval_shape(model.init, jax.random.key(0), x1)
+    num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
+    jaxpr = jax.make_jaxpr(lambda p, s, x: model.apply(p, s, x, train=True))(params, state, x1)
+    act = sum(
+        math.prod(v.aval.shape) for eqn in jaxpr.eqns for v in eqn.outvars if hasattr(v.aval, "shape")
+    )
+    examples = 3 * spec.batch_size + dataset.x_test.shape[0]
+    return 4 * (6 * num_params + examples * act)
+
+
+def _default_chunk_size(spec, dataset, group_size: int, num_devices: int) -> int:
+    budget = _DEFAULT_MEMORY_BUDGET
+    stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        budget = stats["bytes_limit"] // 2
+    fit = max(1, budget // max(1, _per_config_bytes(spec, dataset)) // num_devices) * num_devices
+    size = min(fit, _round_up(group_size, num_devices))
+    return max(num_devices, size)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+@functools.lru_cache(maxsize=64)
+def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
+    """The jitted init and segment programs of one group, sharded over ``devices``."""
+    dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("config",))
+    by_config = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("config"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def with_arrays(arrays):
+        return dataset._replace(x_train=arrays[0], y_train=arrays[1], x_test=arrays[2],
+                                y_test=arrays[3])
+
+    def init(arrays, hparams, key):
+        return train_lib.init_state(spec, with_arrays(arrays), hparams, key)
+
+    def segment(arrays, hparams, state, start, num_steps, stop_step):
+        return train_lib.run_segment(
+            spec, with_arrays(arrays), hparams, state, start, num_steps, stop_step
+        )
+
+    init_p = jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=by_config)
+    segment_p = jax.jit(
+        jax.vmap(segment, in_axes=(None, 0, 0, None, None, 0)),
+        out_shardings=(by_config, by_config),
+        donate_argnums=(2,),
+    )
+    arrays = jax.device_put(
+        (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test), replicated
+    )
+    return init_p, segment_p, arrays, by_config
+
+
+def _run_chunk(group: _Group, configs: pd.DataFrame, stop_steps: np.ndarray, num_real: int,
+               eval_every: int, devices: tuple, on_segment) -> pd.DataFrame:
+    """Train one chunk of configs of a group; returns the rows of its first ``num_real`` configs.
+
+    ``on_segment(config_steps, 0)`` is called after each segment with the
+    optimizer steps the real configs took in it.
+    """
+    spec = group.spec
+    init_p, segment_p, arrays, by_config = _programs(spec, group.dynamic_batch, devices)
+    names = list(train_lib.default_hparams(spec.optimizer))
+    hparams = {}
+    for name in names:
+        default = train_lib.default_hparams(spec.optimizer)[name]
+        column = configs[name] if name in configs else pd.Series([default] * len(configs))
+        hparams[name] = np.asarray(column.fillna(default), np.float32)
+    if group.dynamic_batch:
+        hparams["batch_size"] = configs["batch_size"].to_numpy(np.int32)
+    keys = jax.vmap(jax.random.key)(jnp.asarray(configs["seed"].to_numpy(np.uint32)))
+    hparams, keys, stops = jax.device_put(
+        (hparams, keys, jnp.asarray(stop_steps, jnp.int32)), by_config
+    )
+    state = init_p(arrays, hparams, keys)
+
+    per_config_points = [set(train_lib.eval_steps(int(s), eval_every)) for s in stop_steps]
+    boundaries = sorted(set().union(*per_config_points))
+    batch_sizes = configs["batch_size"].to_numpy(np.int64)
+    frames = []
+    start = 0
+    for end in boundaries:
+        state, metrics = segment_p(
+            arrays, hparams, state, np.int32(start), np.int32(end - start), stops
+        )
+        metrics = jax.device_get(metrics)
+        on_segment(int(np.clip(np.minimum(end, stop_steps[:num_real]) - start, 0, None).sum()), 0)
+        keep = np.array([end in points for points in per_config_points])
+        keep[num_real:] = False
+        frames.append(pd.DataFrame({
+            "config_id": configs["config_id"].to_numpy()[keep],
+            "step": np.full(keep.sum(), end, np.int64),
+            "examples_seen": end * batch_sizes[keep],
+            "train_loss": metrics.train_loss[keep].astype(np.float64),
+            "test_loss": metrics.test_loss[keep].astype(np.float64),
+            "test_accuracy": metrics.test_accuracy[keep].astype(np.float64),
+            "diverged": metrics.diverged[keep].astype(bool),
+        }))
+        start = end
+    return pd.concat(frames, ignore_index=True)
+
+
+def _spec_from(spec_or_options) -> tuple[train_lib.TrainSpec, float | None]:
+    if isinstance(spec_or_options, train_lib.TrainSpec):
+        return spec_or_options, None
+    options = dict(spec_or_options or {})
+    epochs = options.pop("epochs", None)
+    fields = {f.name for f in dataclasses.fields(train_lib.TrainSpec)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"option {unknown[0]!r} is invalid: expected one of {_choices(sorted(fields))}")
+    return train_lib.TrainSpec(**options), epochs
+
+
+def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size, epochs) -> dict:
+    spec_fields = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if f.name in ("dataset_options", "model_options", "optimizer_flags"):
+            continue
+        if f.name == "model" and not isinstance(value, str):
+            value = "custom"
+        spec_fields[f.name] = value
+    if epochs is not None:
+        spec_fields["epochs"] = float(epochs)
+        spec_fields.pop("steps")
+    return {
+        "spec": spec_fields,
+        "model_options": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.model_options},
+        "dataset_options": dict(spec.dataset_options),
+        "optimizer_flags": dict(spec.optimizer_flags),
+        "grid": {k: list(v) for k, v in grid.axes.items()},
+        "sweep": {"strategy": strategy, **({"chunk_size": chunk_size} if chunk_size else {})},
+    }
+
+
+def _check_out_dir(out: str, resume: bool, overwrite: bool, definition: dict) -> None:
+    if resume and overwrite:
+        raise ValueError("resume and overwrite are exclusive: give at most one")
+    if os.path.isdir(out) and os.listdir(out):
+        if overwrite:
+            return
+        if not resume:
+            raise ValueError(
+                f"output folder {out!r} is not empty: pass --resume to finish it or "
+                "--overwrite to replace it"
+            )
+        path = os.path.join(out, "sweep.toml")
+        if not os.path.exists(path) or results_lib.read_definition(path) != definition:
+            raise ValueError(
+                f"cannot resume {out!r}: its sweep.toml does not match this sweep's definition"
+            )
+    elif os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"output folder {out!r} is a file: expected a folder")
+
+
+def sweep(
+    spec_or_options: train_lib.TrainSpec | Mapping[str, Any] | None,
+    grid: Grid,
+    *,
+    strategy: str = "auto",
+    epochs: float | None = None,
+    chunk_size: int | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    devices: Sequence[jax.Device] | None = None,
+    plots: bool = True,
+) -> SweepResult:
+    """Run every config of ``grid`` and return the results table.
+
+    Args:
+      spec_or_options: a :class:`TrainSpec`, or a dict of its fields (and
+        optionally ``epochs``); grid axes override its fields per config.
+      grid: the :class:`Grid` of configs.
+      strategy: how batch size enters under vmap: ``"bucket"`` (one program per
+        batch size), ``"mask"`` (one program; every config gathers the largest
+        batch and masks the rows beyond its own), or ``"auto"`` (the cheaper one
+        by estimated arithmetic and compiles).
+      epochs: a budget in epochs instead of ``spec.steps``: each batch size
+        runs ``epochs * (num_examples // batch_size)`` steps.
+      chunk_size: configs per compiled call (default: as many as fit a memory
+        estimate), rounded up to a multiple of the device count.
+      out: an output folder for ``results.parquet``, ``summary.csv``,
+        ``sweep.toml``, ``heatmap.png``, ``curves.png`` and each finished chunk.
+      resume: finish an interrupted sweep in ``out`` without redoing its chunks.
+      overwrite: replace what ``out`` holds.
+      progress: show a progress bar.
+      devices: the devices to shard configs over (default: all).
+      plots: draw the heatmap and curves into ``out``.
+
+    Returns:
+      A :class:`SweepResult`.
+    """
+    spec, spec_epochs = _spec_from(spec_or_options)
+    epochs = spec_epochs if epochs is None else epochs
+    if epochs is not None and not epochs > 0:
+        raise ValueError(f"epochs={epochs!r} is invalid: expected a positive number")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
+        raise ValueError(f"chunk_size={chunk_size!r} is invalid: expected a positive integer")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is invalid: expected one of {_choices(STRATEGIES)}")
+    configs = grid.configs(spec)
+    _check_hparams(configs)
+    dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
+    num_examples = int(dataset.x_train.shape[0])
+    too_big = configs["batch_size"][configs["batch_size"] > num_examples]
+    if len(too_big):
+        raise ValueError(
+            f"batch_size={int(too_big.iloc[0])} is larger than the training set "
+            f"({num_examples} examples)"
+        )
+    steps = np.array(
+        [_budget_steps(spec, int(b), epochs, num_examples) for b in configs["batch_size"]]
+    )
+    groups, chosen = plan(spec, configs, steps, strategy)
+    definition = _definition(spec, grid, strategy, chunk_size, epochs)
+
+    out = os.fspath(out) if out is not None else None
+    chunk_dir = None
+    if out is not None:
+        _check_out_dir(out, resume, overwrite, definition)
+        if overwrite and os.path.isdir(out):
+            shutil.rmtree(out)
+        chunk_dir = os.path.join(out, "chunks")
+        os.makedirs(chunk_dir, exist_ok=True)
+        results_lib.write_definition(os.path.join(out, "sweep.toml"), definition)
+
+    devices = tuple(devices or jax.devices())
+    bar = _Progress(progress, int(steps.sum()), len(configs))
+    frames = []
+    try:
+        for g, group in enumerate(groups):
+            rows = configs.set_index("config_id").loc[list(group.config_ids)].reset_index()
+            size = chunk_size or _default_chunk_size(group.spec, dataset, len(rows), len(devices))
+            size = _round_up(size, len(devices))
+            for c in range(math.ceil(len(rows) / size)):
+                chunk = rows.iloc[c * size:(c + 1) * size]
+                chunk_steps = steps[chunk["config_id"].to_numpy()]
+                path = chunk_dir and os.path.join(chunk_dir, f"group{g:03d}-chunk{c:04d}.parquet")
+                if path and resume and os.path.exists(path):
+                    frames.append(pd.read_parquet(path))
+                    bar.advance(int(chunk_steps.sum()), len(chunk))
+                    continue
+                # Pad with copies of the first config so the chunk's shape never changes.
+                padded = pd.concat([chunk] + [chunk.iloc[:1]] * (size - len(chunk)),
+                                   ignore_index=True)
+                frame = _run_chunk(
+                    group, padded, steps[padded["config_id"].to_numpy()], len(chunk),
+                    spec.eval_every, devices, bar.advance,
+                )
+                bar.advance(0, len(chunk))
+                if path:
+                    results_lib.atomic_write_parquet(frame, path)
+                frames.append(frame)
+    finally:
+        bar.close()
+    metrics = pd.concat(frames, ignore_index=True)
+    table = _assemble(configs, metrics, grid, spec)
+    if out is not None:
+        results_lib.save(out, table, definition)
+        if plots:
+            from jaxopt_lab import plots as plots_lib
+
+            plots_lib.heatmap(table, os.path.join(out, "heatmap.png"))
+            plots_lib.curves(table, os.path.join(out, "curves.png"))
+    return SweepResult(table=table, definition={**definition, "resolved_strategy": chosen})
+
+
+def _check_hparams(configs: pd.DataFrame) -> None:
+    """Build each distinct optimizer once from Python numbers, so bad values raise here.
+
+    Inside the sweep they are traced arrays, which the optimizers cannot check.
+    """
+    names = [c for c in configs.columns if c in DYNAMIC_AXES and c != "seed"]
+    for cfg in configs[["optimizer", *names]].drop_duplicates().to_dict("records"):
+        given = {k: v for k, v in cfg.items() if k in names and pd.notna(v)}
+        hp = train_lib.default_hparams(cfg["optimizer"], **given)
+        transforms.OPTIMIZERS[cfg["optimizer"]](
+            float(hp["learning_rate"]),
+            **{arg: float(hp[name]) for name, arg in _alias_names(cfg["optimizer"]).items()},
+        )
+        for name in ("weight_decay", "bn_momentum"):
+            if not 0 <= hp[name] < (1 if name == "bn_momentum" else math.inf):
+                raise ValueError(
+                    f"{name}={hp[name]!r} is invalid: expected "
+                    + ("0 <= bn_momentum < 1" if name == "bn_momentum" else "weight_decay >= 0")
+                )
+
+
+def _alias_names(optimizer: str) -> dict[str, str]:
+    """Map the sweep's hyperparameter names to the alias's argument names."""
+    names = {}
+    for name in train_lib.default_hparams(optimizer):
+        if name in ("learning_rate", "weight_decay", "bn_momentum"):
+            continue
+        names[name] = {"momentum": "beta"}.get(name, name)
+    return names
+
+
+def _assemble(configs, metrics, grid, spec) -> pd.DataFrame:
+    swept = [c for c in configs.columns if c not in ("config_id",) + _FIRST_COLUMNS]
+    columns = ["config_id", *_FIRST_COLUMNS, *swept]
+    table = metrics.merge(configs[columns], on="config_id", how="left")
+    table = table[columns + list(_METRICS)]
+    table = table.sort_values(["config_id", "step"], kind="stable").reset_index(drop=True)
+    return table.astype({"config_id": np.int64, "batch_size": np.int64, "seed": np.int64,
+                         "learning_rate": np.float64})
+
+
+class _Progress:
+    """A tqdm bar over config-steps (rate and time left), with configs done in its label."""
+
+    def __init__(self, enabled: bool, total_config_steps: int, num_configs: int):
+        from tqdm.auto import tqdm
+
+        self._num_configs = num_configs
+        self._configs_done = 0
+        self._bar = tqdm(
+            total=total_config_steps, unit="step", unit_scale=True, disable=not enabled,
+            desc=self._label(), dynamic_ncols=True,
+        )
+
+    def _label(self) -> str:
+        return f"sweep {self._configs_done}/{self._num_configs} configs"
+
+    def advance(self, config_steps: int, configs_done: int) -> None:
+        if configs_done:
+            self._configs_done += configs_done
+            self._bar.set_description_str(self._label(), refresh=False)
+        self._bar.update(config_steps)
+
+    def close(self) -> None:
+        self._bar.close()

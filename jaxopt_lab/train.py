@@ -1,0 +1,454 @@
+"""One training run as a pure function of (static spec, hyperparameters, key).
+
+Everything that changes shapes or code lives in the frozen :class:`TrainSpec`;
+everything that changes array values (learning rate, the optimizer's numeric
+hyperparameters, weight decay, batch-norm momentum, and under the sweep's
+``mask`` strategy the batch size) is a leaf of the ``hparams`` dict, so a sweep
+is this same code under ``jax.vmap``.
+
+The building blocks are shared by :func:`train` (one config, one jitted
+program) and by :mod:`jaxopt_lab.sweep` (a chunk of configs under ``vmap``, run
+in segments so the host can report progress between them):
+
+* :func:`init_state` builds a :class:`TrainState` from a key;
+* :func:`run_segment` advances it by a traced number of steps, then evaluates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxopt_lab import data as data_lib
+from jaxopt_lab import models as models_lib
+from jaxopt_lab import scaling, transforms
+
+__all__ = [
+    "TrainSpec",
+    "TrainState",
+    "History",
+    "default_hparams",
+    "make_optimizer",
+    "init_state",
+    "run_segment",
+    "make_train",
+    "train",
+    "load_dataset",
+    "get_model",
+    "eval_steps",
+]
+
+# Alias parameter names that read better as sweep axes.
+_AXIS_NAMES = {"beta": "momentum"}
+_DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "rmsprop": 1e-3, "adam": 1e-3}
+_COMMON_HPARAMS = {"weight_decay": 0.0, "bn_momentum": 0.99}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """Everything about a run that changes shapes or compiled code.
+
+    Attributes:
+      dataset: a name understood by :func:`jaxopt_lab.data.load`.
+      dataset_options: ``(name, value)`` pairs forwarded to ``data.load``.
+      model: a name from ``models.MODELS`` or a :class:`jaxopt_lab.models.Model`.
+      model_options: ``(name, value)`` pairs forwarded to ``models.create``.
+      optimizer: a name from ``transforms.OPTIMIZERS``.
+      optimizer_flags: keyword-only flags of that alias, e.g. ``(("nesterov", True),)``.
+      batch_size: examples per step.
+      steps: number of optimizer steps.
+      eval_every: steps between evaluation points (the last point is ``steps``).
+      reduction: ``"mean"`` or ``"sum"`` of the per-example losses.
+      lr_rule: how the learning rate moves with batch size: ``"none"``,
+        ``"linear"`` or ``"sqrt"`` relative to ``base_batch_size``.
+      base_batch_size: the batch size at which the learning rate is the given one.
+    """
+
+    dataset: str = "mnist1d"
+    dataset_options: tuple[tuple[str, Any], ...] = ()
+    model: Any = "mlp"
+    model_options: tuple[tuple[str, Any], ...] = ()
+    optimizer: str = "adam"
+    optimizer_flags: tuple[tuple[str, Any], ...] = ()
+    batch_size: int = 32
+    steps: int = 1000
+    eval_every: int = 100
+    reduction: str = "mean"
+    lr_rule: str = "none"
+    base_batch_size: int = 32
+
+    def __post_init__(self):
+        if self.optimizer not in transforms.OPTIMIZERS:
+            raise ValueError(
+                f"optimizer={self.optimizer!r} is invalid: expected one of "
+                f"{', '.join(map(repr, transforms.OPTIMIZERS))}"
+            )
+        if isinstance(self.model, str) and self.model not in models_lib.MODELS:
+            raise ValueError(
+                f"model={self.model!r} is invalid: expected one of "
+                f"{', '.join(map(repr, models_lib.MODELS))}"
+            )
+        if self.reduction not in scaling.REDUCTIONS:
+            raise ValueError(
+                f"reduction={self.reduction!r} is invalid: expected one of "
+                f"{', '.join(map(repr, scaling.REDUCTIONS))}"
+            )
+        if self.lr_rule not in scaling.LR_RULES:
+            raise ValueError(
+                f"lr_rule={self.lr_rule!r} is invalid: expected one of "
+                f"{', '.join(map(repr, scaling.LR_RULES))}"
+            )
+        for name in ("batch_size", "steps", "eval_every", "base_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid: expected a positive integer")
+        # Options arrive as dicts from users; keep them hashable and ordered.
+        for name in ("dataset_options", "model_options", "optimizer_flags"):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                value = tuple(sorted(value.items()))
+            object.__setattr__(self, name, tuple((k, _freeze(v)) for k, v in value))
+
+
+def _freeze(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+class TrainState(NamedTuple):
+    """What one config carries from step to step.
+
+    Attributes:
+      params: model parameters.
+      model_state: batch-norm running statistics (an empty pytree without batch norm).
+      opt_state: the optimizer's state.
+      data_key: the key that orders the training set, one permutation per epoch.
+      perm: the current epoch's permutation of the training set.
+      loss_sum: sum of the training losses since the last evaluation point.
+      diverged: true once a training loss was not finite; the state is then frozen.
+    """
+
+    params: Any
+    model_state: Any
+    opt_state: Any
+    data_key: jax.Array
+    perm: jax.Array
+    loss_sum: jax.Array
+    diverged: jax.Array
+
+
+class History(NamedTuple):
+    """Metrics per evaluation point (leading axis), as returned by :func:`train`."""
+
+    step: jax.Array
+    examples_seen: jax.Array
+    train_loss: jax.Array
+    test_loss: jax.Array
+    test_accuracy: jax.Array
+    diverged: jax.Array
+
+
+class _Metrics(NamedTuple):
+    train_loss: jax.Array
+    test_loss: jax.Array
+    test_accuracy: jax.Array
+    diverged: jax.Array
+
+
+@functools.lru_cache(maxsize=16)
+def load_dataset(name: str, options: tuple = ()) -> data_lib.Dataset:
+    """``data.load`` memoized per process, so a sweep loads its data once."""
+    return data_lib.load(name, **dict(options))
+
+
+def get_model(spec: TrainSpec, dataset: data_lib.Dataset) -> models_lib.Model:
+    """The spec's model, sized for the dataset's outputs (the same object every call)."""
+    if not isinstance(spec.model, str):
+        return spec.model
+    num_outputs = dataset.num_classes or int(dataset.y_train.shape[-1])
+    return models_lib.create(spec.model, num_outputs, **dict(spec.model_options))
+
+
+def default_hparams(optimizer: str, **overrides) -> dict[str, float]:
+    """The dynamic hyperparameters of an optimizer family with their defaults.
+
+    Read off the alias's signature (``momentum`` for the momentum alias's
+    ``beta``), plus ``learning_rate``, ``weight_decay`` and ``bn_momentum``.
+
+    Example:
+      >>> default_hparams("adam")
+      {'learning_rate': 0.001, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-08, 'eps_root': 0.0, \
+'weight_decay': 0.0, 'bn_momentum': 0.99}
+    """
+    if optimizer not in transforms.OPTIMIZERS:
+        raise ValueError(
+            f"optimizer={optimizer!r} is invalid: expected one of "
+            f"{', '.join(map(repr, transforms.OPTIMIZERS))}"
+        )
+    out = {"learning_rate": _DEFAULT_LR.get(optimizer, 1e-3)}
+    for p in inspect.signature(transforms.OPTIMIZERS[optimizer]).parameters.values():
+        if (
+            p.kind is p.POSITIONAL_OR_KEYWORD
+            and p.name != "learning_rate"
+            and p.default is not p.empty
+        ):
+            out[_AXIS_NAMES.get(p.name, p.name)] = p.default
+    out.update(_COMMON_HPARAMS)
+    unknown = set(overrides) - set(out) - {"batch_size"}
+    if unknown:
+        raise ValueError(
+            f"hyperparameter {sorted(unknown)[0]!r} is invalid for optimizer={optimizer!r}: "
+            f"expected one of {', '.join(map(repr, out))}"
+        )
+    out.update(overrides)
+    return out
+
+
+def make_optimizer(spec: TrainSpec, hparams: Mapping[str, Any], batch_size) -> optax.GradientTransformation:
+    """The optimizer of ``spec.optimizer`` built from (possibly traced) hyperparameters.
+
+    Weight decay is added to the gradient before the optimizer (coupled, L2-style:
+    for Adam this is Adam with L2, not AdamW), and the learning rate is rescaled
+    for the batch size by ``spec.lr_rule``.
+    """
+    alias = transforms.OPTIMIZERS[spec.optimizer]
+    lr = scaling.scale_learning_rate(
+        hparams["learning_rate"], batch_size, spec.base_batch_size, spec.lr_rule
+    )
+    kwargs = {}
+    for p in inspect.signature(alias).parameters.values():
+        axis = _AXIS_NAMES.get(p.name, p.name)
+        if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "learning_rate" and axis in hparams:
+            kwargs[p.name] = hparams[axis]
+    tx = alias(lr, **kwargs, **dict(spec.optimizer_flags))
+    return optax.chain(optax.add_decayed_weights(hparams["weight_decay"]), tx)
+
+
+def _per_example_loss(outputs: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
+    if num_classes:
+        return optax.softmax_cross_entropy_with_integer_labels(outputs, y)
+    return 0.5 * jnp.sum(jnp.square(outputs - y), axis=-1)
+
+
+def _steps_per_epoch(num_examples: int, batch_size):
+    return num_examples // batch_size
+
+
+def init_state(spec: TrainSpec, dataset: data_lib.Dataset, hparams, key: jax.Array) -> TrainState:
+    """A fresh :class:`TrainState`: parameters from ``key``, batches from a key split off it.
+
+    The same seed gives the same initialization and the same batch order for
+    every learning rate, so a learning-rate sweep compares like with like.
+    """
+    model = get_model(spec, dataset)
+    init_key, data_key = jax.random.split(key)
+    params, model_state = model.init(init_key, dataset.x_train[:1])
+    batch_size = hparams.get("batch_size", spec.batch_size)
+    opt_state = make_optimizer(spec, hparams, batch_size).init(params)
+    num_examples = dataset.x_train.shape[0]
+    return TrainState(
+        params=params,
+        model_state=model_state,
+        opt_state=opt_state,
+        data_key=data_key,
+        perm=data_lib.epoch_permutation(data_key, 0, num_examples),
+        loss_sum=jnp.zeros((), jnp.float32),
+        diverged=jnp.zeros((), jnp.bool_),
+    )
+
+
+def _train_step(spec, model, dataset, hparams, state: TrainState, step, stop_step) -> TrainState:
+    """One optimizer step; a config that diverged or passed ``stop_step`` keeps its state."""
+    num_examples = dataset.x_train.shape[0]
+    batch_size = hparams.get("batch_size", spec.batch_size)
+    max_batch_size = spec.batch_size  # under the mask strategy, the group's largest
+    spe = _steps_per_epoch(num_examples, batch_size)
+    # With a static batch size `step % spe` is not batched under vmap, so this is
+    # a real branch and the sort runs once per epoch; under the mask strategy it
+    # becomes a select and the permutation is drawn every step.
+    perm = jax.lax.cond(
+        step % spe == 0,
+        lambda: data_lib.epoch_permutation(state.data_key, step // spe, num_examples),
+        lambda: state.perm,
+    )
+    offsets = jnp.arange(max_batch_size, dtype=jnp.int32)
+    position = (step % spe) * batch_size
+    idx = jnp.take(perm, (position + offsets) % num_examples)
+    mask = None if "batch_size" not in hparams else offsets < batch_size
+    xb, yb = dataset.x_train[idx], dataset.y_train[idx]
+
+    def loss_fn(params):
+        outputs, new_model_state = model.apply(
+            params, state.model_state, xb, train=True, mask=mask,
+            bn_momentum=hparams["bn_momentum"],
+        )
+        per_example = _per_example_loss(outputs, yb, dataset.num_classes)
+        loss = scaling.reduce_loss(per_example, mask, spec.reduction)
+        # The reported loss is always the mean, so curves compare across reductions.
+        mean_loss = loss if spec.reduction == "mean" else scaling.reduce_loss(per_example, mask)
+        return loss, (new_model_state, mean_loss)
+
+    grads, (new_model_state, mean_loss) = jax.grad(loss_fn, has_aux=True)(state.params)
+    tx = make_optimizer(spec, hparams, batch_size)
+    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+
+    active = step < stop_step
+    diverged = state.diverged | (active & ~jnp.isfinite(mean_loss))
+    keep_old = diverged | ~active
+    new = (new_params, new_model_state, new_opt_state)
+    old = (state.params, state.model_state, state.opt_state)
+    params, model_state, opt_state = jax.tree.map(
+        lambda n, o: jnp.where(keep_old, o, n), new, old
+    )
+    return TrainState(
+        params=params,
+        model_state=model_state,
+        opt_state=opt_state,
+        data_key=state.data_key,
+        perm=perm,
+        loss_sum=state.loss_sum + jnp.where(active, mean_loss, jnp.zeros_like(mean_loss)),
+        diverged=diverged,
+    )
+
+
+def _evaluate(model, dataset, state: TrainState):
+    """Test loss and accuracy on the whole test set, batch norm in evaluation mode."""
+    outputs, _ = model.apply(state.params, state.model_state, dataset.x_test, train=False)
+    per_example = _per_example_loss(outputs, dataset.y_test, dataset.num_classes)
+    test_loss = jnp.mean(per_example)
+    if dataset.num_classes:
+        accuracy = jnp.mean((jnp.argmax(outputs, axis=-1) == dataset.y_test).astype(jnp.float32))
+    else:
+        accuracy = jnp.full((), jnp.nan, jnp.float32)
+    return test_loss, accuracy
+
+
+def run_segment(
+    spec: TrainSpec,
+    dataset: data_lib.Dataset,
+    hparams,
+    state: TrainState,
+    start,
+    num_steps,
+    stop_step=None,
+):
+    """Advance ``state`` by ``num_steps`` steps from step ``start``, then evaluate.
+
+    ``start`` and ``num_steps`` may be traced (the loop is a ``fori_loop``), so
+    segments of any length share one compiled program. Steps at or past
+    ``stop_step`` (a config's own budget inside a longer group) change nothing.
+
+    Returns:
+      ``(state, metrics)``: the new state with ``loss_sum`` reset, and
+      ``_Metrics(train_loss, test_loss, test_accuracy, diverged)`` where
+      ``train_loss`` is the mean training loss over the segment's active steps.
+      Metrics of a diverged config are NaN.
+    """
+    model = get_model(spec, dataset)
+    stop_step = spec.steps if stop_step is None else stop_step
+
+    def body(step, state):
+        return _train_step(spec, model, dataset, hparams, state, step, stop_step)
+
+    state = jax.lax.fori_loop(start, start + num_steps, body, state)
+    active_steps = jnp.clip(jnp.minimum(start + num_steps, stop_step) - start, 1, None)
+    train_loss = state.loss_sum / active_steps.astype(jnp.float32)
+    test_loss, accuracy = _evaluate(model, dataset, state)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    metrics = _Metrics(
+        train_loss=jnp.where(state.diverged, nan, train_loss),
+        test_loss=jnp.where(state.diverged, nan, test_loss),
+        test_accuracy=jnp.where(state.diverged, nan, accuracy),
+        diverged=state.diverged,
+    )
+    return state._replace(loss_sum=jnp.zeros_like(state.loss_sum)), metrics
+
+
+def eval_steps(steps: int, eval_every: int) -> list[int]:
+    """Evaluation points of a run: every ``eval_every`` steps, and always the last step."""
+    points = list(range(eval_every, steps + 1, eval_every))
+    if not points or points[-1] != steps:
+        points.append(steps)
+    return points
+
+
+def make_train(spec: TrainSpec, dataset: data_lib.Dataset):
+    """A pure, jittable and vmappable ``train_fn(hparams, key) -> History`` for ``spec``.
+
+    The loop over evaluation points is a ``lax.scan``; batch-norm statistics,
+    optimizer moments and the data key are threaded through it.
+
+    Example:
+      >>> spec = TrainSpec(dataset="regression", model="linear", optimizer="sgd", steps=20)
+      >>> dataset = load_dataset("regression")
+      >>> lrs = jnp.array([0.01, 0.1])
+      >>> hp = default_hparams("sgd")
+      >>> fn = jax.vmap(lambda lr: make_train(spec, dataset)({**hp, "learning_rate": lr},
+      ...                                                  jax.random.key(0)))
+      >>> jax.jit(fn)(lrs).test_loss.shape
+      (2, 1)
+    """
+    points = eval_steps(spec.steps, spec.eval_every)
+    starts = jnp.asarray([0] + points[:-1], jnp.int32)
+    lengths = jnp.asarray(np.diff([0] + points), jnp.int32)
+
+    def train_fn(hparams, key) -> History:
+        hparams = _as_arrays(hparams)
+        state = init_state(spec, dataset, hparams, key)
+
+        def segment(state, start_and_length):
+            start, length = start_and_length
+            return run_segment(spec, dataset, hparams, state, start, length)
+
+        _, metrics = jax.lax.scan(segment, state, (starts, lengths))
+        batch_size = hparams.get("batch_size", spec.batch_size)
+        step = jnp.asarray(points, jnp.int32)
+        return History(
+            step=step,
+            examples_seen=step * batch_size,
+            train_loss=metrics.train_loss,
+            test_loss=metrics.test_loss,
+            test_accuracy=metrics.test_accuracy,
+            diverged=metrics.diverged,
+        )
+
+    return train_fn
+
+
+def _as_arrays(hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
+    return {
+        k: jnp.asarray(v, jnp.int32 if k == "batch_size" else jnp.float32)
+        for k, v in hparams.items()
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_train(spec: TrainSpec):
+    dataset = load_dataset(spec.dataset, spec.dataset_options)
+    return jax.jit(make_train(spec, dataset))
+
+
+def train(spec: TrainSpec, hparams: Mapping[str, Any] | None = None, key=0) -> History:
+    """Run one config: a pure function of ``(spec, hparams, key)``.
+
+    Args:
+      spec: the static part of the run.
+      hparams: dynamic hyperparameters; missing ones take
+        :func:`default_hparams` of ``spec.optimizer``.
+      key: a PRNG key or an integer seed.
+
+    Returns:
+      A :class:`History` with one entry per evaluation point.
+    """
+    hp = default_hparams(spec.optimizer, **dict(hparams or {}))
+    if isinstance(key, (int, np.integer)):
+        key = jax.random.key(int(key))
+    return _jitted_train(spec)(hp, key)
