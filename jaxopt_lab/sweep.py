@@ -133,10 +133,12 @@ class SweepResult:
     Attributes:
       table: one row per (config, evaluation point).
       definition: the full sweep definition (what ``sweep.toml`` holds).
+      strategy: the batch-size strategy that ran (``auto`` resolved).
     """
 
     table: pd.DataFrame
     definition: dict
+    strategy: str
 
     def summary(self) -> pd.DataFrame:
         """One row per config: its hyperparameters, final and best metrics."""
@@ -335,11 +337,14 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
     if epochs is not None:
         spec_fields["epochs"] = float(epochs)
         spec_fields.pop("steps")
+    def table(pairs):  # TOML has lists, not tuples: write what reads back equal
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in pairs}
+
     return {
         "spec": spec_fields,
-        "model_options": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.model_options},
-        "dataset_options": dict(spec.dataset_options),
-        "optimizer_flags": dict(spec.optimizer_flags),
+        "model_options": table(spec.model_options),
+        "dataset_options": table(spec.dataset_options),
+        "optimizer_flags": table(spec.optimizer_flags),
         "grid": {k: list(v) for k, v in grid.axes.items()},
         "sweep": {"strategy": strategy, **({"chunk_size": chunk_size} if chunk_size else {})},
     }
@@ -476,7 +481,7 @@ def sweep(
 
             plots_lib.heatmap(table, os.path.join(out, "heatmap.png"))
             plots_lib.curves(table, os.path.join(out, "curves.png"))
-    return SweepResult(table=table, definition={**definition, "resolved_strategy": chosen})
+    return SweepResult(table=table, definition=definition, strategy=chosen)
 
 
 def _check_hparams(configs: pd.DataFrame) -> None:

@@ -1,0 +1,189 @@
+"""The sweep engine: a config in a sweep equals the config alone, whatever the grouping,
+chunking, device count or interruption."""
+
+import logging
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxopt_lab import sweep as S
+from jaxopt_lab import train as T
+
+SPEC = dict(dataset="digits", model="mlp", model_options={"hidden": (16,), "batchnorm": True},
+            steps=40, eval_every=20)
+METRICS = ["train_loss", "test_loss", "test_accuracy"]
+
+
+def _run(grid, **kwargs):
+    kwargs.setdefault("progress", False)
+    return S.sweep(SPEC, grid, **kwargs).table
+
+
+def _assert_same(a: pd.DataFrame, b: pd.DataFrame, rtol=0.0):
+    pd.testing.assert_frame_equal(a.drop(columns=METRICS), b.drop(columns=METRICS))
+    np.testing.assert_allclose(a[METRICS].to_numpy(), b[METRICS].to_numpy(), rtol=rtol, atol=0)
+
+
+@pytest.fixture(scope="module")
+def grid():
+    # SGD and momentum: Adam with batch norm amplifies float reordering (see below).
+    return S.Grid(optimizer=["sgd", "momentum"], learning_rate=[1e-2, 1e-1],
+                  batch_size=[8, 32], seed=[0, 1])
+
+
+@pytest.fixture(scope="module")
+def bucket_table(grid):
+    return _run(grid, strategy="bucket")
+
+
+def test_table_layout(bucket_table):
+    assert list(bucket_table.columns) == [
+        "config_id", "optimizer", "learning_rate", "batch_size", "seed", "step",
+        "examples_seen", "train_loss", "test_loss", "test_accuracy", "diverged"]
+    assert bucket_table["config_id"].nunique() == 2 * 2 * 2 * 2
+    assert len(bucket_table) == 16 * 2
+    np.testing.assert_array_equal(bucket_table["examples_seen"],
+                                  bucket_table["step"] * bucket_table["batch_size"])
+
+
+def test_config_in_sweep_equals_config_alone(bucket_table):
+    row = bucket_table[(bucket_table.optimizer == "momentum") & (bucket_table.batch_size == 8)
+                       & (bucket_table.learning_rate == 1e-1) & (bucket_table.seed == 1)]
+    spec = T.TrainSpec(**SPEC, optimizer="momentum", batch_size=8)
+    alone = T.train(spec, {"learning_rate": 1e-1}, 1)
+    np.testing.assert_allclose(row["train_loss"], alone.train_loss, rtol=1e-4)
+    np.testing.assert_allclose(row["test_loss"], alone.test_loss, rtol=1e-4)
+
+
+def test_adam_config_in_sweep_equals_config_alone():
+    # Without batch norm: with it, Adam divides the float-reordering noise of
+    # gradient coordinates that are zero in exact arithmetic by its own size,
+    # and runs drift apart by ~1e-3 within 20 steps whatever the engine does.
+    spec_options = {**SPEC, "model_options": {"hidden": (16,)}}
+    grid = S.Grid(optimizer=["adam"], learning_rate=[1e-3, 1e-2], batch_size=[8], seed=[1])
+    table = S.sweep(spec_options, grid, progress=False).table
+    alone = T.train(T.TrainSpec(**spec_options, optimizer="adam", batch_size=8),
+                    {"learning_rate": 1e-2}, 1)
+    np.testing.assert_allclose(table[table.learning_rate == 1e-2]["train_loss"], alone.train_loss,
+                               rtol=1e-4)
+
+
+def test_mask_equals_bucket(grid, bucket_table):
+    result = S.sweep(SPEC, grid, strategy="mask", progress=False)
+    assert result.strategy == "mask"
+    _assert_same(result.table, bucket_table, rtol=1e-4)
+
+
+def test_same_seed_gives_an_identical_table(grid, bucket_table):
+    _assert_same(_run(grid, strategy="bucket"), bucket_table)
+
+
+def test_four_devices_give_the_same_table_as_one(grid, bucket_table):
+    assert len(jax.devices()) == 4
+    one = _run(grid, strategy="bucket", devices=jax.devices()[:1])
+    _assert_same(one, bucket_table, rtol=1e-4)
+
+
+def test_a_diverging_config_leaves_the_others_untouched():
+    stable = S.Grid(optimizer=["sgd"], learning_rate=[0.01, 0.1], batch_size=[16], seed=[0])
+    with_bad = S.Grid(optimizer=["sgd"], learning_rate=[0.01, 0.1, 1e4], batch_size=[16], seed=[0])
+    a = _run(stable, chunk_size=4)
+    b = _run(with_bad, chunk_size=4)
+    bad = b[b.learning_rate == 1e4]
+    assert bad["diverged"].all() and bad["test_loss"].isna().all()
+    _assert_same(b[b.learning_rate != 1e4].reset_index(drop=True), a)
+
+
+def test_a_second_chunk_does_not_recompile(caplog):
+    S._programs.cache_clear()
+    grid = S.Grid(optimizer=["sgd"], learning_rate=list(np.geomspace(1e-3, 1e-1, 9)),
+                  batch_size=[16])
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        table = _run(grid, chunk_size=4)  # 9 configs -> 3 chunks, the last one padded
+    assert table["config_id"].nunique() == 9 and len(table) == 9 * 2
+    compiled = [r.getMessage() for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
+    assert sum("jit(segment)" in m for m in compiled) == 1, compiled
+    assert sum("jit(init)" in m for m in compiled) == 1, compiled
+
+
+def test_resume_after_interrupt_gives_the_same_table(tmp_path, monkeypatch):
+    grid = S.Grid(optimizer=["sgd", "adam"], learning_rate=[1e-2, 1e-1], batch_size=[8, 16])
+    full = _run(grid, chunk_size=4, strategy="bucket", plots=False)
+
+    calls = {"n": 0}
+    real = S._run_chunk
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(S, "_run_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(grid, chunk_size=4, strategy="bucket", out=tmp_path, plots=False)
+    assert len(list((tmp_path / "chunks").iterdir())) == 2
+    assert not (tmp_path / "results.parquet").exists()
+
+    calls["n"] = -100
+    with pytest.raises(ValueError, match="is not empty"):
+        _run(grid, chunk_size=4, strategy="bucket", out=tmp_path, plots=False)
+    resumed = _run(grid, chunk_size=4, strategy="bucket", out=tmp_path, resume=True, plots=False)
+    assert calls["n"] == -100 + 2  # only the two unfinished chunks ran
+    _assert_same(resumed, full)
+    on_disk = pd.read_parquet(tmp_path / "results.parquet")
+    _assert_same(on_disk, full)
+
+
+def test_resume_refuses_a_different_sweep(tmp_path):
+    grid = S.Grid(optimizer=["sgd"], learning_rate=[1e-2], batch_size=[8])
+    _run(grid, out=tmp_path, plots=False)
+    other = S.Grid(optimizer=["sgd"], learning_rate=[1e-1], batch_size=[8])
+    with pytest.raises(ValueError, match="does not match"):
+        _run(other, out=tmp_path, resume=True, plots=False)
+
+
+def test_epoch_budget_becomes_steps_per_batch_size():
+    grid = S.Grid(optimizer=["sgd"], learning_rate=[0.05], batch_size=[64, 128])
+    for strategy in ("bucket", "mask"):
+        table = S.sweep({**SPEC, "epochs": 2, "eval_every": 10}, grid, strategy=strategy,
+                        progress=False).table
+        n = 1438  # digits' training set: 80% of 1797
+        last = table.groupby("batch_size")["step"].max()
+        assert last[64] == 2 * (n // 64) and last[128] == 2 * (n // 128)
+        assert table.groupby("batch_size")["examples_seen"].max()[128] == 2 * (n // 128) * 128
+
+
+def test_grid_drops_hyperparameters_an_optimizer_does_not_take():
+    configs = S.Grid(optimizer=["sgd", "adam"], b1=[0.8, 0.9], learning_rate=[0.1]).configs()
+    assert len(configs) == 3  # sgd once, adam twice
+    assert configs.loc[configs.optimizer == "sgd", "b1"].isna().all()
+
+
+@pytest.mark.parametrize(
+    "axes, match",
+    [
+        (dict(learning_rate=[]), "grid axis 'learning_rate' is empty"),
+        (dict(lr=[0.1]), "grid axis 'lr' is invalid: expected one of"),
+        (dict(optimizer=["adagrad"]), "optimizer='adagrad' is invalid: expected one of 'sgd'"),
+        (dict(learning_rate=[0.1, -1.0]), "learning_rate=-1.0 is invalid"),
+        (dict(batch_size=[0]), "batch_size=0 is invalid"),
+    ],
+)
+def test_bad_grids_raise(axes, match):
+    with pytest.raises(ValueError, match=match):
+        S.Grid(**axes)
+
+
+def test_bad_sweep_options_raise_before_writing(tmp_path):
+    out = tmp_path / "out"
+    grid = S.Grid(learning_rate=[0.1], batch_size=[5000])
+    with pytest.raises(ValueError, match=r"batch_size=5000 is larger than the training set \(1438"):
+        S.sweep(SPEC, grid, out=out)
+    with pytest.raises(ValueError, match="strategy='fast' is invalid"):
+        S.sweep(SPEC, S.Grid(learning_rate=[0.1]), strategy="fast", out=out)
+    with pytest.raises(ValueError, match="b1=1.5"):
+        S.sweep(SPEC, S.Grid(optimizer=["adam"], b1=[1.5]), out=out)
+    assert not out.exists()
