@@ -1,0 +1,114 @@
+"""The jaxopt-lab command: files written, config round trip, and bad input."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxopt_lab import cli
+
+TINY = ["--dataset", "digits", "--model", "mlp", "--hidden", "8", "--steps", "20",
+        "--eval-every", "10", "--no-progress"]
+
+
+def _files(path):
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def test_run_writes_the_sweep_files(tmp_path, capsys):
+    out = tmp_path / "one"
+    assert cli.main(["run", *TINY, "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "16",
+                     "--seed", "3", "--out", str(out)]) == 0
+    assert {"results.parquet", "summary.csv", "sweep.toml", "heatmap.png", "curves.png"} <= set(
+        _files(out))
+    table = pd.read_parquet(out / "results.parquet")
+    assert table[["optimizer", "learning_rate", "batch_size", "seed"]].drop_duplicates().values.tolist() \
+        == [["sgd", 0.1, 16, 3]]
+    assert list(table["step"]) == [10, 20]
+    assert "learning_rate" in capsys.readouterr().out
+
+
+def test_sweep_config_file_runs_the_same_sweep_again(tmp_path, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    args = [*TINY, "--optimizer", "sgd,adam", "--lr", "1e-3:1e-1:3", "--batch-size", "8,32",
+            "--seeds", "1"]
+    assert cli.main(["sweep", *args, "--out", str(first)]) == 0
+    table = pd.read_parquet(first / "results.parquet")
+    np.testing.assert_allclose(sorted(table["learning_rate"].unique()), [1e-3, 1e-2, 1e-1])
+    assert table["config_id"].nunique() == 2 * 3 * 2
+    assert cli.main(["sweep", "--config", str(first / "sweep.toml"), "--out", str(second),
+                     "--no-progress"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(second / "results.parquet"), table)
+
+    os.remove(first / "heatmap.png")
+    capsys.readouterr()
+    assert cli.main(["report", str(first)]) == 0
+    printed = capsys.readouterr().out
+    assert (first / "heatmap.png").exists()
+    assert "adam" in printed and "sgd" in printed and "learning_rate" in printed
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sweep", "--dataset", "imagenet"], "dataset='imagenet' is invalid: expected one of"),
+        (["sweep", "--model", "resnet"], "model='resnet' is invalid: expected one of 'linear'"),
+        (["sweep", "--optimizer", "sgd,lion"], "optimizer='lion' is invalid: expected one of"),
+        (["sweep", "--strategy", "fast"], "strategy='fast' is invalid: expected one of 'auto'"),
+        (["sweep", "--batch-size", "8,5000"], "batch_size=5000 is larger than the training set"),
+        (["sweep", "--lr", ","], "--lr ',' is invalid: expected at least one value"),
+        (["sweep", "--lr", "0.1,-1"], "learning_rate=-1.0 is invalid"),
+        (["sweep", "--lr", "1e-3:1"], "--lr '1e-3:1' is invalid"),
+        (["sweep", "--steps", "0"], "steps=0 is invalid"),
+        (["sweep", "--b1", "1.5", "--optimizer", "adam"], "b1=1.5"),
+        (["sweep", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["run", "--lr", "0.1,0.2"], "--lr takes one value in `run`, got 2"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jaxopt-lab: error: ")
+    assert message in err
+    assert not out.exists()
+
+
+def test_bad_files_are_reported(tmp_path, capsys):
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[spec\nsteps = 3\n")
+    assert cli.main(["sweep", "--config", str(bad_toml), "--out", str(tmp_path / "o")]) == 2
+    assert "malformed TOML in" in capsys.readouterr().err
+
+    missing = _npz(tmp_path, x_train=np.zeros((4, 2)), y_train=np.zeros(4, np.int32))
+    assert cli.main(["run", "--dataset", missing, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "x_test" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_non_empty_output_folder_is_left_alone(tmp_path, capsys):
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    assert cli.main(["run", *TINY, "--out", str(out)]) == 2
+    assert "is not empty: pass --resume" in capsys.readouterr().err
+    assert _files(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "precious"
+
+
+def test_console_script_exit_code_and_stderr():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "jaxopt_lab.cli", "sweep", "--strategy", "x"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "jaxopt-lab: error: strategy='x' is invalid: expected one of 'auto', 'bucket', 'mask'"]
