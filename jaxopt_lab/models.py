@@ -114,9 +114,7 @@ def _conv(params, x: jax.Array, stride: int) -> jax.Array:
 
 
 def _batchnorm(params, state, x, *, train, mask, momentum):
-    if mask is not None and x.ndim > 2:
-        # The mask marks examples; every position of an example shares its flag.
-        mask = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - 2)), x.shape[:-1])
+    # A per-example mask of shape (N,) also covers every position of a (N, W, C) input.
     return bn.apply(params, state, x, train=train, momentum=momentum, mask=mask)
 
 
