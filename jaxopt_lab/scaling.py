@@ -55,10 +55,15 @@ def reduce_loss(
       \\text{sum} = \\sum_i m_i \\ell_i
 
     Padded rows are removed with ``jnp.where``, not multiplied by zero, so a NaN
-    or infinite loss in a padded row reaches neither the value nor the gradient:
-    a padded batch with its mask gives exactly the loss and gradient of the
-    unpadded batch. With no valid example, the mean is 0 (the count is clamped
-    to 1), not NaN, so a fully padded batch is a no-op rather than a divergence.
+    or infinite loss in a padded row does not reach the value, and the padded
+    rows receive an exactly zero cotangent: a padded batch with its mask gives
+    exactly the loss and gradient of the unpadded batch. (A NaN in a padded
+    row's *inputs* can still reach the parameters' gradient through the model's
+    own backward pass, e.g. ``0 * NaN`` in a dense layer's, which no reduction
+    can stop: pad with real rows, as the sweep's ``mask`` strategy does, or zero
+    the padded inputs with the mask before the model.) With no valid example,
+    the mean is 0 (the count is clamped to 1), not NaN, so a fully padded batch
+    is a no-op rather than a divergence.
 
     Args:
       per_example_loss: losses, with the examples on the leading axis; further
