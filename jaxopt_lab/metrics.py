@@ -1,0 +1,543 @@
+"""Measurements on a trained state: gradient noise scale, Hessian sharpness, steps-to-target.
+
+Every measurement is a pure function of arrays: no Python control flow on
+traced values, loops are ``lax.fori_loop``/``lax.scan``. So each one runs on a
+single state and, under ``jax.vmap``, over the stacked states of a sweep.
+
+* **Gradient noise scale** (McCandlish et al., 2018). With ``G`` the true
+  gradient and ``Σ`` the covariance of per-example gradients, the simple noise
+  scale is ``B_simple = tr(Σ) / |G|²``: the batch size at which the noise of a
+  minibatch gradient is as large as its signal. Two estimators:
+
+  - from per-example gradients (:func:`per_example_grads`,
+    :func:`noise_scale_from_per_example`, and the one-liner :func:`noise_scale`);
+  - from the squared norms of two minibatch gradients at batch sizes
+    ``B_small < B_big`` (:func:`noise_scale_two_batch`, and
+    :func:`gradient_noise_scale` which samples the batches), the estimator of
+    the paper's appendix A, which needs only ordinary batch gradients.
+
+* **Sharpness**: :func:`hessian_top_eigenvalue`, power iteration on
+  Hessian-vector products, never forming the Hessian.
+
+* **Steps-to-target**: :func:`steps_to_target` and :func:`examples_to_target`,
+  the first evaluation point of a history at which a metric reaches a target.
+
+References:
+  McCandlish, Kaplan, Amodei and the OpenAI Dota Team, *An Empirical Model of
+  Large-Batch Training*, 2018 (arXiv:1812.06162).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+__all__ = [
+    "NoiseScale",
+    "HessianEigen",
+    "per_example_grads",
+    "example_loss",
+    "noise_scale_from_per_example",
+    "noise_scale",
+    "noise_scale_two_batch",
+    "gradient_noise_scale",
+    "hessian_top_eigenvalue",
+    "steps_to_target",
+    "examples_to_target",
+]
+
+MODES = ("min", "max")
+
+
+# ------------------------------------------------------------ noise scale
+
+
+class NoiseScale(NamedTuple):
+    """An estimate of the simple gradient noise scale and its two parts.
+
+    Attributes:
+      b_simple: ``trace_cov / grad_sq_norm``, the simple noise scale ``B_simple``.
+      trace_cov: estimate of ``tr(Σ)``, the trace of the per-example gradient
+        covariance (the sum of the per-parameter variances).
+      grad_sq_norm: unbiased estimate of ``|G|²``, the squared norm of the true
+        gradient. It can come out zero or negative when the gradient is below
+        the noise floor of the sample; ``b_simple`` is then meaningless and more
+        examples (or draws) are needed.
+    """
+
+    b_simple: jax.Array
+    trace_cov: jax.Array
+    grad_sq_norm: jax.Array
+
+
+def per_example_grads(loss_fn: Callable[[Any, Any], jax.Array], params, batch):
+    """Gradients of ``loss_fn`` at ``params`` for each example of ``batch``.
+
+    ``jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(params, batch)``.
+
+    Args:
+      loss_fn: ``loss_fn(params, example) -> scalar``, where ``example`` is a
+        pytree of arrays *without* a batch axis (e.g. ``(x_i, y_i)``). A loss
+        written for batches can be adapted with :func:`example_loss`.
+      params: parameter pytree.
+      batch: pytree of arrays whose leading axis indexes examples.
+
+    Returns:
+      A pytree shaped like ``params`` with a leading example axis.
+    """
+    return jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(params, batch)
+
+
+def example_loss(batch_loss_fn: Callable[[Any, Any], jax.Array]) -> Callable[[Any, Any], jax.Array]:
+    """Turns a loss over a batch into a loss over one example, for :func:`per_example_grads`.
+
+    The example gets a batch axis of length one, so a model that expects
+    batches (as those of ``jaxopt_lab.models`` do) can be used unchanged. With
+    batch normalization, evaluate it in inference mode (``train=False``): the
+    statistics of a batch of one are not those of training.
+
+    Args:
+      batch_loss_fn: ``batch_loss_fn(params, batch) -> scalar``, the mean loss
+        over a batch whose leaves have a leading example axis.
+
+    Returns:
+      ``loss_fn(params, example) -> scalar``.
+    """
+
+    def loss_fn(params, example):
+        return batch_loss_fn(params, jax.tree.map(lambda a: jnp.expand_dims(a, 0), example))
+
+    return loss_fn
+
+
+def _tree_sum(tree) -> jax.Array:
+    return jax.tree.reduce(operator.add, tree)
+
+
+def _sq_norm(tree, *, leading_axes: int = 0) -> jax.Array:
+    """Sum of squares over all leaves, keeping the first ``leading_axes`` axes."""
+    return _tree_sum(
+        jax.tree.map(lambda a: jnp.sum(jnp.square(a), axis=tuple(range(leading_axes, a.ndim))), tree)
+    )
+
+
+def _num_examples(grads, name: str) -> int:
+    leaves = jax.tree.leaves(grads)
+    if not leaves:
+        raise ValueError(f"{name} must have at least one array leaf, got {grads!r}")
+    sizes = {np.shape(a)[0] if np.ndim(a) else None for a in leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            f"{name} leaves must share a leading example axis, got leading sizes {sorted(sizes, key=str)}"
+        )
+    (n,) = sizes
+    if n < 2:
+        raise ValueError(f"{name} needs at least 2 examples to estimate a variance, got {n}")
+    return n
+
+
+def _from_moments(n, mean, sum_sq_dev) -> NoiseScale:
+    """NoiseScale from ``n`` examples' mean gradient and summed squared deviations."""
+    trace_cov = sum_sq_dev / (n - 1)
+    # E|mean|² = |G|² + tr(Σ)/n, so subtracting the unbiased tr(Σ)/n makes |G|² unbiased.
+    grad_sq_norm = _sq_norm(mean) - trace_cov / n
+    return NoiseScale(trace_cov / grad_sq_norm, trace_cov, grad_sq_norm)
+
+
+def noise_scale_from_per_example(grads) -> NoiseScale:
+    """Gradient noise scale from per-example gradients.
+
+    With ``g_1 … g_n`` the per-example gradients (flattened over all leaves) and
+    ``ḡ`` their mean::
+
+      tr(Σ) ≈ Σ_i |g_i - ḡ|² / (n - 1)        (unbiased per-parameter variances, summed)
+      |G|²  ≈ |ḡ|² - tr(Σ)/n                  (unbiased: E|ḡ|² = |G|² + tr(Σ)/n)
+      B_simple = tr(Σ) / |G|²
+
+    Both parts are unbiased; their ratio, like any ratio of estimates, is not
+    exactly, and the ``|G|²`` estimate is noisy when ``n`` is small next to
+    ``B_simple``.
+
+    Args:
+      grads: pytree of per-example gradients with a leading example axis of
+        length ``n >= 2`` (as returned by :func:`per_example_grads`).
+
+    Returns:
+      A :class:`NoiseScale`.
+
+    References:
+      McCandlish et al., *An Empirical Model of Large-Batch Training*, 2018
+      (arXiv:1812.06162), section 2.2.
+    """
+    n = _num_examples(grads, "grads")
+    mean = jax.tree.map(lambda g: jnp.mean(g, axis=0, keepdims=True), grads)
+    sum_sq_dev = _tree_sum(jax.tree.map(lambda g, m: jnp.sum(jnp.square(g - m)), grads, mean))
+    return _from_moments(n, mean, sum_sq_dev)
+
+
+def noise_scale(
+    loss_fn: Callable[[Any, Any], jax.Array], params, batch, *, chunk_size: int | None = None
+) -> NoiseScale:
+    """Gradient noise scale at ``params`` from the per-example gradients over ``batch``.
+
+    :func:`per_example_grads` followed by :func:`noise_scale_from_per_example`.
+    With ``chunk_size``, the per-example gradients are computed ``chunk_size``
+    examples at a time under ``lax.scan`` and their mean and squared deviations
+    merged chunk by chunk (Chan et al.'s pairwise update, which stays accurate
+    in float32 where summing squares would not), so memory holds one chunk's
+    gradients instead of the whole batch's.
+
+    Example::
+
+      def loss(params, example):                 # one example, no batch axis
+          x, y = example
+          return 0.5 * (x @ params - y) ** 2
+
+      ns = metrics.noise_scale(loss, w, (x, y))  # ns.b_simple, ns.trace_cov, ns.grad_sq_norm
+
+    Args:
+      loss_fn: ``loss_fn(params, example) -> scalar`` (see :func:`per_example_grads`
+        and :func:`example_loss`).
+      params: parameter pytree.
+      batch: pytree (e.g. a tuple ``(x, y)``) of arrays with a leading example
+        axis of length ``n >= 2``.
+      chunk_size: examples per chunk; must divide ``n``. ``None`` computes all
+        per-example gradients at once.
+
+    Returns:
+      A :class:`NoiseScale`.
+
+    References:
+      Chan, Golub and LeVeque, *Updating Formulae and a Pairwise Algorithm for
+      Computing Sample Variances*, 1979.
+    """
+    n = _num_examples(batch, "batch")
+    if chunk_size is None:
+        return noise_scale_from_per_example(per_example_grads(loss_fn, params, batch))
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1 or n % chunk_size:
+        raise ValueError(
+            f"chunk_size must be a positive divisor of the batch size {n} or None, got {chunk_size!r}"
+        )
+    chunks = jax.tree.map(lambda a: jnp.reshape(a, (n // chunk_size, chunk_size) + a.shape[1:]), batch)
+
+    def merge(carry, chunk):
+        count, mean, sum_sq_dev = carry
+        grads = per_example_grads(loss_fn, params, chunk)
+        chunk_mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+        chunk_ssd = _tree_sum(jax.tree.map(lambda g, m: jnp.sum(jnp.square(g - m[None])), grads, chunk_mean))
+        delta = jax.tree.map(operator.sub, chunk_mean, mean)
+        total = count + chunk_size
+        mean = jax.tree.map(lambda m, d: m + d * (chunk_size / total), mean, delta)
+        sum_sq_dev = sum_sq_dev + chunk_ssd + _sq_norm(delta) * (count * chunk_size / total)
+        return (total, mean, sum_sq_dev), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    init = (jnp.zeros((), _sq_norm(zeros).dtype), zeros, jnp.zeros((), _sq_norm(zeros).dtype))
+    (_, mean, sum_sq_dev), _ = jax.lax.scan(merge, init, chunks)
+    return _from_moments(n, mean, sum_sq_dev)
+
+
+def _check_batch_sizes(b_small, b_big):
+    # Only concrete sizes can be checked; traced ones are the caller's business.
+    if isinstance(b_small, (int, float, np.number)) and isinstance(b_big, (int, float, np.number)):
+        if not 0 < b_small < b_big:
+            raise ValueError(
+                f"batch sizes must satisfy 0 < b_small < b_big, got b_small={b_small}, b_big={b_big}"
+            )
+
+
+def _two_batch(sq_small, sq_big, b_small, b_big) -> NoiseScale:
+    dtype = sq_small.dtype
+    b_small = jnp.asarray(b_small, dtype)
+    b_big = jnp.asarray(b_big, dtype)
+    grad_sq_norm = (b_big * sq_big - b_small * sq_small) / (b_big - b_small)
+    trace_cov = (sq_small - sq_big) / (1 / b_small - 1 / b_big)
+    return NoiseScale(trace_cov / grad_sq_norm, trace_cov, grad_sq_norm)
+
+
+def noise_scale_two_batch(grad_small, grad_big, b_small, b_big, *, draw_axis: bool = False) -> NoiseScale:
+    """Gradient noise scale from minibatch gradients at two batch sizes.
+
+    A minibatch gradient ``G_B``, the mean of ``B`` i.i.d. per-example gradients,
+    has ``E|G_B|² = |G|² + tr(Σ)/B``. Two batch sizes ``B_small < B_big`` give
+    two equations, solved for unbiased estimates::
+
+      |G|²  ≈ (B_big |G_big|² - B_small |G_small|²) / (B_big - B_small)
+      tr(Σ) ≈ (|G_small|² - |G_big|²) / (1/B_small - 1/B_big)
+      B_simple = tr(Σ) / |G|²
+
+    One pair of gradients gives a very noisy estimate. As the paper recommends,
+    pass several independent draws with ``draw_axis=True``: the squared norms
+    are averaged over the draws before the formulas are applied, so numerator
+    and denominator are averaged separately and ``B_simple`` is the ratio of
+    the averages, not the average of noisy ratios.
+
+    Args:
+      grad_small: gradient pytree, the mean gradient over ``b_small`` examples
+        (with a leading draw axis on every leaf when ``draw_axis``).
+      grad_big: the same over ``b_big`` examples.
+      b_small: the smaller batch size (may be traced).
+      b_big: the larger batch size (may be traced).
+      draw_axis: whether the leaves of both gradients have a leading axis of
+        independent draws to average over.
+
+    Returns:
+      A :class:`NoiseScale`.
+
+    References:
+      McCandlish et al., *An Empirical Model of Large-Batch Training*, 2018
+      (arXiv:1812.06162), appendix A.1.
+    """
+    _check_batch_sizes(b_small, b_big)
+    leading = 1 if draw_axis else 0
+    sq_small = _sq_norm(grad_small, leading_axes=leading)
+    sq_big = _sq_norm(grad_big, leading_axes=leading)
+    if draw_axis:
+        sq_small, sq_big = jnp.mean(sq_small), jnp.mean(sq_big)
+    return _two_batch(sq_small, sq_big, b_small, b_big)
+
+
+def gradient_noise_scale(
+    loss_fn: Callable[[Any, Any], jax.Array],
+    params,
+    data,
+    key: jax.Array,
+    *,
+    b_small: int,
+    b_big: int,
+    num_draws: int,
+) -> NoiseScale:
+    """Two-batch estimate of the gradient noise scale from batches sampled out of ``data``.
+
+    Each of ``num_draws`` draws samples a batch of ``b_small`` and an
+    independent batch of ``b_big`` examples, uniformly *with replacement*, so
+    the examples are i.i.d. draws from the dataset and ``E|G_B|² = |G|² +
+    tr(Σ)/B`` holds exactly with ``G`` and ``Σ`` the dataset's mean gradient
+    and (population) per-example gradient covariance. The squared norms of the
+    two batch gradients are averaged over the draws (under ``lax.scan``, one
+    draw in memory at a time) and combined as in :func:`noise_scale_two_batch`.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar``, the *mean* loss over a
+        batch whose leaves have a leading example axis.
+      params: parameter pytree.
+      data: pytree (e.g. ``(x, y)``) of arrays with a leading example axis.
+      key: PRNG key for the batch indices.
+      b_small: the smaller batch size, ``>= 1``.
+      b_big: the larger batch size, ``> b_small``.
+      num_draws: number of independent pairs of batches, ``>= 1``.
+
+    Returns:
+      A :class:`NoiseScale`.
+
+    References:
+      McCandlish et al., *An Empirical Model of Large-Batch Training*, 2018
+      (arXiv:1812.06162), appendix A.1.
+    """
+    for name, value in (("b_small", b_small), ("b_big", b_big), ("num_draws", num_draws)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    _check_batch_sizes(b_small, b_big)
+    num_examples = jax.tree.leaves(data)[0].shape[0]
+    grad_fn = jax.grad(loss_fn)
+
+    def batch_sq_norm(key, size):
+        idx = jax.random.randint(key, (size,), 0, num_examples)
+        return _sq_norm(grad_fn(params, jax.tree.map(lambda a: a[idx], data)))
+
+    def draw(carry, key):
+        key_small, key_big = jax.random.split(key)
+        sq = (batch_sq_norm(key_small, b_small), batch_sq_norm(key_big, b_big))
+        return jax.tree.map(operator.add, carry, sq), None
+
+    zero = jnp.zeros((), _sq_norm(params).dtype)
+    (sum_small, sum_big), _ = jax.lax.scan(draw, (zero, zero), jax.random.split(key, num_draws))
+    return _two_batch(sum_small / num_draws, sum_big / num_draws, b_small, b_big)
+
+
+# ------------------------------------------------------------- sharpness
+
+
+class HessianEigen(NamedTuple):
+    """An eigenpair of the Hessian found by power iteration.
+
+    Attributes:
+      eigenvalue: the Rayleigh quotient ``vᵀHv`` at the final unit vector ``v``,
+        an eigenvalue of ``H`` itself (whatever the shift).
+      eigenvector: ``v``, a unit vector shaped like ``params`` (its sign is arbitrary).
+      residual: ``|Hv - eigenvalue·v|``; small next to ``|eigenvalue|`` when the
+        iteration has converged.
+    """
+
+    eigenvalue: jax.Array
+    eigenvector: Any
+    residual: jax.Array
+
+
+def hessian_top_eigenvalue(
+    loss_fn: Callable[[Any], jax.Array],
+    params,
+    *,
+    num_iters: int = 20,
+    key: jax.Array | None = None,
+    shift: jax.typing.ArrayLike = 0.0,
+) -> HessianEigen:
+    """Top Hessian eigenvalue of ``loss_fn`` at ``params`` by power iteration on Hessian-vector products.
+
+    Iterates ``v ← (H - shift·I) v / |(H - shift·I) v|`` from a random unit
+    vector, with ``Hv`` by forward-over-reverse differentiation
+    (``jax.linearize`` of ``jax.grad``: the forward pass and its residuals are
+    computed once and reused by every product), never forming ``H``.
+
+    Power iteration finds the eigenvalue of **largest magnitude** of
+    ``H - shift·I``. With ``shift=0`` that is the sharpness ``λ_max`` when the
+    Hessian is positive semi-definite or its positive end dominates, but a
+    negative eigenvalue if the most negative one is larger in magnitude. For
+    the largest *algebraic* eigenvalue, pass any ``shift <= (λ_min + λ_max)/2``;
+    e.g. run once with ``shift=0`` and, if the result ``λ`` is negative, run
+    again with ``shift=λ`` (then ``H - λI`` is positive semi-definite). The
+    returned eigenvalue is always that of ``H``.
+
+    Convergence is geometric with ratio ``|λ_2 - shift| / |λ_1 - shift|``; check
+    ``residual`` and raise ``num_iters`` when the top eigenvalues are close.
+
+    Example::
+
+      sharpness = hessian_top_eigenvalue(lambda p: loss(p, x, y), params, num_iters=50).eigenvalue
+
+    Args:
+      loss_fn: ``loss_fn(params) -> scalar`` (close over the data).
+      params: parameter pytree of floating arrays.
+      num_iters: number of power iterations (Hessian-vector products: one more).
+      key: PRNG key for the starting vector; ``None`` uses ``jax.random.key(0)``.
+      shift: the shift of the iterated matrix (may be traced).
+
+    Returns:
+      A :class:`HessianEigen` ``(eigenvalue, eigenvector, residual)``.
+    """
+    if not isinstance(num_iters, (int, np.integer)) or num_iters < 1:
+        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
+    flat, unravel = ravel_pytree(params)
+    _, hvp = jax.linearize(jax.grad(lambda p: loss_fn(unravel(p))), flat)
+    shift = jnp.asarray(shift, flat.dtype)
+
+    def normalize(v, fallback):
+        norm = jnp.linalg.norm(v)
+        # A zero product (zero Hessian) keeps the previous vector instead of producing NaN.
+        return jnp.where(norm > 0, v / jnp.where(norm > 0, norm, 1), fallback)
+
+    key = jax.random.key(0) if key is None else key
+    v0 = jax.random.normal(key, flat.shape, flat.dtype)
+    v0 = v0 / jnp.linalg.norm(v0)
+    v = jax.lax.fori_loop(0, num_iters, lambda _, v: normalize(hvp(v) - shift * v, v), v0)
+    hv = hvp(v)
+    eigenvalue = jnp.vdot(v, hv)
+    residual = jnp.linalg.norm(hv - eigenvalue * v)
+    return HessianEigen(eigenvalue, unravel(v), residual)
+
+
+# -------------------------------------------------------- steps to target
+
+
+def _as_host(x):
+    # pandas: nullable dtypes hold pd.NA, which np.asarray cannot turn into float.
+    if hasattr(x, "to_numpy"):
+        return x.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(x, dtype=np.float64)
+
+
+def _broadcasts_to(shape, to) -> bool:
+    try:
+        return np.broadcast_shapes(shape, to) == tuple(to)
+    except ValueError:
+        return False
+
+
+def _first_reached(index, values, target, mode: str, index_name: str):
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if any(isinstance(a, jax.Array) for a in (index, values, target)):
+        xp = jnp
+        values = jnp.asarray(values)
+        if not jnp.issubdtype(values.dtype, jnp.floating):
+            values = values.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+        index = jnp.asarray(index).astype(values.dtype)
+        target = jnp.asarray(target).astype(values.dtype)
+    else:
+        # Host data stays in float64: example counts past 2**24 are exact.
+        xp = np
+        index, values, target = _as_host(index), _as_host(values), _as_host(target)
+    if values.ndim == 0 or values.shape[-1] == 0:
+        raise ValueError(f"values must have a non-empty last (evaluation) axis, got shape {values.shape}")
+    if not _broadcasts_to(index.shape, values.shape):
+        raise ValueError(
+            f"{index_name} must broadcast to the shape of values {values.shape}, got shape {index.shape}"
+        )
+    if not _broadcasts_to(target.shape, values.shape[:-1]):
+        raise ValueError(
+            f"target must be a scalar or broadcast to the leading shape of values {values.shape[:-1]}, "
+            f"got shape {target.shape}"
+        )
+    index = xp.broadcast_to(index, values.shape)
+    target = xp.broadcast_to(target[..., None], values.shape)
+    # Comparisons with NaN are false already; isfinite also rules out ±inf of a diverged run.
+    reached = xp.isfinite(values) & ((values <= target) if mode == "min" else (values >= target))
+    first = xp.argmax(reached, axis=-1)
+    at_first = xp.take_along_axis(index, first[..., None], axis=-1)[..., 0]
+    result = xp.where(xp.any(reached, axis=-1), at_first, xp.nan)
+    return result[()] if xp is np else result
+
+
+def steps_to_target(steps, values, target, *, mode: str = "min"):
+    """Step of the first evaluation at which ``values`` reaches ``target``; NaN if none does.
+
+    Reached means ``values <= target`` for ``mode="min"`` (losses) and
+    ``values >= target`` for ``mode="max"`` (accuracies). Non-finite values
+    (NaN or ±inf, a diverged run) never count as reached.
+
+    The evaluation axis is the last one; leading axes (e.g. the config axis of
+    a sweep's stacked histories) are kept, so this applies to a whole sweep at
+    once, and it can also be ``jax.vmap``-ed and ``jax.jit``-ed. JAX inputs give
+    a JAX float array (float32 unless x64 is enabled); NumPy or pandas inputs
+    are computed in NumPy float64 and give a NumPy float64.
+
+    Example::
+
+      steps_to_target([0, 100, 200], [2.3, 0.9, 0.4], 1.0)                # 100.0
+      steps_to_target(hist.step, hist.test_accuracy, 0.9, mode="max")     # one per config
+
+    Args:
+      steps: step of each evaluation point, shape ``(E,)`` or that of ``values``.
+      values: metric at each evaluation point, shape ``(..., E)``.
+      target: threshold, a scalar or one per leading index (shape ``values.shape[:-1]``).
+      mode: ``"min"`` (lower is better) or ``"max"`` (higher is better).
+
+    Returns:
+      An array of shape ``values.shape[:-1]``.
+    """
+    return _first_reached(steps, values, target, mode, "steps")
+
+
+def examples_to_target(examples_seen, values, target, *, mode: str = "min"):
+    """Examples seen at the first evaluation at which ``values`` reaches ``target``; NaN if none does.
+
+    :func:`steps_to_target` indexed by examples seen instead of steps, which
+    compares runs of different batch sizes on the same axis of data consumed.
+
+    Args:
+      examples_seen: examples seen at each evaluation point, shape ``(E,)`` or
+        that of ``values``.
+      values: metric at each evaluation point, shape ``(..., E)``.
+      target: threshold, a scalar or one per leading index.
+      mode: ``"min"`` or ``"max"``.
+
+    Returns:
+      An array of shape ``values.shape[:-1]``.
+    """
+    return _first_reached(examples_seen, values, target, mode, "examples_seen")
