@@ -52,7 +52,7 @@ __all__ = [
     "examples_to_target",
 ]
 
-MODES = ("min", "max")
+_MODES = ("min", "max")
 
 
 # ------------------------------------------------------------ noise scale
@@ -207,8 +207,8 @@ def noise_scale(
       params: parameter pytree.
       batch: pytree (e.g. a tuple ``(x, y)``) of arrays with a leading example
         axis of length ``n >= 2``.
-      chunk_size: examples per chunk; must divide ``n``. ``None`` computes all
-        per-example gradients at once.
+      chunk_size: examples per chunk (the last chunk holds the remainder of
+        ``n``). ``None`` computes all per-example gradients at once.
 
     Returns:
       A :class:`NoiseScale`.
@@ -220,27 +220,42 @@ def noise_scale(
     n = _num_examples(batch, "batch")
     if chunk_size is None:
         return noise_scale_from_per_example(per_example_grads(loss_fn, params, batch))
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1 or n % chunk_size:
-        raise ValueError(
-            f"chunk_size must be a positive divisor of the batch size {n} or None, got {chunk_size!r}"
-        )
-    chunks = jax.tree.map(lambda a: jnp.reshape(a, (n // chunk_size, chunk_size) + a.shape[1:]), batch)
-
-    def merge(carry, chunk):
-        count, mean, sum_sq_dev = carry
-        grads = per_example_grads(loss_fn, params, chunk)
-        chunk_mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-        chunk_ssd = _tree_sum(jax.tree.map(lambda g, m: jnp.sum(jnp.square(g - m[None])), grads, chunk_mean))
-        delta = jax.tree.map(operator.sub, chunk_mean, mean)
-        total = count + chunk_size
-        mean = jax.tree.map(lambda m, d: m + d * (chunk_size / total), mean, delta)
-        sum_sq_dev = sum_sq_dev + chunk_ssd + _sq_norm(delta) * (count * chunk_size / total)
-        return (total, mean, sum_sq_dev), None
-
+    if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    num_full = n // chunk_size
+    full = jax.tree.map(
+        lambda a: jnp.reshape(a[: num_full * chunk_size], (num_full, chunk_size) + a.shape[1:]), batch
+    )
     zeros = jax.tree.map(jnp.zeros_like, params)
-    init = (jnp.zeros((), _sq_norm(zeros).dtype), zeros, jnp.zeros((), _sq_norm(zeros).dtype))
-    (_, mean, sum_sq_dev), _ = jax.lax.scan(merge, init, chunks)
-    return _from_moments(n, mean, sum_sq_dev)
+    zero = jnp.zeros((), _sq_norm(zeros).dtype)
+    moments, _ = jax.lax.scan(
+        lambda m, chunk: (_merge_chunk(loss_fn, params, m, chunk), None), _Moments(zero, zeros, zero), full
+    )
+    if n % chunk_size:
+        rest = jax.tree.map(lambda a: a[num_full * chunk_size :], batch)
+        moments = _merge_chunk(loss_fn, params, moments, rest)
+    return _from_moments(n, moments.mean, moments.sum_sq_dev)
+
+
+class _Moments(NamedTuple):
+    """Running moments of per-example gradients: count, mean, and summed squared deviations."""
+
+    count: jax.Array
+    mean: Any
+    sum_sq_dev: jax.Array
+
+
+def _merge_chunk(loss_fn, params, moments: _Moments, chunk) -> _Moments:
+    """Folds a chunk of examples into the moments (Chan et al.'s pairwise update)."""
+    size = jax.tree.leaves(chunk)[0].shape[0]
+    grads = per_example_grads(loss_fn, params, chunk)
+    chunk_mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+    chunk_ssd = _tree_sum(jax.tree.map(lambda g, m: jnp.sum(jnp.square(g - m[None])), grads, chunk_mean))
+    delta = jax.tree.map(operator.sub, chunk_mean, moments.mean)
+    total = moments.count + size
+    mean = jax.tree.map(lambda m, d: m + d * (size / total), moments.mean, delta)
+    sum_sq_dev = moments.sum_sq_dev + chunk_ssd + _sq_norm(delta) * (moments.count * size / total)
+    return _Moments(total, mean, sum_sq_dev)
 
 
 def _check_batch_sizes(b_small, b_big):
@@ -399,13 +414,14 @@ def hessian_top_eigenvalue(
     ``H - shift·I``. With ``shift=0`` that is the sharpness ``λ_max`` when the
     Hessian is positive semi-definite or its positive end dominates, but a
     negative eigenvalue if the most negative one is larger in magnitude. For
-    the largest *algebraic* eigenvalue, pass any ``shift <= (λ_min + λ_max)/2``;
+    the largest *algebraic* eigenvalue, pass any ``shift < (λ_min + λ_max)/2``;
     e.g. run once with ``shift=0`` and, if the result ``λ`` is negative, run
     again with ``shift=λ`` (then ``H - λI`` is positive semi-definite). The
     returned eigenvalue is always that of ``H``.
 
-    Convergence is geometric with ratio ``|λ_2 - shift| / |λ_1 - shift|``; check
-    ``residual`` and raise ``num_iters`` when the top eigenvalues are close.
+    Convergence is geometric with ratio ``|λ_2 - shift| / |λ_1 - shift|``, where
+    ``λ_1`` and ``λ_2`` are the eigenvalues farthest and second farthest from
+    ``shift``; check ``residual`` and raise ``num_iters`` when they are close.
 
     Example::
 
@@ -460,8 +476,8 @@ def _broadcasts_to(shape, to) -> bool:
 
 
 def _first_reached(index, values, target, mode: str, index_name: str):
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if any(isinstance(a, jax.Array) for a in (index, values, target)):
         xp = jnp
         values = jnp.asarray(values)
