@@ -1,3 +1,68 @@
-"""jaxopt_lab: a JAX toolkit for studying how deep-learning optimizers behave."""
+"""jaxopt_lab: a JAX toolkit for studying how deep-learning optimizers behave.
+
+Optimizers are optax ``GradientTransformation``s, batch norm is a pure function
+with explicit running statistics, and a grid of training runs (learning rate ×
+batch size × seed × optimizer) is one compiled, vmapped, sharded program.
+"""
+
+from jaxopt_lab import (
+    batchnorm,
+    data,
+    metrics,
+    models,
+    plots,
+    results,
+    scaling,
+    sweep,
+    train,
+    transforms,
+)
+from jaxopt_lab.batchnorm import BatchNormParams, BatchNormState
+from jaxopt_lab.data import Dataset, load
+from jaxopt_lab.metrics import (
+    hessian_top_eigenvalue,
+    noise_scale,
+    noise_scale_two_batch,
+    steps_to_target,
+)
+from jaxopt_lab.models import Model, cnn1d, from_flax, linear, mlp
+from jaxopt_lab.scaling import reduce_loss, scale_learning_rate
+from jaxopt_lab.sweep import Grid, SweepResult
+from jaxopt_lab.train import History, TrainSpec, TrainState
+from jaxopt_lab.transforms import (
+    OPTIMIZERS,
+    ScaleByAdamState,
+    ScaleByCenteredRmsState,
+    ScaleByLearningRateState,
+    ScaleByMomentumState,
+    ScaleByRmsState,
+    adam,
+    momentum,
+    rmsprop,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_momentum,
+    scale_by_rms,
+    sgd,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    # modules
+    "batchnorm", "data", "metrics", "models", "plots", "results", "scaling", "sweep", "train",
+    "transforms",
+    # optimizers
+    "sgd", "momentum", "rmsprop", "adam", "OPTIMIZERS",
+    "scale_by_momentum", "scale_by_rms", "scale_by_adam", "scale_by_learning_rate",
+    "ScaleByMomentumState", "ScaleByRmsState", "ScaleByCenteredRmsState", "ScaleByAdamState",
+    "ScaleByLearningRateState",
+    # batch size and batch norm
+    "reduce_loss", "scale_learning_rate", "BatchNormParams", "BatchNormState",
+    # data and models
+    "Dataset", "load", "Model", "linear", "mlp", "cnn1d", "from_flax",
+    # runs and sweeps
+    "TrainSpec", "TrainState", "History", "Grid", "SweepResult",
+    # measurements
+    "noise_scale", "noise_scale_two_batch", "hessian_top_eigenvalue", "steps_to_target",
+]
