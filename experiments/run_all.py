@@ -1,0 +1,60 @@
+"""Run every experiment, each in its own process, and print their verdict lines.
+
+Each script writes experiments/results/<name>.csv and <name>.png and ends with
+one line `<name>: PASS|FAIL <numbers>`. A FAIL is a finding, reported as it is;
+a script that crashes or prints no verdict makes this command exit non-zero.
+
+Usage: python experiments/run_all.py [name ...]
+"""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# Cheap, exactly analysable problems first; the MNIST-1D sweeps last.
+EXPERIMENTS = (
+    "momentum_window",
+    "optimizer_paths",
+    "bn_bias_drift",
+    "noisy_quadratic",
+    "bn_running_stats",
+    "edge_of_stability",
+    "mean_vs_sum",
+    "batch_size_generalization",
+    "critical_batch_size",
+    "mnist1d_anchor",
+)
+
+
+def main(names: list[str]) -> int:
+    unknown = sorted(set(names) - set(EXPERIMENTS))
+    if unknown:
+        print(f"run_all: experiment {unknown[0]!r} is invalid: expected one of "
+              f"{', '.join(EXPERIMENTS)}", file=sys.stderr)
+        return 2
+    verdicts, broken = [], []
+    start = time.perf_counter()
+    for name in names or EXPERIMENTS:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(HERE / f"{name}.py")], capture_output=True,
+                              text=True)
+        seconds = time.perf_counter() - t0
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(f"{name}: ")]
+        if proc.returncode != 0 or not lines:
+            broken.append(name)
+            verdicts.append(f"{name}: ERROR (exit {proc.returncode}) [{seconds:.0f} s]")
+            sys.stderr.write(proc.stderr[-3000:])
+        else:
+            verdicts.append(f"{lines[-1]} [{seconds:.0f} s]")
+        print(verdicts[-1], flush=True)
+    passed = sum(": PASS" in v for v in verdicts)
+    failed = sum(": FAIL" in v for v in verdicts)
+    print(f"\n{passed} passed, {failed} failed, {len(broken)} errors "
+          f"in {time.perf_counter() - start:.0f} s")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
