@@ -43,9 +43,9 @@ DEFAULT_SWEEP = {
     "optimizer_flags": {},
     "grid": {
         "optimizer": ["sgd", "momentum", "adam"],
-        # 9 points, two per decade from 1e-4 to 1: covers Adam's optimum (~1e-3)
-        # and SGD's (~1e-1), with the diverging edge visible for each.
-        "learning_rate": [float(v) for v in np.logspace(-4, 0, 9)],
+        # 9 points, two per decade from 3e-4 to 3: covers Adam's optimum (~3e-3)
+        # and SGD's (up to ~1 at batch 128), with the diverging edge visible for each.
+        "learning_rate": [float(v) for v in np.logspace(-3.5, 0.5, 9)],
         "batch_size": [8, 32, 128],
         "seed": [0, 1],
     },
