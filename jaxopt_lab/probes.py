@@ -1,0 +1,503 @@
+"""Probes of training dynamics: batch-norm running statistics and the edge of stability.
+
+Two groups of pure functions, each the library side of an experiment:
+
+* **Batch-norm running statistics.** :func:`ema_running_statistics` feeds
+  :func:`jaxopt_lab.batchnorm.apply` (training mode) minibatches drawn from a
+  fixed population with frozen weights, for many independent chains at once;
+  :func:`ema_mean_spread` is the spread its running mean should have.
+  :func:`full_set_bn_statistics` recomputes the statistics of a model's
+  batch-norm inputs over a whole dataset at given parameters,
+  :func:`batch_stats_accuracy` evaluates a model with each test batch's own
+  statistics, and :func:`make_track_batchnorm` trains with the engine's
+  building blocks (:func:`jaxopt_lab.train.init_state`,
+  :func:`jaxopt_lab.train.run_segment`) while recording all of these.
+* **Edge of stability.** :func:`full_batch_loss` is the full-batch training
+  loss of a stateless model (squared error on one-hot targets or cross-entropy);
+  :func:`gradient_descent_sharpness` runs full-batch gradient descent under
+  ``lax.scan`` and tracks the sharpness (top Hessian eigenvalue) every few
+  steps by power iteration warm-started from the previous eigenvector.
+
+References:
+  Ioffe and Szegedy, *Batch Normalization: Accelerating Deep Network Training
+  by Reducing Internal Covariate Shift*, ICML 2015 (arXiv:1502.03167).
+  Cohen, Kaur, Li, Kolter and Talwalkar, *Gradient Descent on Neural Networks
+  Typically Occurs at the Edge of Stability*, ICLR 2021 (arXiv:2103.00065).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from jaxopt_lab import batchnorm as bn
+from jaxopt_lab import data as data_lib
+from jaxopt_lab import models as models_lib
+from jaxopt_lab import train as train_lib
+
+__all__ = [
+    "EmaStatistics",
+    "ema_running_statistics",
+    "ema_mean_spread",
+    "full_set_bn_statistics",
+    "running_stats_error",
+    "batch_stats_accuracy",
+    "BatchNormTrack",
+    "make_track_batchnorm",
+    "LOSSES",
+    "full_batch_loss",
+    "SharpnessTrace",
+    "gradient_descent_sharpness",
+]
+
+LOSSES = ("mse", "xent")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_positive_int(name: str, value) -> int:
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name}={value!r} is invalid: expected a positive integer")
+    return int(value)
+
+
+# ------------------------------------------------- running statistics, frozen
+
+
+class EmaStatistics(NamedTuple):
+    """Running statistics of independent chains, each of shape ``(num_chains, features)``.
+
+    Attributes:
+      state: the running statistics after the last step.
+      time_average: the running statistics averaged over the states after
+        steps ``burn_in + 1, ..., num_steps`` (1-based).
+    """
+
+    state: bn.BatchNormState
+    time_average: bn.BatchNormState
+
+
+def ema_running_statistics(
+    population: jax.Array,
+    key: jax.Array,
+    *,
+    batch_size: int,
+    momentum: jax.typing.ArrayLike,
+    num_steps: jax.typing.ArrayLike,
+    burn_in: jax.typing.ArrayLike = 0,
+    num_chains: int = 1,
+) -> EmaStatistics:
+    """Batch-norm running statistics fed minibatches of a fixed population, weights frozen.
+
+    Each chain starts from ``batchnorm.init`` (mean 0, variance 1) and, at
+    step ``t = 0, 1, ...``, updates its state with
+    ``batchnorm.apply(..., train=True, momentum=momentum)`` on the rows
+    ``population[jax.random.randint(jax.random.fold_in(chain_key, t), (batch_size,), 0, n)]``,
+    drawn *with replacement*, where ``chain_key = jax.random.split(key, num_chains)[c]``.
+    So::
+
+      mean_{t+1} = m·mean_t + (1 - m)·x̄_B,      var_{t+1} = m·var_t + (1 - m)·s²_B
+
+    with ``s²_B`` the biased (divide by ``B``) variance of the batch, as flax
+    stores it. Sampling with replacement makes the batches i.i.d., so for a
+    population of mean ``μ`` and (population, divide by ``n``) variance ``σ²``:
+    ``E[x̄_B] = μ``, ``Var[x̄_B] = σ²/B`` and ``E[s²_B] = (B - 1)/B·σ²`` exactly;
+    the stationary running mean has standard deviation :func:`ema_mean_spread`.
+
+    Args:
+      population: ``(n, features)`` array of rows to sample from.
+      key: PRNG key.
+      batch_size: rows per step, ``B``.
+      momentum: the decay ``m`` of the running statistics (may be traced).
+      num_steps: number of updates (may be traced: one compiled program serves all).
+      burn_in: updates before the time average starts (may be traced), ``< num_steps``.
+      num_chains: independent chains, each with its own batches.
+
+    Returns:
+      :class:`EmaStatistics` with leaves of shape ``(num_chains, features)``.
+
+    References:
+      Ioffe and Szegedy, 2015, Algorithm 1 (the batch statistics) and section 3.1.
+    """
+    population = jnp.asarray(population)
+    if population.ndim != 2:
+        raise ValueError(
+            f"population.shape={population.shape} is invalid: expected (examples, features)"
+        )
+    batch_size = _check_positive_int("batch_size", batch_size)
+    num_chains = _check_positive_int("num_chains", num_chains)
+    if _is_int(num_steps) and _is_int(burn_in) and not 0 <= burn_in < num_steps:
+        raise ValueError(
+            f"burn_in={burn_in!r}, num_steps={num_steps!r} is invalid: expected 0 <= burn_in < num_steps"
+        )
+    n, features = population.shape
+    params, state0 = bn.init(features)
+    num_steps = jnp.asarray(num_steps, jnp.int32)
+    burn_in = jnp.asarray(burn_in, jnp.int32)
+
+    def chain(chain_key):
+        def step(t, carry):
+            state, total = carry
+            idx = jax.random.randint(jax.random.fold_in(chain_key, t), (batch_size,), 0, n)
+            _, state = bn.apply(params, state, population[idx], train=True, momentum=momentum)
+            weight = (t >= burn_in).astype(state.mean.dtype)
+            total = jax.tree.map(lambda s, a: a + weight * s, state, total)
+            return state, total
+
+        zeros = jax.tree.map(jnp.zeros_like, state0)
+        state, total = jax.lax.fori_loop(0, num_steps, step, (state0, zeros))
+        count = (num_steps - burn_in).astype(state.mean.dtype)
+        return EmaStatistics(state, jax.tree.map(lambda a: a / count, total))
+
+    return jax.vmap(chain)(jax.random.split(key, num_chains))
+
+
+def ema_mean_spread(momentum, sigma, batch_size):
+    """Stationary standard deviation of a running mean fed i.i.d. batch means.
+
+    With ``x̄_t`` i.i.d. of variance ``σ²/B``, the running mean
+    ``Σ_k (1 - m) m^k x̄_{t-k}`` has variance ``(1 - m)² Σ_k m^{2k} σ²/B``, so::
+
+      spread = sqrt((1 - m) / (1 + m)) · σ / sqrt(B)
+
+    After ``t`` steps from a fixed start the variance is ``1 - m^{2t}`` times that.
+
+    Args:
+      momentum: the decay ``m``.
+      sigma: the population standard deviation (array or scalar).
+      batch_size: ``B``.
+
+    Returns:
+      The spread, with the shape of ``sigma``.
+    """
+    return np.sqrt((1 - momentum) / (1 + momentum)) * np.asarray(sigma) / np.sqrt(batch_size)
+
+
+# ------------------------------------------------ running statistics, training
+
+
+def full_set_bn_statistics(model: models_lib.Model, params, state, x: jax.Array):
+    """Statistics of every batch-norm layer's input over the whole of ``x``, at ``params``.
+
+    Runs the model itself in training mode on all of ``x`` with
+    ``bn_momentum=0``, so each returned state is exactly the batch mean and
+    biased variance of that layer's input over ``x`` (no copy of the model's
+    structure to drift out of sync). For the first batch-norm layer these are
+    the statistics of its input at ``params``; a deeper layer's input is that
+    of the network whose earlier layers normalize with the full set's
+    statistics (not the running ones).
+
+    Args:
+      model: a :class:`jaxopt_lab.models.Model`.
+      params: its parameters.
+      state: its batch-norm state (only the structure is used).
+      x: the whole dataset's inputs, e.g. ``dataset.x_train``.
+
+    Returns:
+      The model's state pytree, e.g. ``{"bn_0": BatchNormState(mean, var), ...}``.
+    """
+    _, stats = model.apply(params, state, x, train=True, bn_momentum=0.0)
+    return stats
+
+
+def running_stats_error(running: bn.BatchNormState, reference: bn.BatchNormState):
+    """How far running statistics are from reference ones, in units of the reference spread.
+
+    ::
+
+      mean_error = sqrt(mean_j ((running.mean_j - ref.mean_j)² / ref.var_j))
+      var_error  = sqrt(mean_j (log(running.var_j / ref.var_j))²)
+
+    Args:
+      running: running statistics, leaves ``(..., features)``.
+      reference: the statistics to compare with (same shape).
+
+    Returns:
+      ``(mean_error, var_error)``, reduced over the last axis.
+    """
+    z = (running.mean - reference.mean) / jnp.sqrt(reference.var)
+    log_ratio = jnp.log(running.var / reference.var)
+    return jnp.sqrt(jnp.mean(jnp.square(z), axis=-1)), jnp.sqrt(jnp.mean(jnp.square(log_ratio), axis=-1))
+
+
+def batch_stats_accuracy(
+    model: models_lib.Model, params, state, x: jax.Array, y: jax.Array, batch_size: int
+) -> jax.Array:
+    """Accuracy with batch norm in training mode on consecutive batches, the state left alone.
+
+    The test set is cut into consecutive batches of ``batch_size`` rows; each
+    batch is normalized with its own mean and biased variance (the last,
+    shorter batch with the statistics of its valid rows, by a mask), and the
+    updated running statistics are discarded.
+
+    Args:
+      model: a classifier :class:`~jaxopt_lab.models.Model`.
+      params, state: its parameters and batch-norm state.
+      x: inputs ``(n, ...)``.
+      y: integer labels ``(n,)``.
+      batch_size: rows per batch.
+
+    Returns:
+      The fraction of correct argmax predictions, a float32 scalar.
+    """
+    batch_size = _check_positive_int("batch_size", batch_size)
+    n = x.shape[0]
+    num_batches = -(-n // batch_size)
+    pad = num_batches * batch_size - n
+    xs = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape((num_batches, batch_size) + x.shape[1:])
+    valid = (jnp.arange(num_batches * batch_size) < n).reshape(num_batches, batch_size)
+
+    def one(args):
+        xb, mb = args
+        logits, _ = model.apply(params, state, xb, train=True, mask=mb)
+        return jnp.argmax(logits, axis=-1)
+
+    preds = jax.lax.map(one, (xs, valid)).reshape(-1)[:n]
+    return jnp.mean((preds == y).astype(jnp.float32))
+
+
+class BatchNormTrack(NamedTuple):
+    """Metrics per evaluation point (leading axis) of :func:`make_track_batchnorm`.
+
+    Attributes:
+      step: the step after which the point was taken.
+      running: the model's running statistics, ``{"bn_i": BatchNormState}``.
+      full: :func:`full_set_bn_statistics` over the training set at the same params.
+      train_loss: mean training minibatch loss since the previous point.
+      test_accuracy: test accuracy with the running statistics (evaluation mode).
+      test_accuracy_batch: test accuracy with each test batch's own statistics
+        (:func:`batch_stats_accuracy`).
+      final: the :class:`~jaxopt_lab.train.TrainState` after the last step.
+    """
+
+    step: jax.Array
+    running: Any
+    full: Any
+    train_loss: jax.Array
+    test_accuracy: jax.Array
+    test_accuracy_batch: jax.Array
+    final: train_lib.TrainState
+
+
+def make_track_batchnorm(
+    spec: train_lib.TrainSpec, dataset: data_lib.Dataset, *, eval_batch_size: int = 100
+) -> Callable[[Mapping[str, Any], jax.Array], BatchNormTrack]:
+    """A pure ``track_fn(hparams, key) -> BatchNormTrack`` that trains and probes batch norm.
+
+    The run is exactly :func:`jaxopt_lab.train.train`'s for the same
+    ``(spec, hparams, key)``: :func:`~jaxopt_lab.train.init_state`, then
+    :func:`~jaxopt_lab.train.run_segment` between the evaluation points of
+    ``spec`` under ``lax.scan``. At each point it also records the running
+    statistics, the full training set's statistics of the same layers
+    (:func:`full_set_bn_statistics`), and the test accuracy with per-batch
+    statistics (:func:`batch_stats_accuracy`).
+
+    Args:
+      spec: a spec whose model has batch norm.
+      dataset: the spec's dataset (``train.load_dataset``), a classification one.
+      eval_batch_size: test batch size for the per-batch-statistics accuracy.
+
+    Returns:
+      ``track_fn(hparams, key)``, jittable; ``hparams`` must hold every
+      dynamic hyperparameter of ``spec.optimizer`` (``train.default_hparams``).
+    """
+    eval_batch_size = _check_positive_int("eval_batch_size", eval_batch_size)
+    if not dataset.num_classes:
+        raise ValueError(f"dataset={dataset.name!r} is invalid: expected a classification dataset")
+    model = train_lib.get_model(spec, dataset)
+    _, state_shape = jax.eval_shape(model.init, jax.random.key(0), dataset.x_train[:1])
+    if not jax.tree.leaves(state_shape):
+        raise ValueError(
+            f"spec.model_options={spec.model_options!r} is invalid: expected a model with batch norm"
+        )
+    points = train_lib.eval_steps(spec.steps, spec.eval_every)
+    starts = jnp.asarray([0] + points[:-1], jnp.int32)
+    lengths = jnp.asarray(np.diff([0] + points), jnp.int32)
+
+    def track_fn(hparams, key) -> BatchNormTrack:
+        hparams = {
+            k: jnp.asarray(v, jnp.int32 if k == "batch_size" else jnp.float32)
+            for k, v in hparams.items()
+        }
+        state = train_lib.init_state(spec, dataset, hparams, key)
+
+        def segment(state, start_and_length):
+            start, length = start_and_length
+            state, metrics = train_lib.run_segment(spec, dataset, hparams, state, start, length)
+            full = full_set_bn_statistics(model, state.params, state.model_state, dataset.x_train)
+            acc_batch = batch_stats_accuracy(
+                model, state.params, state.model_state, dataset.x_test, dataset.y_test, eval_batch_size
+            )
+            return state, (state.model_state, full, metrics.train_loss, metrics.test_accuracy, acc_batch)
+
+        final, (running, full, loss, acc, acc_batch) = jax.lax.scan(segment, state, (starts, lengths))
+        return BatchNormTrack(jnp.asarray(points, jnp.int32), running, full, loss, acc, acc_batch, final)
+
+    return track_fn
+
+
+# ---------------------------------------------------------- edge of stability
+
+
+def full_batch_loss(
+    model: models_lib.Model, x: jax.Array, y: jax.Array, *, loss: str = "mse"
+) -> Callable[[Any], jax.Array]:
+    """The full-batch training loss of a model without batch norm, as a function of params.
+
+    ::
+
+      mse:  L(θ) = (1/n) Σ_i ½ |f_θ(x_i) - onehot(y_i)|²
+      xent: L(θ) = (1/n) Σ_i -log softmax(f_θ(x_i))_{y_i}
+
+    Args:
+      model: a :class:`~jaxopt_lab.models.Model` without state (no batch norm).
+      x: inputs ``(n, ...)``.
+      y: integer labels ``(n,)``.
+      loss: ``"mse"`` (squared error on one-hot targets, as Cohen et al.) or ``"xent"``.
+
+    Returns:
+      ``loss_fn(params) -> scalar``.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss={loss!r} is invalid: expected one of {', '.join(map(repr, LOSSES))}")
+
+    def loss_fn(params):
+        outputs, _ = model.apply(params, {}, x, train=False)
+        if loss == "mse":
+            targets = jax.nn.one_hot(y, outputs.shape[-1], dtype=outputs.dtype)
+            return jnp.mean(0.5 * jnp.sum(jnp.square(outputs - targets), axis=-1))
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(outputs, y))
+
+    return loss_fn
+
+
+class SharpnessTrace(NamedTuple):
+    """A gradient-descent run with its sharpness.
+
+    Attributes:
+      step: ``(num_steps // sharpness_every + 1,)`` steps at which sharpness was measured.
+      sharpness: the Rayleigh quotient ``vᵀHv`` of the power-iteration vector there.
+      residual: ``|Hv - sharpness·v|``, small next to ``sharpness`` once converged.
+      loss: ``(num_steps,)`` the loss at the parameters before each step.
+      params: the parameters after the last step.
+    """
+
+    step: jax.Array
+    sharpness: jax.Array
+    residual: jax.Array
+    loss: jax.Array
+    params: Any
+
+
+def _power_iteration(hvp, v, num_iters):
+    """``num_iters`` steps of ``v <- Hv/|Hv|`` from the unit vector ``v``; (eigenvalue, v, residual)."""
+
+    def body(_, v):
+        hv = hvp(v)
+        norm = jnp.linalg.norm(hv)
+        # A zero product keeps the previous vector instead of producing NaN.
+        return jnp.where(norm > 0, hv / jnp.where(norm > 0, norm, 1), v)
+
+    v = jax.lax.fori_loop(0, num_iters, body, v)
+    hv = hvp(v)
+    eigenvalue = jnp.vdot(v, hv)
+    return eigenvalue, v, jnp.linalg.norm(hv - eigenvalue * v)
+
+
+def gradient_descent_sharpness(
+    loss_fn: Callable[[Any], jax.Array],
+    params,
+    learning_rate: jax.typing.ArrayLike,
+    *,
+    num_steps: int,
+    sharpness_every: int,
+    power_iters: int = 20,
+    first_power_iters: int = 100,
+    key: jax.Array | None = None,
+) -> SharpnessTrace:
+    """Full-batch gradient descent ``θ ← θ - η ∇L(θ)``, with the sharpness every few steps.
+
+    The sharpness ``λ_max(∇²L(θ))`` is measured at steps ``0, k, 2k, ...,
+    num_steps`` (``k = sharpness_every``) by power iteration on Hessian-vector
+    products (forward-over-reverse, as
+    :func:`jaxopt_lab.metrics.hessian_top_eigenvalue`). The first measurement
+    starts from a random unit vector and runs ``first_power_iters`` iterations;
+    each later one starts from the previous eigenvector and runs
+    ``power_iters``, since the top eigenvector moves little in ``k`` steps.
+
+    On a quadratic ``L = ½ θᵀHθ``, GD multiplies the component along each
+    eigenvector ``λ_i`` by ``1 - ηλ_i`` per step, so it converges iff
+    ``η < 2/λ_max``. Cohen et al. find that on neural networks the sharpness
+    rises during training ("progressive sharpening") until it reaches ``2/η``
+    and then hovers there while the loss keeps falling, non-monotonically
+    ("edge of stability").
+
+    Power iteration finds the eigenvalue of largest *magnitude*; this is
+    ``λ_max`` as long as no negative eigenvalue is larger in magnitude (true
+    for the squared loss near training, and for every quadratic with ``H ⪰ 0``).
+
+    Args:
+      loss_fn: ``loss_fn(params) -> scalar``, the full-batch loss (see :func:`full_batch_loss`).
+      params: the initial parameters.
+      learning_rate: ``η`` (may be traced: one compiled program serves every value).
+      num_steps: gradient steps, a multiple of ``sharpness_every``.
+      sharpness_every: steps between sharpness measurements.
+      power_iters: power iterations per warm-started measurement.
+      first_power_iters: power iterations of the first (cold) measurement.
+      key: PRNG key of the first starting vector; ``None`` uses ``jax.random.key(0)``.
+
+    Returns:
+      A :class:`SharpnessTrace`.
+
+    References:
+      Cohen, Kaur, Li, Kolter and Talwalkar, 2021, *Gradient Descent on Neural
+      Networks Typically Occurs at the Edge of Stability* (arXiv:2103.00065).
+    """
+    num_steps = _check_positive_int("num_steps", num_steps)
+    sharpness_every = _check_positive_int("sharpness_every", sharpness_every)
+    power_iters = _check_positive_int("power_iters", power_iters)
+    first_power_iters = _check_positive_int("first_power_iters", first_power_iters)
+    if num_steps % sharpness_every:
+        raise ValueError(
+            f"num_steps={num_steps} is invalid: expected a multiple of sharpness_every={sharpness_every}"
+        )
+    flat, unravel = ravel_pytree(params)
+    flat_loss = lambda p: loss_fn(unravel(p))  # noqa: E731
+    value_and_grad = jax.value_and_grad(flat_loss)
+    lr = jnp.asarray(learning_rate, flat.dtype)
+
+    def measure(p, v, iters):
+        _, hvp = jax.linearize(jax.grad(flat_loss), p)
+        return _power_iteration(hvp, v, iters)
+
+    def gd_step(p, _):
+        loss, grad = value_and_grad(p)
+        return p - lr * grad, loss
+
+    def block(carry, _):
+        p, v = carry
+        p, losses = jax.lax.scan(gd_step, p, None, length=sharpness_every)
+        eig, v, res = measure(p, v, power_iters)
+        return (p, v), (eig, res, losses)
+
+    key = jax.random.key(0) if key is None else key
+    v0 = jax.random.normal(key, flat.shape, flat.dtype)
+    eig0, v, res0 = measure(flat, v0 / jnp.linalg.norm(v0), first_power_iters)
+    (flat, _), (eigs, ress, losses) = jax.lax.scan(
+        block, (flat, v), None, length=num_steps // sharpness_every
+    )
+    return SharpnessTrace(
+        step=jnp.arange(0, num_steps + 1, sharpness_every, dtype=jnp.int32),
+        sharpness=jnp.concatenate([eig0[None], eigs]),
+        residual=jnp.concatenate([res0[None], ress]),
+        loss=losses.reshape(-1),
+        params=unravel(flat),
+    )
