@@ -35,6 +35,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -54,6 +55,7 @@ __all__ = [
     "optimize",
     "sweep_learning_rates",
     "best_learning_rate",
+    "steps_to_stay_below",
     "response",
     "step_response",
     "scale_by_diagonal",
@@ -265,6 +267,10 @@ def sweep_learning_rates(
 ) -> Trajectory:
     """:func:`optimize` for every learning rate at once: one ``jit(vmap(...))`` call.
 
+    The program is compiled once per ``(loss_fn, make_optimizer, steps)`` (by
+    identity of the callables): calling again with another ``x0`` or other
+    learning rates of the same shapes does not recompile.
+
     Args:
       loss_fn: ``params -> scalar``.
       make_optimizer: ``learning_rate -> GradientTransformation``, e.g.
@@ -284,8 +290,14 @@ def sweep_learning_rates(
     lrs = jnp.asarray(learning_rates)
     if lrs.ndim != 1 or lrs.shape[0] == 0:
         raise ValueError(f"learning_rates has shape {lrs.shape}: expected a non-empty 1-D array")
-    run = jax.jit(jax.vmap(lambda lr: optimize(loss_fn, make_optimizer(lr), x0, steps)))
-    return run(lrs)
+    return _sweep(loss_fn, make_optimizer, x0, steps, lrs)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "make_optimizer", "steps"))
+def _sweep(loss_fn, make_optimizer, x0, steps, lrs):
+    # Compiled once per (loss_fn, make_optimizer, steps) objects: new starts or
+    # learning rates of the same shapes reuse the program.
+    return jax.vmap(lambda lr: optimize(loss_fn, make_optimizer(lr), x0, steps))(lrs)
 
 
 class BestLearningRate(NamedTuple):
@@ -328,6 +340,28 @@ def best_learning_rate(
     final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
     index = int(np.lexsort((final, steps))[0])
     return BestLearningRate(index, float(lrs[index]), float(steps[index]), float(losses[index, -1]))
+
+
+def steps_to_stay_below(losses: jax.typing.ArrayLike, tol: float) -> np.ndarray:
+    """First step from which the loss stays ``<= tol`` to the end of the run; inf if it ends above.
+
+    Unlike the first crossing (:func:`jaxopt_lab.metrics.steps_to_target`), a
+    run that dips below ``tol`` and climbs back (a limit cycle, a chaotic
+    orbit) does not count until it settles.
+
+    Args:
+      losses: shape ``(..., T + 1)``, the loss at steps ``0..T``.
+      tol: the tolerance.
+
+    Returns:
+      A float64 array of shape ``losses.shape[:-1]``.
+    """
+    losses = np.asarray(losses, np.float64)
+    below = np.isfinite(losses) & (losses <= tol)
+    # Index of the last step above tol, counted from the end on the reversed array.
+    last_above = losses.shape[-1] - 1 - np.argmin(below[..., ::-1], axis=-1)
+    settled = np.where(np.all(below, axis=-1), 0.0, last_above + 1.0)
+    return np.where(below[..., -1], settled, np.inf)
 
 
 def response(tx: optax.GradientTransformation, inputs: Any, params: Any = None) -> Any:

@@ -105,6 +105,12 @@ def test_sweep_learning_rates_and_best_learning_rate():
     losses = 0.5 * np.sum(h * expected**2, axis=2)
     first = [np.flatnonzero(row <= 1e-3)[0] if np.any(row <= 1e-3) else np.inf for row in losses]
     assert best.index == int(np.argmin(first)) == 1 and best.steps == first[1]
+    # Another start reuses the compiled program.
+    loss_fn, compiled = P.quadratic(jnp.asarray(h, jnp.float32)), P._sweep._cache_size()
+    P.sweep_learning_rates(loss_fn, T.sgd, jnp.ones(2), 5, lrs)
+    again = P.sweep_learning_rates(loss_fn, T.sgd, jnp.array([2.0, -1.0]), 5, lrs)
+    assert P._sweep._cache_size() == compiled + 1
+    np.testing.assert_allclose(again.params[:, -1], (1 - lrs[:, None] * h) ** 5 * [2.0, -1.0], rtol=1e-4)
 
 
 def test_best_learning_rate_ranks_by_steps_then_final_loss():
@@ -122,6 +128,18 @@ def test_best_learning_rate_ranks_by_steps_then_final_loss():
     assert none_reach.index == 0 and none_reach.steps == np.inf  # 0.2 beats 0.5 and NaN
     with pytest.raises(ValueError, match="losses has shape"):
         P.best_learning_rate([1.0], losses, 0.1)
+
+
+def test_steps_to_stay_below_by_hand():
+    losses = np.array(
+        [
+            [1.0, 0.05, 0.2, 0.08, 0.01],  # dips at 1, settles from 3
+            [0.01, 0.02, 0.03, 0.04, 0.05],  # below throughout
+            [1.0, 0.05, 0.06, 0.07, 0.5],  # ends above
+            [1.0, np.nan, 0.05, 0.05, 0.05],  # NaN counts as above
+        ]
+    )
+    np.testing.assert_array_equal(P.steps_to_stay_below(losses, 0.1), [3.0, 0.0, np.inf, 2.0])
 
 
 def test_optimize_bad_input():
