@@ -27,6 +27,8 @@ References:
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -45,6 +47,8 @@ __all__ = [
     "EmaStatistics",
     "ema_running_statistics",
     "ema_mean_spread",
+    "EmaCheck",
+    "ema_check",
     "full_set_bn_statistics",
     "running_stats_error",
     "batch_stats_accuracy",
@@ -179,6 +183,76 @@ def ema_mean_spread(momentum, sigma, batch_size):
       The spread, with the shape of ``sigma``.
     """
     return np.sqrt((1 - momentum) / (1 + momentum)) * np.asarray(sigma) / np.sqrt(batch_size)
+
+
+class EmaCheck(NamedTuple):
+    """The two frozen-weight checks of :func:`ema_check`, as float64 NumPy arrays.
+
+    Attributes:
+      mean_steps: ``ceil(5 / (1 - m))``, the steps after which ``z`` is taken.
+      z: ``(num_chains, features)``, ``(running mean - μ) / ema_mean_spread(m, σ, B)``.
+      var_ratio: ``(num_chains,)``, each chain's running variance averaged over
+        ``window`` steps after a ``ceil(10 / (1 - m))``-step burn-in, divided by
+        ``σ²`` and averaged over the features.
+    """
+
+    mean_steps: int
+    z: np.ndarray
+    var_ratio: np.ndarray
+
+
+def ema_check(
+    population: jax.Array,
+    key: jax.Array,
+    *,
+    batch_size: int,
+    momentum: float,
+    num_chains: int,
+    window: int,
+) -> EmaCheck:
+    """Running statistics of a frozen population against the EMA's predictions.
+
+    Two runs of :func:`ema_running_statistics` with keys ``jax.random.split(key)``:
+
+    * ``ceil(5/(1-m))`` steps, after which the initial running mean 0 weighs
+      ``m^{5/(1-m)} ≈ e^{-5}``: ``z`` should be close to standard normal
+      (up to that start-up bias, ``e^{-5}·|μ|``, in units of the spread);
+    * ``ceil(10/(1-m)) + window`` steps, the running variance averaged over
+      the last ``window``: ``var_ratio`` should be ``(B - 1)/B``.
+
+    ``μ`` and ``σ²`` are the population's mean and (divide by ``n``) variance,
+    computed in float64. Not jittable (the step counts depend on ``momentum``).
+
+    Args:
+      population: ``(n, features)`` rows, drawn with replacement.
+      key: PRNG key.
+      batch_size: ``B``.
+      momentum: ``m``, a Python float in ``(0, 1)``.
+      num_chains: independent chains.
+      window: steps the running variance is averaged over.
+
+    Returns:
+      An :class:`EmaCheck`.
+    """
+    if not isinstance(momentum, (float, int, np.floating)) or not 0 < momentum < 1:
+        raise ValueError(f"momentum={momentum!r} is invalid: expected a float in (0, 1)")
+    window = _check_positive_int("window", window)
+    pop64 = np.asarray(population, np.float64)
+    mu, var = pop64.mean(0), pop64.var(0)
+    # The rounding guard keeps 5/(1-0.9) = 50.000000000000014 at 50 steps.
+    mean_steps, burn_in = (math.ceil(k / (1 - momentum) - 1e-9) for k in (5, 10))
+    key_mean, key_var = jax.random.split(key)
+    run = _jitted_ema()
+    kwargs = dict(batch_size=batch_size, momentum=momentum, num_chains=num_chains)
+    mean = np.asarray(run(population, key_mean, num_steps=mean_steps, **kwargs).state.mean, np.float64)
+    avg = run(population, key_var, num_steps=burn_in + window, burn_in=burn_in, **kwargs).time_average
+    z = (mean - mu) / ema_mean_spread(momentum, np.sqrt(var), batch_size)
+    return EmaCheck(mean_steps, z, (np.asarray(avg.var, np.float64) / var).mean(axis=1))
+
+
+@functools.cache
+def _jitted_ema():
+    return jax.jit(ema_running_statistics, static_argnames=("batch_size", "num_chains"))
 
 
 # ------------------------------------------------ running statistics, training
@@ -470,7 +544,7 @@ def gradient_descent_sharpness(
             f"num_steps={num_steps} is invalid: expected a multiple of sharpness_every={sharpness_every}"
         )
     flat, unravel = ravel_pytree(params)
-    flat_loss = lambda p: loss_fn(unravel(p))  # noqa: E731
+    flat_loss = lambda p: loss_fn(unravel(p))
     value_and_grad = jax.value_and_grad(flat_loss)
     lr = jnp.asarray(learning_rate, flat.dtype)
 

@@ -82,20 +82,27 @@ def test_ema_matches_a_float64_reference_on_the_documented_batches():
         np.testing.assert_allclose(out.time_average.var[c], total_var / (n - burn_in), rtol=1e-5)
 
 
-def test_ema_statistics_match_the_closed_forms():
+def test_ema_check_matches_the_closed_forms():
     # Gaussian population: running-mean spread sqrt((1-m)/(1+m))·σ/sqrt(B), variance (B-1)/B·σ².
     rng = np.random.default_rng(1)
     sigma = np.linspace(0.5, 2.0, 8)
-    population = rng.normal(0.0, 1.0, size=(20000, 8)) * sigma + 3.0
-    mu, var = population.mean(0), population.var(0)
+    population = jnp.asarray(rng.normal(0.0, 1.0, size=(20000, 8)) * sigma + 3.0, jnp.float32)
     m, batch_size, chains = 0.8, 4, 256
-    out = _ema_fn(batch_size, chains)(jnp.asarray(population, jnp.float32), KEY, m, 200, 50)
-    z = (_f64(out.state.mean) - mu) / probes.ema_mean_spread(m, np.sqrt(var), batch_size)
-    # 2048 near-independent z's: their RMS is 1 within a few percent; the bias m^200 is nil.
-    assert abs(np.sqrt(np.mean(z**2)) - 1) < 0.08
-    ratio = np.mean(_f64(out.time_average.var) / var)
+    check = probes.ema_check(
+        population, KEY, batch_size=batch_size, momentum=m, num_chains=chains, window=150
+    )
+    assert check.mean_steps == 25 and check.z.shape == (chains, 8) and check.var_ratio.shape == (chains,)
+    # 2048 near-independent z's: their RMS is 1 within a few percent (start-up bias m^25·3 ≈ 0.07 spread).
+    assert abs(np.sqrt(np.mean(check.z**2)) - 1) < 0.08
     # Standard error ≈ sqrt(2/B / (chains·150 steps·8 features)) ≈ 1e-3; 1 (unbiased) is far.
-    assert abs(ratio - (batch_size - 1) / batch_size) < 0.01
+    assert abs(np.mean(check.var_ratio) - (batch_size - 1) / batch_size) < 0.01
+    # z is the documented run, standardized by the float64 population statistics.
+    pop = np.asarray(population, np.float64)
+    first = _ema_fn(batch_size, chains)(population, jax.random.split(KEY)[0], m, 25, 0)
+    z = (_f64(first.state.mean) - pop.mean(0)) / (np.sqrt((1 - m) / (1 + m)) * pop.std(0) / 2)
+    np.testing.assert_allclose(check.z, z, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="momentum=1.5"):
+        probes.ema_check(population, KEY, batch_size=4, momentum=1.5, num_chains=2, window=10)
 
 
 def test_ema_mean_spread_is_the_geometric_sum():
