@@ -5,7 +5,8 @@ Two groups of pure functions, each the library side of an experiment:
 * **Batch-norm running statistics.** :func:`ema_running_statistics` feeds
   :func:`jaxopt_lab.batchnorm.apply` (training mode) minibatches drawn from a
   fixed population with frozen weights, for many independent chains at once;
-  :func:`ema_mean_spread` is the spread its running mean should have.
+  :func:`ema_mean_spread` is the spread its running mean should have, and
+  :func:`ema_check` compares the two (and the ``(B - 1)/B`` of the variance).
   :func:`full_set_bn_statistics` recomputes the statistics of a model's
   batch-norm inputs over a whole dataset at given parameters,
   :func:`batch_stats_accuracy` evaluates a model with each test batch's own
