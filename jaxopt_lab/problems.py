@@ -63,6 +63,10 @@ __all__ = [
     "nqm_gradient",
     "nqm_expected_loss",
     "nqm_steps_to_target",
+    "nqm_steps_grid",
+    "BestSteps",
+    "nqm_best_steps",
+    "nqm_monte_carlo",
     "critical_batch_size",
 ]
 
@@ -482,10 +486,15 @@ def nqm_gradient(
 
 
 class _Affine(NamedTuple):
-    """Per-coordinate affine map ``m -> mat @ m + vec`` on the moments ``(E[x²], E[xv], E[v²])``."""
+    """Per-coordinate affine map ``m -> mat @ m + vec`` on the moments ``(E[x²], E[xv], E[v²])``.
 
-    mat: jax.Array  # (d, 3, 3)
-    vec: jax.Array  # (d, 3)
+    The coordinate axis is last, so the 3x3 products are elementwise
+    multiply-adds over long contiguous rows (much faster on CPU than a batched
+    ``dot_general`` of 3x3 blocks).
+    """
+
+    mat: jax.Array  # (3, 3, d)
+    vec: jax.Array  # (3, d)
 
 
 def _nqm_map(h, learning_rate, batch_size, beta, precond_power) -> _Affine:
@@ -508,33 +517,33 @@ def _nqm_map(h, learning_rate, batch_size, beta, precond_power) -> _Affine:
     zero = jnp.zeros_like(h)
     mat = jnp.stack(
         [
-            jnp.stack([a * a, -2 * a * lr * beta, jnp.square(lr * beta)], -1),
-            jnp.stack([a * h, beta * (1 - 2 * lr * h), -lr * beta * beta], -1),
-            jnp.stack([h * h, 2 * h * beta, beta * beta + zero], -1),
-        ],
-        -2,
+            jnp.stack([a * a, -2 * a * lr * beta, jnp.square(lr * beta)]),
+            jnp.stack([a * h, beta * (1 - 2 * lr * h), -lr * beta * beta]),
+            jnp.stack([h * h, 2 * h * beta, beta * beta + zero]),
+        ]
     )
-    vec = jnp.stack([lr * lr * s2, -lr * s2, s2], -1)
+    vec = jnp.stack([lr * lr * s2, -lr * s2, s2])
     return _Affine(mat, vec)
 
 
 def _apply(f: _Affine, m: jax.Array) -> jax.Array:
-    return jnp.einsum("dij,dj->di", f.mat, m) + f.vec
+    return jnp.sum(f.mat * m[None, :, :], axis=1) + f.vec
 
 
 def _compose(g: _Affine, f: _Affine) -> _Affine:
     """``g ∘ f``."""
-    return _Affine(jnp.einsum("dij,djk->dik", g.mat, f.mat), _apply(g, f.vec))
+    mat = jnp.sum(g.mat[:, :, None, :] * f.mat[None, :, :, :], axis=1)
+    return _Affine(mat, _apply(g, f.vec))
 
 
 def _nqm_loss(h, m):
-    return 0.5 * jnp.sum(h * m[:, 0])
+    return 0.5 * jnp.sum(h * m[0])
 
 
 def _nqm_init(x0, h):
     x0 = jnp.broadcast_to(jnp.asarray(x0, h.dtype), h.shape)
     zero = jnp.zeros_like(h)
-    return jnp.stack([jnp.square(x0), zero, zero], -1)
+    return jnp.stack([jnp.square(x0), zero, zero])
 
 
 def nqm_expected_loss(
@@ -687,6 +696,189 @@ def nqm_steps_to_target(
     return jnp.where(jnp.any(below), first_exact, lifted)
 
 
+def nqm_steps_grid(
+    h: jax.Array,
+    x0: jax.typing.ArrayLike,
+    target: float,
+    learning_rates: Any,
+    batch_sizes: Any,
+    *,
+    betas: Any = (0.0,),
+    precond_power: float = 0.0,
+    ema_learning_rates: bool = False,
+    exact_steps: int = 128,
+    max_log2_steps: int = 24,
+    chunk: int = 128,
+) -> np.ndarray:
+    r""":func:`nqm_steps_to_target` over a grid of batch sizes, learning rates and momenta.
+
+    One compiled program, mapped over the grid in chunks of ``chunk`` configs
+    (``lax.map``) to bound the memory of the squared maps.
+
+    Args:
+      h, x0, target, precond_power, exact_steps, max_log2_steps: as in
+        :func:`nqm_steps_to_target`.
+      learning_rates: shape ``(L,)``.
+      batch_sizes: shape ``(n,)``.
+      betas: heavy-ball momenta, shape ``(K,)`` (``(0.0,)``: SGD).
+      ema_learning_rates: the grid holds :math:`\eta / (1 - \beta)`, the
+        learning rate of the equivalent moving-average momentum
+        (``jaxopt_lab.momentum(lr, beta, ema=True)``); the heavy-ball rate is
+        ``lr * (1 - beta)``. This keeps the effective step size on the same grid
+        for every ``beta``.
+      chunk: configs per mapped chunk.
+
+    Returns:
+      Steps to ``target``, a NumPy array of shape ``(n, L, K)`` (``inf``: not
+      reached).
+    """
+    lrs = np.asarray(learning_rates, np.float64)
+    bs = np.asarray(batch_sizes, np.float64)
+    betas = np.asarray(betas, np.float64)
+    if lrs.ndim != 1 or bs.ndim != 1 or betas.ndim != 1:
+        raise ValueError(
+            f"learning_rates {lrs.shape}, batch_sizes {bs.shape} and betas {betas.shape}: expected 1-D arrays"
+        )
+    grid_b, grid_lr, grid_beta = np.meshgrid(bs, lrs, betas, indexing="ij")
+    if ema_learning_rates:
+        grid_lr = grid_lr * (1 - grid_beta)
+    steps = _nqm_steps_configs(
+        h, x0, target, grid_lr.ravel(), grid_b.ravel(), grid_beta.ravel(), precond_power=precond_power,
+        exact_steps=exact_steps, max_log2_steps=max_log2_steps, chunk=chunk,
+    )
+    return steps.reshape(grid_b.shape)
+
+
+def _nqm_steps_configs(h, x0, target, lrs, bs, betas, *, precond_power, exact_steps, max_log2_steps, chunk):
+    """:func:`nqm_steps_to_target` for flat arrays of (heavy-ball lr, B, beta) configs."""
+    configs = tuple(jnp.asarray(a, h.dtype) for a in (lrs, bs, betas))
+
+    def one(config):
+        lr, b, beta = config
+        return nqm_steps_to_target(
+            h, x0, lr, b, target, beta=beta, precond_power=precond_power,
+            exact_steps=exact_steps, max_log2_steps=max_log2_steps,
+        )
+
+    return np.asarray(jax.jit(lambda c: jax.lax.map(one, c, batch_size=chunk))(configs))
+
+
+class BestSteps(NamedTuple):
+    """Steps to target at each batch size, at the best learning rate and momentum of a grid."""
+
+    batch_size: np.ndarray  # (n,)
+    steps: np.ndarray  # (n,) fewest steps over the grid; inf: no config reached the target
+    learning_rate: np.ndarray  # (n,) the winning grid value (lr / (1 - beta) with ema_learning_rates)
+    beta: np.ndarray  # (n,) the winning momentum
+    at_edge: np.ndarray  # (n,) bool: the winning lr is the first or last of the grid
+
+
+def nqm_best_steps(
+    h: jax.Array,
+    x0: jax.typing.ArrayLike,
+    target: float,
+    learning_rates: Any,
+    batch_sizes: Any,
+    *,
+    betas: Any = (0.0,),
+    precond_power: float = 0.0,
+    ema_learning_rates: bool = False,
+    exact_steps: int = 128,
+    max_log2_steps: int = 24,
+    chunk: int = 128,
+    refine: int = 1,
+) -> BestSteps:
+    """Fewest steps to ``target`` at each batch size over a learning-rate (and momentum) grid.
+
+    With ``refine = 1``, :func:`nqm_steps_grid` followed by the minimum over
+    learning rates and momenta (ties: the smallest learning rate, then the
+    smallest momentum). With ``refine = r > 1``, coarse to fine: every r-th
+    learning rate first, then, for each batch size and momentum, the full grid
+    within ``r - 1`` points of the coarse winner. That finds the same winner
+    when steps-to-target is unimodal in the learning rate along the grid (true
+    of the NQM, whose steps fall with the lr until the noise floor or the
+    stability limit takes over), for about ``1/r + 2`` of the cost.
+
+    Args:
+      h, x0, target, learning_rates, batch_sizes, betas, precond_power,
+        ema_learning_rates, exact_steps, max_log2_steps, chunk: as in
+        :func:`nqm_steps_grid`.
+      refine: coarse-grid stride (``>= 1``).
+
+    Returns:
+      A :class:`BestSteps`; check ``at_edge``: a winner on the edge of the grid
+      may not be the optimum.
+
+    Raises:
+      ValueError: if ``refine`` is not a positive int.
+    """
+    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 1:
+        raise ValueError(f"refine={refine!r} is invalid: expected an int >= 1")
+    lrs = np.asarray(learning_rates, np.float64)
+    bs = np.asarray(batch_sizes, np.float64)
+    betas = np.asarray(betas, np.float64)
+    options = dict(precond_power=precond_power, exact_steps=exact_steps, max_log2_steps=max_log2_steps,
+                   chunk=chunk)
+    coarse = np.arange(0, lrs.size, refine)
+    steps = np.full((bs.size, lrs.size, betas.size), np.inf)
+    steps[:, coarse] = nqm_steps_grid(h, x0, target, lrs[coarse], bs, betas=betas,
+                                      ema_learning_rates=ema_learning_rates, **options)
+    if refine > 1:
+        # The window around each (batch size, beta)'s coarse winner, as flat configs.
+        centre = coarse[np.argmin(steps[:, coarse], axis=1)]  # (n, K)
+        offsets = np.arange(-(refine - 1), refine)
+        window = np.clip(centre[..., None] + offsets, 0, lrs.size - 1)  # (n, K, W)
+        i_b, i_beta, _ = np.indices(window.shape)
+        lr = lrs[window] * ((1 - betas[i_beta]) if ema_learning_rates else 1.0)
+        steps[i_b, window, i_beta] = _nqm_steps_configs(
+            h, x0, target, lr.ravel(), bs[i_b].ravel(), betas[i_beta].ravel(), **options
+        ).reshape(window.shape)
+    flat = steps.reshape(bs.size, -1)
+    i_lr, i_beta = np.unravel_index(np.argmin(flat, axis=1), steps.shape[1:])
+    return BestSteps(
+        batch_size=bs,
+        steps=flat.min(axis=1),
+        learning_rate=lrs[i_lr],
+        beta=betas[i_beta],
+        at_edge=(i_lr == 0) | (i_lr == lrs.size - 1),
+    )
+
+
+def nqm_monte_carlo(
+    h: jax.Array,
+    x0: jax.Array,
+    tx: optax.GradientTransformation,
+    batch_size: jax.typing.ArrayLike,
+    steps: int,
+    key: jax.Array,
+    draws: int,
+) -> jax.Array:
+    """Losses of ``tx`` on the NQM over ``draws`` independent noise sequences.
+
+    :func:`optimize` with :func:`nqm_gradient`, vmapped over
+    ``jax.random.split(key, draws)``; the mean over draws estimates
+    :func:`nqm_expected_loss`.
+
+    Args:
+      h: curvatures, shape ``(d,)``.
+      x0: initial point, shape ``(d,)`` (its dtype is the run's dtype).
+      tx: the optimizer.
+      batch_size: :math:`B` of the gradient noise.
+      steps: number of steps (static).
+      key: PRNG key.
+      draws: number of independent runs (static).
+
+    Returns:
+      Losses, shape ``(draws, steps + 1)``.
+    """
+    loss_fn, grad_fn = quadratic(h.astype(x0.dtype)), nqm_gradient(h, batch_size)
+
+    def run(k):
+        return optimize(loss_fn, tx, x0, steps, grad_fn=grad_fn, key=k, keep_params=False).loss
+
+    return jax.jit(jax.vmap(run))(jax.random.split(key, draws))
+
+
 def critical_batch_size(batch_sizes: Any, steps: Any, factor: float = 2.0) -> float:
     r"""Batch size at which steps-to-target is ``factor`` × the perfect-scaling extrapolation.
 
@@ -700,15 +892,18 @@ def critical_batch_size(batch_sizes: Any, steps: Any, factor: float = 2.0) -> fl
 
     Args:
       batch_sizes: increasing, shape ``(n,)``.
-      steps: steps to target at each batch size (finite), shape ``(n,)``.
+      steps: steps to target at each batch size, shape ``(n,)``; ``inf`` (not
+        reached) counts as above any factor, and a crossing into ``inf`` is
+        put at the last finite batch size (a lower bound). ``steps[0]`` must be
+        finite.
       factor: the excess over perfect scaling that defines "critical" (> 1).
 
     Returns:
       The critical batch size; ``inf`` if the ratio stays below ``factor``.
 
     Raises:
-      ValueError: on shapes that do not fit, non-increasing batch sizes or
-        ``factor <= 1``.
+      ValueError: on shapes that do not fit, non-increasing batch sizes,
+        ``factor <= 1`` or a non-finite ``steps[0]``.
     """
     b = np.asarray(batch_sizes, np.float64)
     s = np.asarray(steps, np.float64)
@@ -719,6 +914,8 @@ def critical_batch_size(batch_sizes: Any, steps: Any, factor: float = 2.0) -> fl
         )
     if not factor > 1:
         raise ValueError(f"factor={factor} is invalid: expected factor > 1")
+    if not np.isfinite(s[0]) or s[0] <= 0:
+        raise ValueError(f"steps[0]={s[0]} is invalid: the smallest batch size must reach the target")
     ratio = s * b / (s[0] * b[0])
     above = np.flatnonzero(ratio >= factor)
     if above.size == 0:

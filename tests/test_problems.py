@@ -229,18 +229,12 @@ def test_nqm_expected_loss_matches_numpy_monte_carlo():
 
 
 def test_toolkit_momentum_monte_carlo_matches_the_recurrence():
-    h = P.nqm_curvatures(6)
-    x0 = jnp.ones(6)
-    steps, draws = 30, 4000
-    loss_fn, grad_fn = P.quadratic(h), P.nqm_gradient(h, 2.0)
-
-    def run(key):
-        tx = T.momentum(0.1, 0.8)
-        return P.optimize(loss_fn, tx, x0, steps, grad_fn=grad_fn, key=key, keep_params=False).loss
-
-    losses = np.asarray(jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(3), draws)), np.float64)
+    h, steps, draws = P.nqm_curvatures(6), 30, 4000
+    losses = P.nqm_monte_carlo(h, jnp.ones(6), T.momentum(0.1, 0.8), 2.0, steps, jax.random.key(3), draws)
+    losses = np.asarray(losses, np.float64)
     exact = _np_nqm_cov_loss(1 / np.arange(1, 7), 1.0, 0.1, 2.0, steps, beta=0.8)
     se = losses.std(0, ddof=1) / np.sqrt(draws)
+    assert losses.shape == (draws, steps + 1)
     assert np.all(np.abs(losses.mean(0) - exact)[1:] < 4.5 * se[1:])
     np.testing.assert_allclose(losses[:, 0], exact[0], rtol=1e-6)
 
@@ -287,17 +281,53 @@ def test_nqm_steps_to_target_pure_lifting_misses_an_early_dip():
         P.nqm_steps_to_target(jnp.asarray(h), 1.0, 0.5, 64.0, 0.2, exact_steps=-1)
 
 
-def test_nqm_steps_to_target_vmaps_over_hyperparameters():
+def test_nqm_steps_grid_against_step_by_step_search():
+    # The grid maps nqm_steps_to_target in vmapped chunks (and a remainder: 8 configs, chunk 3).
     h = 1 / np.arange(1, 11)
-    lrs, batches = np.array([0.1, 0.4, 1.0]), np.array([4.0, 16.0, 256.0])
+    lrs, batches, betas = np.array([0.2, 0.8]), np.array([8.0, 64.0]), np.array([0.0, 0.5])
     with jax.enable_x64(True):
         hj = jnp.asarray(h)
-        steps_fn = jax.vmap(lambda lr, b: P.nqm_steps_to_target(hj, 1.0, lr, b, 0.05, max_log2_steps=12))
-        got = steps_fn(jnp.asarray(lrs), jnp.asarray(batches))
-    runs = [_np_nqm_cov_loss(h, 1.0, lr, b, 4000) for lr, b in zip(lrs, batches, strict=True)]
-    expected = [_first_crossing(losses, 0.05) for losses in runs]
-    assert np.all(np.isfinite(expected))
-    np.testing.assert_array_equal(got, expected)
+        plain = P.nqm_steps_grid(hj, 1.0, 0.05, lrs, batches, betas=betas, max_log2_steps=12)
+        ema = P.nqm_steps_grid(hj, 1.0, 0.05, lrs, batches, betas=betas, ema_learning_rates=True,
+                               precond_power=0.5, max_log2_steps=12, chunk=3)
+    assert plain.shape == ema.shape == (2, 2, 2)
+    for (i, b), (j, lr), (k, beta) in [
+        (ib, jl, kb) for ib in enumerate(batches) for jl in enumerate(lrs) for kb in enumerate(betas)
+    ]:
+        assert plain[i, j, k] == _first_crossing(_np_nqm_cov_loss(h, 1.0, lr, b, 3000, beta), 0.05)
+        lr_hb = lr * (1 - beta)
+        assert ema[i, j, k] == _first_crossing(_np_nqm_cov_loss(h, 1.0, lr_hb, b, 3000, beta, 0.5), 0.05)
+    # B = 8 with lr 0.8 sits above the target (noise floor): inf, the rest finite.
+    assert np.isinf(plain[0, 1]).all() and np.isfinite(plain[1]).all() and np.isfinite(ema[:, 0]).all()
+
+
+def test_nqm_best_steps_picks_the_grid_minimum():
+    h = 1 / np.arange(1, 11)
+    lrs, batches, betas = np.array([0.05, 0.2, 0.8]), np.array([8.0, 64.0]), np.array([0.5, 0.75])
+    with jax.enable_x64(True):
+        best = P.nqm_best_steps(jnp.asarray(h), 1.0, 0.05, lrs, batches, betas=betas, ema_learning_rates=True,
+                                max_log2_steps=12)
+    for i, b in enumerate(batches):
+        table = {(lr, beta): _first_crossing(_np_nqm_cov_loss(h, 1.0, lr * (1 - beta), b, 3000, beta), 0.05)
+                 for lr in lrs for beta in betas}
+        lr, beta = min(table, key=lambda k: (table[k], k))
+        assert (best.steps[i], best.learning_rate[i], best.beta[i]) == (table[lr, beta], lr, beta)
+        assert best.at_edge[i] == (lr in (0.05, 0.8))
+    assert np.all(np.isfinite(best.steps))
+
+
+def test_nqm_best_steps_coarse_to_fine_equals_the_full_grid():
+    h = 1 / np.arange(1, 21)
+    lrs, batches, betas = 2.0 ** (np.arange(-24, 9) / 4), 2.0 ** np.arange(0, 12, 2), np.array([0.0, 0.75])
+    with jax.enable_x64(True):
+        args = (jnp.asarray(h), 1.0, 0.05, lrs, batches)
+        full = P.nqm_best_steps(*args, betas=betas, ema_learning_rates=True, max_log2_steps=14)
+        fine = P.nqm_best_steps(*args, betas=betas, ema_learning_rates=True, max_log2_steps=14, refine=4)
+    for a, b in zip(full, fine, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert np.all(np.isfinite(full.steps)) and len(set(full.learning_rate)) > 3  # the winner moves with B
+    with pytest.raises(ValueError, match="refine=0"):
+        P.nqm_best_steps(*args, refine=0)
 
 
 def test_critical_batch_size():
@@ -310,5 +340,9 @@ def test_critical_batch_size():
     assert P.critical_batch_size(dense, 100 * (1 + 1000 / dense)) == pytest.approx(1002, rel=1e-3)
     with pytest.raises(ValueError, match="increasing"):
         P.critical_batch_size(b[::-1], [1.0, 2.0, 3.0, 4.0])
+    # inf (not reached) after 1.25 at B = 4: the crossing is put at 4, a lower bound.
+    assert P.critical_batch_size(b, [800.0, 400.0, 250.0, np.inf]) == 4.0
+    with pytest.raises(ValueError, match="steps\\[0\\]=inf"):
+        P.critical_batch_size(b, [np.inf, 1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="factor=1"):
         P.critical_batch_size(b, [1.0, 2.0, 3.0, 4.0], factor=1)
