@@ -8,8 +8,10 @@ Objectives (each a function ``params -> scalar loss``):
   example of Ioffe and Szegedy (2015, section 2);
 * the noisy quadratic model (NQM) of Zhang et al. (2019): :func:`nqm_curvatures`,
   :func:`nqm_gradient`, with its exact expected loss under SGD, heavy-ball
-  momentum and diagonal preconditioning (:func:`nqm_expected_loss`,
-  :func:`nqm_steps_to_target`).
+  momentum and diagonal preconditioning (:func:`nqm_expected_loss`), the
+  steps to a target loss (:func:`nqm_steps_to_target`, over grids
+  :func:`nqm_steps_grid` and :func:`nqm_best_steps`), and its Monte Carlo
+  (:func:`nqm_monte_carlo`).
 
 Loops, all ``lax.scan``, jittable and vmappable over hyperparameters (build the
 optimizer inside the vmapped function from traced values) and over PRNG keys:
@@ -17,9 +19,11 @@ optimizer inside the vmapped function from traced values) and over PRNG keys:
 * :func:`optimize`: run an optax ``GradientTransformation`` on a loss, with
   exact or stochastic gradients, returning the :class:`Trajectory`;
 * :func:`sweep_learning_rates` and :func:`best_learning_rate`: a vmapped
-  learning-rate sweep and its winner (fewest steps to a tolerance);
+  learning-rate sweep and its winner (fewest steps to a tolerance), and
+  :func:`steps_to_stay_below` (steps until the loss settles below it);
 * :func:`response` and :func:`step_response`: the output of a transform fed a
   given gradient sequence (a filter's impulse/step response);
+* :func:`scale_by_diagonal`: a fixed diagonal preconditioner as a transform;
 * :func:`critical_batch_size`: where steps-to-target stops halving with the
   batch size.
 
@@ -90,10 +94,11 @@ def quadratic(h: jax.typing.ArrayLike) -> LossFn:
       ValueError: if ``h`` is not 1-D or square 2-D.
     """
     h = jnp.asarray(h)
+    # The curvature takes the dtype of x: a float64 spectrum can drive float32 runs.
     if h.ndim == 1:
-        return lambda x: 0.5 * jnp.sum(h * jnp.square(x))
+        return lambda x: 0.5 * jnp.sum(h.astype(x.dtype) * jnp.square(x))
     if h.ndim == 2 and h.shape[0] == h.shape[1]:
-        return lambda x: 0.5 * jnp.dot(x, h @ x)
+        return lambda x: 0.5 * jnp.dot(x, h.astype(x.dtype) @ x)
     raise ValueError(f"h has shape {h.shape}: expected (d,) (diagonal) or (d, d) (a matrix)")
 
 
@@ -232,6 +237,16 @@ def optimize(
     Raises:
       ValueError: if ``steps`` is not a non-negative int, or only one of
         ``grad_fn`` and ``key`` is given.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_lab import transforms
+      >>> f = quadratic(jnp.array([1.0, 0.1]))
+      >>> tr = optimize(f, transforms.sgd(0.5), jnp.array([1.0, 1.0]), 2)
+      >>> tr.params  # x_t = (1 - 0.5 h)^t x_0
+      Array([[1.    , 1.    ],
+             [0.5   , 0.95  ],
+             [0.25  , 0.9025]], dtype=float32)
     """
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps={steps!r} is invalid: expected a Python int >= 0")

@@ -181,8 +181,8 @@ def test_bias_batchnorm_gradient_is_constant_with_stopped_stats_and_zero_without
     sigma = np.sqrt(u.var(0) + 1e-5)
     x_hat = (u - u.mean(0)) / sigma
     args = [jnp.asarray(a, jnp.float32) for a in (u, y, b)]
-    stopped = P.bias_batchnorm_loss(*args[:2], stop_gradient_stats=True)
-    true = P.bias_batchnorm_loss(*args[:2], stop_gradient_stats=False)
+    stopped = jax.jit(P.bias_batchnorm_loss(*args[:2], stop_gradient_stats=True))
+    true = jax.jit(P.bias_batchnorm_loss(*args[:2], stop_gradient_stats=False))
     np.testing.assert_allclose(stopped(args[2]), 0.5 * np.mean((x_hat - y) ** 2), rtol=1e-5)
     np.testing.assert_allclose(jax.grad(stopped)(args[2]), -y.mean(0) / (3 * sigma), rtol=1e-4)
     np.testing.assert_allclose(jax.grad(true)(args[2]), 0.0, atol=1e-6)
@@ -198,11 +198,11 @@ def test_nqm_gradient_mean_and_variance():
     np.testing.assert_allclose(h, 1 / np.arange(1, 5), rtol=1e-7)
     x = jnp.array([1.0, -2.0, 3.0, 0.5])
     grad_fn = P.nqm_gradient(h, 8.0)
-    g = np.asarray(jax.vmap(lambda k: grad_fn(x, k))(jax.random.split(jax.random.key(0), 20000)), np.float64)
+    g = np.asarray(jax.vmap(lambda k: grad_fn(x, k))(jax.random.split(jax.random.key(0), 5000)), np.float64)
     hn = 1 / np.arange(1, 5)
-    se = np.sqrt(hn / 8 / 20000)
+    se = np.sqrt(hn / 8 / 5000)
     assert np.all(np.abs(g.mean(0) - hn * np.asarray(x)) < 4 * se)
-    np.testing.assert_allclose(g.var(0), hn / 8, rtol=0.05)
+    np.testing.assert_allclose(g.var(0), hn / 8, rtol=0.1)  # 5 standard errors of a variance
     with pytest.raises(ValueError, match="dim=0"):
         P.nqm_curvatures(0)
 
@@ -244,16 +244,19 @@ def _first_crossing(losses, target):
     return float(below[0]) if below.size else np.inf
 
 
+_steps_jit = jax.jit(P.nqm_steps_to_target, static_argnames=("exact_steps", "max_log2_steps"))
+
+
 @pytest.mark.parametrize(
     "lr,beta,p,target,exact_steps",
     [
         (0.5, 0.0, 0.0, 0.05, 0),  # SGD, binary lifting only
         (0.05, 0.9, 0.0, 0.05, 0),  # momentum, crossing long after the oscillations
-        (0.05, 0.9, 0.0, 0.05, 16),  # the same, lifting from step 16
-        (0.5, 0.95, 0.0, 0.2, 128),  # underdamped: dips below 0.2 early, found step by step
+        (0.05, 0.9, 0.0, 0.025, 44),  # lifting from step 44, crossing at 47
+        (0.5, 0.95, 0.0, 0.2, 44),  # underdamped: dips below 0.2 at 40, above again at 41-48
         (0.2, 0.0, 0.5, 0.03, 0),  # preconditioned
-        (2.5, 0.0, 0.0, 0.05, 8),  # diverges: inf
-        (0.5, 0.0, 0.0, 1e-4, 8),  # below the noise floor: inf
+        (2.5, 0.0, 0.0, 0.05, 44),  # diverges: inf
+        (0.5, 0.0, 0.0, 1e-4, 0),  # below the noise floor: inf
         (0.5, 0.0, 0.0, 100.0, 0),  # reached at step 0
     ],
 )
@@ -262,8 +265,8 @@ def test_nqm_steps_to_target_matches_step_by_step_search(lr, beta, p, target, ex
     with np.errstate(over="ignore", invalid="ignore"):
         expected = _first_crossing(_np_nqm_cov_loss(h, 1.0, lr, 64.0, 3000, beta, p), target)
     with jax.enable_x64(True):
-        got = P.nqm_steps_to_target(jnp.asarray(h), 1.0, lr, 64.0, target, beta=beta, precond_power=p,
-                                    exact_steps=exact_steps, max_log2_steps=11)
+        got = _steps_jit(jnp.asarray(h), 1.0, lr, 64.0, target, beta=beta, precond_power=p,
+                         exact_steps=exact_steps, max_log2_steps=11)
     # Beyond the horizon (exact_steps + 2**11 - 1 steps) counts as not reached.
     assert float(got) == (expected if expected < exact_steps + 2**11 else np.inf)
     assert expected in (0.0, np.inf) or 1 < expected < 2000  # each case tests what its comment says
@@ -321,8 +324,8 @@ def test_nqm_best_steps_coarse_to_fine_equals_the_full_grid():
     lrs, batches, betas = 2.0 ** (np.arange(-24, 9) / 4), 2.0 ** np.arange(0, 12, 2), np.array([0.0, 0.75])
     with jax.enable_x64(True):
         args = (jnp.asarray(h), 1.0, 0.05, lrs, batches)
-        full = P.nqm_best_steps(*args, betas=betas, ema_learning_rates=True, max_log2_steps=14)
-        fine = P.nqm_best_steps(*args, betas=betas, ema_learning_rates=True, max_log2_steps=14, refine=4)
+        full = P.nqm_best_steps(*args, betas=betas, ema_learning_rates=True, max_log2_steps=12)
+        fine = P.nqm_best_steps(*args, betas=betas, ema_learning_rates=True, max_log2_steps=12, refine=4)
     for a, b in zip(full, fine, strict=True):
         np.testing.assert_array_equal(a, b)
     assert np.all(np.isfinite(full.steps)) and len(set(full.learning_rate)) > 3  # the winner moves with B
