@@ -11,8 +11,11 @@ from jaxopt_lab import (
     metrics,
     models,
     plots,
+    probes,
+    problems,
     results,
     scaling,
+    studies,
     sweep,
     train,
     transforms,
@@ -50,8 +53,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     # modules
-    "batchnorm", "data", "metrics", "models", "plots", "results", "scaling", "sweep", "train",
-    "transforms",
+    "batchnorm", "data", "metrics", "models", "plots", "probes", "problems", "results", "scaling",
+    "studies", "sweep", "train", "transforms",
     # optimizers
     "sgd", "momentum", "rmsprop", "adam", "OPTIMIZERS",
     "scale_by_momentum", "scale_by_rms", "scale_by_adam", "scale_by_learning_rate",
