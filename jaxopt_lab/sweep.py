@@ -249,12 +249,13 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
 
     def segment(arrays, hparams, state, start, num_steps, stop_step):
         return train_lib.run_segment(
-            spec, with_arrays(arrays), hparams, state, start, num_steps, stop_step
+            spec, with_arrays(arrays), hparams, state, start, num_steps, stop_step,
+            axis_name="config",
         )
 
     init_p = jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=by_config)
     segment_p = jax.jit(
-        jax.vmap(segment, in_axes=(None, 0, 0, None, None, 0)),
+        jax.vmap(segment, in_axes=(None, 0, 0, None, None, 0), axis_name="config"),
         out_shardings=(by_config, by_config),
         donate_argnums=(2,),
     )

@@ -264,17 +264,33 @@ def init_state(spec: TrainSpec, dataset: data_lib.Dataset, hparams, key: jax.Arr
     )
 
 
-def _train_step(spec, model, dataset, hparams, state: TrainState, step, stop_step) -> TrainState:
+def _any(flag: jax.Array, axis_name) -> jax.Array:
+    """Whether ``flag`` holds for any config along the mapped axis ``axis_name``.
+
+    Under ``vmap(..., axis_name=axis_name)`` the ``psum`` makes this one unbatched
+    boolean, so a ``lax.cond`` on it stays a real branch: taken when any config of
+    the chunk needs it, skipped by all otherwise (a ``cond`` on a batched predicate
+    becomes a ``select`` that runs both branches every step).
+    """
+    if axis_name is None:
+        return flag
+    return jax.lax.psum(flag.astype(jnp.int32), axis_name) > 0
+
+
+def _train_step(spec, model, dataset, hparams, state: TrainState, step, stop_step,
+                axis_name=None) -> TrainState:
     """One optimizer step; a config that diverged or passed ``stop_step`` keeps its state."""
     num_examples = dataset.x_train.shape[0]
     batch_size = hparams.get("batch_size", spec.batch_size)
     max_batch_size = spec.batch_size  # under the mask strategy, the group's largest
     spe = _steps_per_epoch(num_examples, batch_size)
-    # With a static batch size `step % spe` is not batched under vmap, so this is
-    # a real branch and the sort runs once per epoch; under the mask strategy it
-    # becomes a select and the permutation is drawn every step.
+    # The permutation's sort costs as much as several steps, so it runs only at an
+    # epoch boundary. With a static batch size `step % spe` is not batched under vmap
+    # and the cond is a real branch; under the mask strategy it is, and `_any` keeps
+    # the branch real: it runs when some config of the chunk starts an epoch. The
+    # others then redraw the permutation of their current epoch, which they hold.
     perm = jax.lax.cond(
-        step % spe == 0,
+        _any(step % spe == 0, axis_name),
         lambda: data_lib.epoch_permutation(state.data_key, step // spe, num_examples),
         lambda: state.perm,
     )
@@ -339,12 +355,17 @@ def run_segment(
     start,
     num_steps,
     stop_step=None,
+    axis_name=None,
 ):
     """Advance ``state`` by ``num_steps`` steps from step ``start``, then evaluate.
 
     ``start`` and ``num_steps`` may be traced (the loop is a ``fori_loop``), so
     segments of any length share one compiled program. Steps at or past
     ``stop_step`` (a config's own budget inside a longer group) change nothing.
+    ``axis_name`` names the config axis when this runs under
+    ``vmap(..., axis_name=axis_name)``: under the mask strategy the epoch
+    permutation then runs only in steps where some config of the chunk starts an
+    epoch, instead of every step (the numbers are the same either way).
 
     Returns:
       ``(state, metrics)``: the new state with ``loss_sum`` reset, and
@@ -356,7 +377,7 @@ def run_segment(
     stop_step = spec.steps if stop_step is None else stop_step
 
     def body(step, state):
-        return _train_step(spec, model, dataset, hparams, state, step, stop_step)
+        return _train_step(spec, model, dataset, hparams, state, step, stop_step, axis_name)
 
     state = jax.lax.fori_loop(start, start + num_steps, body, state)
     active_steps = jnp.clip(jnp.minimum(start + num_steps, stop_step) - start, 1, None)

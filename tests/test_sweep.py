@@ -76,6 +76,20 @@ def test_mask_equals_bucket(grid, bucket_table):
     _assert_same(result.table, bucket_table, rtol=1e-4)
 
 
+def test_mask_equals_bucket_across_epoch_boundaries():
+    # 256 examples: batch 16 starts an epoch every 16 steps, batch 48 every 5, so within
+    # one masked chunk configs redraw their permutation at different steps.
+    spec = dict(dataset="regression", dataset_options={"n": 256, "dim": 4, "n_test": 64},
+                model="linear", optimizer="sgd", steps=40, eval_every=10)
+    grid = S.Grid(learning_rate=[0.02, 0.05], batch_size=[16, 48], seed=[0, 1])
+    mask = S.sweep(spec, grid, strategy="mask", progress=False).table
+    bucket = S.sweep(spec, grid, strategy="bucket", progress=False).table
+    _assert_same(mask, bucket, rtol=1e-5)
+    alone = T.train(T.TrainSpec(**spec, batch_size=48), {"learning_rate": 0.05}, 1)
+    row = mask[(mask.batch_size == 48) & (mask.learning_rate == 0.05) & (mask.seed == 1)]
+    np.testing.assert_allclose(row["train_loss"], alone.train_loss, rtol=1e-5)
+
+
 def test_same_seed_gives_an_identical_table(grid, bucket_table):
     _assert_same(_run(grid, strategy="bucket"), bucket_table)
 
