@@ -154,6 +154,7 @@ class _Group:
     spec: train_lib.TrainSpec  # batch_size is the group's largest under `mask`
     dynamic_batch: bool
     config_ids: tuple[int, ...]
+    weight_decay: bool = True  # False: every config's is zero, and the program skips it
 
 
 def _budget_steps(spec, batch_size: int, epochs: float | None, num_examples: int) -> int:
@@ -195,7 +196,8 @@ def plan(spec: train_lib.TrainSpec, configs: pd.DataFrame, steps: np.ndarray, st
             if name in fields:
                 fields[name] = int(fields[name])
         group_spec = dataclasses.replace(spec, **fields)
-        groups.append(_Group(group_spec, strategy == "mask", tuple(rows["config_id"])))
+        decay = "weight_decay" in rows and bool((rows["weight_decay"].fillna(0) != 0).any())
+        groups.append(_Group(group_spec, strategy == "mask", tuple(rows["config_id"]), decay))
     return groups, strategy
 
 
@@ -280,6 +282,8 @@ def _run_chunk(group: _Group, configs: pd.DataFrame, stop_steps: np.ndarray, num
         default = train_lib.default_hparams(spec.optimizer)[name]
         column = configs[name] if name in configs else pd.Series([default] * len(configs))
         hparams[name] = np.asarray(column.fillna(default), np.float32)
+    if not group.weight_decay:
+        del hparams["weight_decay"]
     if group.dynamic_batch:
         hparams["batch_size"] = configs["batch_size"].to_numpy(np.int32)
     keys = jax.vmap(jax.random.key)(jnp.asarray(configs["seed"].to_numpy(np.uint32)))

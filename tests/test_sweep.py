@@ -90,6 +90,21 @@ def test_mask_equals_bucket_across_epoch_boundaries():
     np.testing.assert_allclose(row["train_loss"], alone.train_loss, rtol=1e-5)
 
 
+def test_weight_decay_axis_equals_configs_alone():
+    # A group with a nonzero decay keeps it in the program; its zero-decay config must
+    # still equal the same config alone (where zero decay is left out).
+    spec = dict(dataset="regression", dataset_options={"n": 256, "dim": 4, "n_test": 64},
+                model="linear", optimizer="sgd", batch_size=16, steps=20, eval_every=10)
+    table = S.sweep(spec, S.Grid(learning_rate=[0.05], weight_decay=[0.0, 0.5]),
+                    progress=False).table
+    for wd in (0.0, 0.5):
+        alone = T.train(T.TrainSpec(**spec), {"learning_rate": 0.05, "weight_decay": wd}, 0)
+        np.testing.assert_allclose(table[table.weight_decay == wd]["test_loss"],
+                                   alone.test_loss, rtol=1e-5)
+    assert not np.allclose(table[table.weight_decay == 0.0]["test_loss"],
+                           table[table.weight_decay == 0.5]["test_loss"], rtol=1e-3)
+
+
 def test_same_seed_gives_an_identical_table(grid, bucket_table):
     _assert_same(_run(grid, strategy="bucket"), bucket_table)
 

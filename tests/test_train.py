@@ -12,8 +12,9 @@ from jaxopt_lab import train as T
 REG = (("n", 256), ("dim", 4), ("n_test", 64), ("noise", 0.1))
 
 
-def _numpy_sgd_linear(spec, lr, seed):
-    """SGD on linear regression in float64 NumPy, with the batch order from data.batch_indices."""
+def _numpy_sgd_linear(spec, lr, seed, weight_decay=0.0):
+    """SGD (+ L2 weight decay on w and b) on linear regression in float64 NumPy, with the
+    batch order from data.batch_indices."""
     ds = T.load_dataset(spec.dataset, spec.dataset_options)
     key = jax.random.key(seed)
     init_key, data_key = jax.random.split(key)
@@ -30,8 +31,8 @@ def _numpy_sgd_linear(spec, lr, seed):
         idx = np.asarray(idx)
         r = x[idx] @ w + b - y[idx]
         acc.append(0.5 * np.mean(np.sum(r**2, -1)))
-        w = w - lr * x[idx].T @ r / len(idx)
-        b = b - lr * r.mean(0)
+        w = w - lr * (x[idx].T @ r / len(idx) + weight_decay * w)
+        b = b - lr * (r.mean(0) + weight_decay * b)
         if (step + 1) % spec.eval_every == 0:
             train_losses.append(np.mean(acc))
             acc = []
@@ -39,11 +40,12 @@ def _numpy_sgd_linear(spec, lr, seed):
     return np.array(train_losses), np.array(test_losses)
 
 
-def test_train_equals_float64_numpy_sgd_on_linear_regression():
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])  # 0 is left out of the program
+def test_train_equals_float64_numpy_sgd_on_linear_regression(weight_decay):
     spec = T.TrainSpec(dataset="regression", dataset_options=REG, model="linear",
                        optimizer="sgd", batch_size=16, steps=60, eval_every=20)
-    history = T.train(spec, {"learning_rate": 0.05}, 3)
-    ref_train, ref_test = _numpy_sgd_linear(spec, 0.05, 3)
+    history = T.train(spec, {"learning_rate": 0.05, "weight_decay": weight_decay}, 3)
+    ref_train, ref_test = _numpy_sgd_linear(spec, 0.05, 3, weight_decay)
     np.testing.assert_array_equal(history.step, [20, 40, 60])
     np.testing.assert_array_equal(history.examples_seen, [320, 640, 960])
     np.testing.assert_allclose(history.train_loss, ref_train, rtol=2e-4)
@@ -85,7 +87,8 @@ def test_train_equals_an_optax_python_loop_with_batchnorm_mlp():
             losses.append(float(loss))
             if (t + 1) % spec.eval_every == 0:
                 out, _ = model.apply(params, state, ds.x_test, train=False)
-                test_losses.append(float(optax.softmax_cross_entropy_with_integer_labels(out, ds.y_test).mean()))
+                test_losses.append(
+                    float(optax.softmax_cross_entropy_with_integer_labels(out, ds.y_test).mean()))
                 accs.append(float(jnp.mean(jnp.argmax(out, -1) == ds.y_test)))
     np.testing.assert_allclose(history.train_loss, np.reshape(losses, (3, 10)).mean(1), rtol=1e-4)
     np.testing.assert_allclose(history.test_loss, test_losses, rtol=1e-4)
