@@ -24,7 +24,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter
 
 from jaxopt_lab import results as results_lib
 
@@ -174,7 +174,9 @@ def _norm(values: np.ndarray, larger_is_better: bool):
     if lo == hi:
         pad = abs(lo) * 0.05 or 0.5
         lo, hi = lo - pad, hi + pad
-    if not larger_is_better and lo > 0 and hi / lo > 10:
+    # Losses spread over more than a factor of 3 (a few diverging-edge cells far
+    # above the rest) get a log scale, so the interesting low end keeps its contrast.
+    if not larger_is_better and lo > 0 and hi / lo > 3:
         return LogNorm(lo, hi)
     return Normalize(lo, hi)
 
@@ -274,7 +276,11 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Fig
         label = _LABELS[metric]
         word = "max" if larger_is_better else "min"
         if norm is not None:
-            fig.colorbar(image, ax=list(axes), label=label, shrink=0.9, pad=0.02)
+            bar = fig.colorbar(image, ax=list(axes), label=label, shrink=0.9, pad=0.02)
+            if isinstance(norm, LogNorm):  # 2, 3, 4 rather than 2×10⁰
+                plain = FormatStrFormatter("%g")
+                bar.ax.yaxis.set_major_formatter(plain)
+                bar.ax.yaxis.set_minor_formatter(plain)
         handles = [Patch(fill=False, edgecolor=_BEST_EDGE, linewidth=2,
                          label="best lr per batch size")]
         if any(d.to_numpy().any() for d in diverged.values()):
