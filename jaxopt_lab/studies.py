@@ -12,8 +12,12 @@ function here:
   the same trajectory (SGD on the sum at ``lr`` is SGD on the mean at ``lr·B``).
 * **Final states** (:func:`init_states`, :func:`train_states`) and measurements
   on them (:func:`evaluate_states`, :func:`sharpness`, :func:`noise_scales`):
-  the sweep table keeps metrics only, so a config whose parameters are needed
-  is re-run here from the same ``(spec, hparams, seed)``, which gives the same run.
+  the sweep table keeps metrics only, so configs whose parameters are needed
+  are run here from ``(spec, hparams, seed)``. That is the sweep's run up to
+  float reordering; near the largest stable learning rate training is chaotic
+  and such differences grow (a program of another vmapped width can end
+  several points of accuracy away), so measure the states of the runs you
+  report rather than re-running one config of them.
 * **Steps to a target loss** (:func:`run_to_target`, :func:`steps_to_target_table`,
   :func:`best_steps`): training evaluated on the *whole* training set at
   geometrically spaced steps, stopped as soon as a config reaches the target.
@@ -350,7 +354,8 @@ def train_states(spec: train_lib.TrainSpec, hparams: Mapping[str, Any], seeds: S
     """The final :class:`~jaxopt_lab.train.TrainState` of each config after ``spec.steps`` steps.
 
     The runs are the sweep's (same initialization, batch order and steps for
-    the same ``(spec, hparams, seed)``), vmapped over configs in one program.
+    the same ``(spec, hparams, seed)``), vmapped over configs in one program;
+    equal to float reordering, which chaotic runs (large learning rates) amplify.
 
     Args:
       spec: the static part of the runs.
@@ -589,7 +594,7 @@ def _target_program(spec: train_lib.TrainSpec):
                           dataset.x_train, dataset.y_train)[0]
         return state, jnp.where(state.diverged, jnp.full((), jnp.nan, loss.dtype), loss)
 
-    return jax.jit(jax.vmap(segment, in_axes=(0, 0, None, None, None)), donate_argnums=(1,))
+    return jax.jit(jax.vmap(segment, in_axes=(0, 0, None, None, 0)), donate_argnums=(1,))
 
 
 def run_to_target(
@@ -601,16 +606,24 @@ def run_to_target(
     max_steps: int,
     growth: float = 1.05,
     stop: str = "first",
+    groups: Sequence[int] | None = None,
 ) -> TargetRuns:
     """Train configs until the whole-training-set loss reaches ``target``.
 
     The loss is evaluated on the whole training set (batch norm in evaluation
     mode) at :func:`geometric_steps`, not the minibatch average of the sweep
     table, so the step count is that of the objective and is resolved to
-    ``growth`` relative. Training stops at the first evaluation where any
-    config has reached the target (``stop="first"``: enough to know the best
-    config's steps, e.g. over a learning-rate grid with one seed), or where
-    every config has reached it or diverged (``stop="all"``), or at ``max_steps``.
+    ``growth`` relative. A config is frozen at the evaluation where it reaches
+    the target (its later steps change nothing), so its returned state is its
+    state at the target.
+
+    Configs are gathered in ``groups`` (e.g. the seeds of one learning rate)
+    whose score is the mean of their configs' steps. With ``stop="first"``
+    training stops as soon as the best group is known: one whose configs have
+    all reached the target with a mean no larger than any other group can
+    still get (a config not there yet counts the current step, and will need
+    more). With ``stop="all"`` it stops when every config has reached the
+    target or diverged. Either way it stops at ``max_steps``.
 
     Args:
       spec: the static part of the runs (``spec.steps`` is ignored).
@@ -620,34 +633,59 @@ def run_to_target(
       max_steps: the step budget.
       growth: spacing factor of the evaluation steps.
       stop: ``"first"`` or ``"all"``.
+      groups: a group label per config; ``None`` puts each config in its own group.
 
     Returns:
-      A :class:`TargetRuns`.
+      A :class:`TargetRuns` (``train_loss`` stays at its value at the target
+      once a config is frozen).
     """
     if stop not in STOP_RULES:
         raise ValueError(f"stop={stop!r} is invalid: expected one of {', '.join(map(repr, STOP_RULES))}")
     if not (isinstance(target, (int, float, np.number)) and math.isfinite(target)):
         raise ValueError(f"target={target!r} is invalid: expected a finite number")
+    num_configs = len(seeds)
+    groups = np.arange(num_configs) if groups is None else np.asarray(groups)
+    if groups.shape != (num_configs,):
+        raise ValueError(f"groups has shape {groups.shape}: expected one label per seed ({num_configs})")
     points = geometric_steps(max_steps, growth)
-    # The budget is a traced argument, not spec.steps, so budgets share one program.
+    # Budgets are traced arguments, not spec.steps, so every budget shares one program.
     spec = dataclasses.replace(spec, steps=1, eval_every=1)
     stacked, keys = _config_arrays(spec, hparams, seeds)
     state = _init_program(spec)(stacked, keys)
     program = _target_program(spec)
+    stops = np.full(num_configs, max_steps, np.int32)
+    first = np.full(num_configs, np.nan)
     losses, start = [], 0
     for end in points:
-        state, loss = program(stacked, state, np.int32(start), np.int32(end - start), np.int32(max_steps))
+        state, loss = program(stacked, state, np.int32(start), np.int32(end - start), stops)
         loss = np.asarray(loss, np.float64)
         losses.append(loss)
         start = int(end)
-        reached = np.any(np.stack(losses) <= target, axis=0)
-        finished = reached | np.isnan(loss)
-        if (stop == "first" and reached.any()) or finished.all():
+        now = np.isnan(first) & (loss <= target)
+        first[now], stops[now] = end, end
+        if _target_done(stop, groups, first, np.isnan(loss) & np.isnan(first), end):
             break
     train_loss = np.stack(losses, axis=1)
     eval_steps = points[: train_loss.shape[1]]
     steps = metrics_lib.steps_to_target(eval_steps, train_loss, target)
     return TargetRuns(eval_steps, train_loss, np.asarray(steps, np.float64), start, state)
+
+
+def _target_done(stop: str, groups: np.ndarray, first: np.ndarray, dead: np.ndarray, step: int) -> bool:
+    """Whether :func:`run_to_target` may stop after evaluating ``step``."""
+    reached = ~np.isnan(first)
+    if stop == "all" or (reached | dead).all():
+        return bool((reached | dead).all())
+    best, bound = math.inf, math.inf
+    for label in np.unique(groups):
+        member = groups == label
+        if dead[member].any():
+            continue  # a diverged config: the group never scores
+        if reached[member].all():
+            best = min(best, float(first[member].mean()))
+        else:
+            bound = min(bound, float(np.where(reached[member], first[member], step).mean()))
+    return best <= bound
 
 
 def steps_to_target_table(
@@ -661,12 +699,12 @@ def steps_to_target_table(
     per_decade: int = 4,
     window: tuple[int, int] = (-1, 3),
     max_shifts: int = 3,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     growth: float = 1.05,
     noise_scale: bool = False,
     hparams: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Steps to a training-loss target per batch size, searching the learning rate (one seed).
+    """Steps to a training-loss target per batch size, searching the learning rate.
 
     Learning rates lie on the grid ``10 ** (k / per_decade)``. Batch sizes are
     visited in increasing order; the learning rates tried at a batch size are
@@ -674,10 +712,12 @@ def steps_to_target_table(
     the previous batch size (from ``lr_start`` for the first). While the best
     is at an edge of the points tried, the window is shifted past that edge
     (at most ``max_shifts`` times; :func:`best_steps` reports a best that is
-    still at an edge). Each window is one :func:`run_to_target` with
-    ``stop="first"``: the best learning rate's steps are exact (to ``growth``),
-    the others' are only known to be larger (NaN). A shifted window is given
-    the best steps so far as its budget, as it only matters if it does better.
+    still at an edge). Each window is one :func:`run_to_target` over its
+    learning rates times ``seeds``, grouped by learning rate, with
+    ``stop="first"``: the best learning rate's steps are exact (to
+    ``growth``), the others' only known to be larger where they are NaN. A
+    shifted window gets the best steps so far as its budget (it only matters
+    if it does better).
 
     Args:
       spec: the static part of the runs (``batch_size`` is replaced).
@@ -690,17 +730,18 @@ def steps_to_target_table(
       per_decade: grid points per factor of ten in learning rate.
       window: offsets of the first and last grid points tried around the centre.
       max_shifts: how many times a window may be shifted.
-      seed: the seed of every run.
+      seeds: the seeds run at every learning rate; a learning rate scores the
+        mean of their steps.
       growth: spacing factor of the evaluation steps.
-      noise_scale: also measure ``B_simple`` (:func:`noise_scales`) at the
-        point where the best config reached the target.
+      noise_scale: also measure ``B_simple`` (:func:`noise_scales`) where the
+        best learning rate's runs reached the target.
       hparams: other dynamic hyperparameters (scalars).
 
     Returns:
-      One row per (batch size, learning rate) tried: ``optimizer``,
+      One row per (batch size, learning rate, seed) tried: ``optimizer``,
       ``batch_size``, ``learning_rate``, ``seed``, ``steps_to_target``,
       ``examples_to_target``, ``stop_step``, ``train_loss_at_stop``,
-      ``diverged``, and ``b_simple_at_target`` (best config only) when
+      ``diverged``, and ``b_simple_at_target`` (best learning rate only) when
       ``noise_scale``.
 
     References:
@@ -714,6 +755,9 @@ def steps_to_target_table(
         raise ValueError(f"window={window!r} is invalid: expected (first, last) offsets with first <= last")
     if isinstance(max_shifts, bool) or not isinstance(max_shifts, (int, np.integer)) or max_shifts < 0:
         raise ValueError(f"max_shifts={max_shifts!r} is invalid: expected a non-negative integer")
+    seeds = [int(v) for v in seeds]
+    if not seeds:
+        raise ValueError("seeds=[] is invalid: expected at least one seed")
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
     num_examples = int(dataset.x_train.shape[0])
     width = int(window[1]) - int(window[0]) + 1
@@ -728,25 +772,29 @@ def steps_to_target_table(
         best, best_state = None, None
         ks = centre + np.arange(int(window[0]), int(window[1]) + 1)
         for _ in range(max_shifts + 1):
-            cap = budget if best is None else int(min(budget, tried[best]["steps_to_target"]))
+            # A group beats the best mean only if its slowest seed needs fewer than seeds x that mean.
+            cap = budget if best is None else int(min(budget, math.ceil(len(seeds) * tried[best]["score"])))
+            k_per_config = np.repeat(ks, len(seeds))
             runs = run_to_target(
-                b_spec, {**dict(hparams or {}), "learning_rate": 10.0 ** (ks / per_decade)},
-                [seed] * width, target=target, max_steps=cap, growth=growth,
+                b_spec, {**dict(hparams or {}), "learning_rate": 10.0 ** (k_per_config / per_decade)},
+                seeds * width, target=target, max_steps=cap, growth=growth, groups=k_per_config,
             )
             diverged = np.asarray(runs.states.diverged, bool)
-            for i, k in enumerate(ks):
-                tried[int(k)] = {"steps_to_target": runs.steps[i], "stop_step": runs.stop_step,
-                                 "train_loss_at_stop": runs.train_loss[i, -1],
-                                 "diverged": diverged[i]}
-            reached = sorted(k for k, row in tried.items() if np.isfinite(row["steps_to_target"]))
-            if reached:
-                winner = min(reached, key=lambda k: (tried[k]["steps_to_target"], k))
+            for k in ks:
+                rows = k_per_config == k
+                steps = runs.steps[rows]
+                tried[int(k)] = {"steps_to_target": steps, "stop_step": runs.stop_step,
+                                 "train_loss_at_stop": runs.train_loss[rows, -1],
+                                 "diverged": diverged[rows],
+                                 "score": float(steps.mean()) if np.isfinite(steps).all() else math.nan}
+            scored = [k for k, row in tried.items() if np.isfinite(row["score"])]
+            if scored:
+                winner = min(scored, key=lambda k: (tried[k]["score"], k))
                 if winner in ks:
-                    i = int(np.flatnonzero(ks == winner)[0])
-                    best_state = jax.tree.map(lambda a, i=i: a[i:i + 1], runs.states)
+                    best_state = take_states(runs.states, np.flatnonzero(k_per_config == winner))
                 best = winner
             ordered = sorted(tried)
-            if best is None and tried[ordered[-1]]["diverged"]:
+            if best is None and tried[ordered[-1]]["diverged"].any():
                 break  # too slow below, diverging above: nothing on this grid reaches the target
             if best is None or best == ordered[-1]:
                 ks = ordered[-1] + 1 + np.arange(width)
@@ -755,16 +803,19 @@ def steps_to_target_table(
             else:
                 break
         ordered = sorted(tried)
-        frame = pd.DataFrame([tried[k] for k in ordered])
-        frame.insert(0, "optimizer", spec.optimizer)
-        frame.insert(1, "batch_size", batch_size)
-        frame.insert(2, "learning_rate", 10.0 ** (np.asarray(ordered) / per_decade))
-        frame.insert(3, "seed", seed)
+        frame = pd.DataFrame({
+            "optimizer": spec.optimizer, "batch_size": batch_size,
+            "learning_rate": np.repeat(10.0 ** (np.asarray(ordered) / per_decade), len(seeds)),
+            "seed": seeds * len(ordered),
+            **{name: np.concatenate([np.broadcast_to(tried[k][name], (len(seeds),)) for k in ordered])
+               for name in ("steps_to_target", "stop_step", "train_loss_at_stop", "diverged")},
+        })
         frame.insert(5, "examples_to_target", frame["steps_to_target"] * batch_size)
         if noise_scale:
-            b_simple = np.full(len(ordered), np.nan)
+            b_simple = np.full(len(frame), np.nan)
             if best is not None:
-                b_simple[ordered.index(best)] = noise_scales(b_spec, best_state).b_simple[0]
+                at = ordered.index(best) * len(seeds)
+                b_simple[at:at + len(seeds)] = noise_scales(b_spec, best_state).b_simple
             frame["b_simple_at_target"] = b_simple
         frames.append(frame)
         if best is not None:
@@ -773,27 +824,36 @@ def steps_to_target_table(
 
 
 def best_steps(table: pd.DataFrame, by: Sequence[str] = ("optimizer", "batch_size")) -> pd.DataFrame:
-    """The fewest steps to target per group, at its best learning rate.
+    """The fewest steps to target per group, at its best learning rate, averaged over seeds.
+
+    A learning rate scores the mean of its seeds' ``steps_to_target`` (NaN if
+    any seed did not reach the target); other numeric columns are averaged
+    over seeds too.
 
     Args:
-      table: rows with ``by`` columns, ``learning_rate`` and
+      table: rows with ``by`` columns, ``learning_rate``, ``seed`` and
         ``steps_to_target`` (as :func:`steps_to_target_table` returns).
       by: the grouping columns.
 
     Returns:
-      One row per group: the winner's row (ties go to the smaller learning
-      rate), plus ``num_lrs``, ``num_reached`` and ``lr_at_edge`` (the winner
-      is the smallest or largest learning rate tried). Groups where no
-      learning rate reached the target have NaN steps and learning rate.
+      One row per group: the winning learning rate's seed-averaged row (ties go
+      to the smaller learning rate), plus ``num_seeds``, ``num_lrs``,
+      ``num_reached`` (learning rates whose seeds all reached the target) and
+      ``lr_at_edge`` (the winner is the smallest or largest learning rate
+      tried). Groups where no learning rate reached the target have NaN steps
+      and learning rate.
     """
     by = list(by)
-    missing = [c for c in [*by, "learning_rate", "steps_to_target"] if c not in table.columns]
+    missing = [c for c in [*by, "learning_rate", "seed", "steps_to_target"] if c not in table.columns]
     if missing:
         raise ValueError(f"table is missing column(s) {missing}")
+    numeric = [c for c in table.select_dtypes("number").columns if c not in [*by, "learning_rate", "seed"]]
+    cells = table.groupby([*by, "learning_rate"], sort=True).agg(
+        **{c: (c, lambda v: v.mean(skipna=False)) for c in numeric}, num_seeds=("seed", "nunique"),
+    ).reset_index()
     rows = []
-    for _, group in table.groupby(by, sort=True):
-        ranked = group.sort_values(["steps_to_target", "learning_rate"], na_position="last",
-                                   kind="stable")
+    for _, group in cells.groupby(by, sort=True):
+        ranked = group.sort_values(["steps_to_target", "learning_rate"], na_position="last", kind="stable")
         row = ranked.iloc[0].to_dict()
         lrs = group["learning_rate"]
         found = bool(np.isfinite(row["steps_to_target"]))

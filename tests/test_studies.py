@@ -178,7 +178,7 @@ def test_sweep_per_batch_size_gives_each_batch_size_its_grid_and_evaluations():
 def test_best_steps_by_hand():
     table = pd.DataFrame({
         "optimizer": ["sgd"] * 7, "batch_size": [4, 4, 4, 8, 8, 8, 16],
-        "learning_rate": [0.1, 0.2, 0.4, 0.1, 0.2, 0.4, 0.1],
+        "learning_rate": [0.1, 0.2, 0.4, 0.1, 0.2, 0.4, 0.1], "seed": 0,
         "steps_to_target": [300.0, 200.0, 200.0, np.nan, 150.0, 120.0, np.nan],
     })
     best = studies.best_steps(table).set_index("batch_size")
@@ -186,6 +186,29 @@ def test_best_steps_by_hand():
     assert not best.loc[4, "lr_at_edge"] and best.loc[4, "num_reached"] == 3
     assert best.loc[8, "learning_rate"] == 0.4 and best.loc[8, "lr_at_edge"]
     assert np.isnan(best.loc[16, "learning_rate"]) and best.loc[16, "num_reached"] == 0
+
+
+def test_best_steps_averages_seeds_and_needs_all_of_them():
+    table = pd.DataFrame({
+        "optimizer": "sgd", "batch_size": 4, "learning_rate": [0.1, 0.1, 0.2, 0.2, 0.4, 0.4],
+        "seed": [0, 1] * 3, "steps_to_target": [100.0, 300.0, 150.0, 170.0, 50.0, np.nan],
+        "b_simple_at_target": [np.nan, np.nan, 10.0, 30.0, np.nan, np.nan],
+    })
+    best = studies.best_steps(table).iloc[0]
+    assert best.learning_rate == 0.2 and best.steps_to_target == 160.0  # 0.1 averages 200; 0.4 lacks a seed
+    assert best.b_simple_at_target == 20.0 and best.num_seeds == 2 and best.num_reached == 2
+
+
+@pytest.mark.parametrize("groups, first, dead, step, done", [
+    ([0, 1], [np.nan, np.nan], [False, False], 10, False),     # nobody there yet
+    ([0, 1], [10.0, np.nan], [False, False], 10, True),        # one seed per group: the first one wins
+    ([0, 0, 1, 1], [9.0, np.nan, 9.0, 10.0], [False] * 4, 10, True),     # 9.5 <= (9 + 10) / 2
+    ([0, 0, 1, 1], [6.0, np.nan, 9.0, 10.0], [False] * 4, 10, False),    # group 0 may still average < 9.5
+    ([0, 0, 1, 1], [6.0, np.nan, 9.0, 10.0], [False, True, False, False], 10, True),  # 0 diverged
+    ([0, 1], [np.nan, np.nan], [True, True], 10, True),       # everything diverged
+])
+def test_target_stop_rule_by_hand(groups, first, dead, step, done):
+    assert studies._target_done("first", np.array(groups), np.array(first), np.array(dead), step) == done
 
 
 # ------------------------------------------------------------------ states and measurements
@@ -286,25 +309,29 @@ def test_run_to_target_matches_numpy_gradient_descent():
     runs = studies.run_to_target(FULL, {"learning_rate": lrs}, [0, 0], target=target, max_steps=400,
                                  growth=1.2, stop="all")
     assert runs.steps.tolist() == expected and runs.stop_step == max(expected)
+    # The faster config is frozen where it reached the target: its loss there, not at the stop.
+    w, b = _wb(runs.states, 1)
+    assert _loss(w, b, x, y) == pytest.approx(losses[1][expected[1] - 1], rel=1e-4)
+    assert _loss(w, b, x, y) > losses[1][max(expected) - 1] * (1 + 1e-3)
     with pytest.raises(ValueError, match="stop"):
         studies.run_to_target(FULL, {}, [0], target=target, max_steps=10, stop="any")
 
 
 def test_steps_to_target_table_shifts_its_window_to_the_best_lr():
     x, y, *_ = _data()
-    init = _wb(studies.init_states(FULL, {}, [0]), 0)
+    init = studies.init_states(FULL, {}, [0, 1])
     points = studies.geometric_steps(2000, 1.05)
     numpy_steps = {}
-    for k in range(-8, 4):  # grid points 10**(k/4), from 0.01 to 5.6
-        lo = _gd_losses(10 ** (k / 4), *init, x, y, 2000)
-        hit = np.flatnonzero(lo <= 0.2)
-        numpy_steps[k] = points[np.searchsorted(points, hit[0] + 1)] if hit.size else np.inf
+    for k in range(-8, 4):  # grid points 10**(k/4), from 0.01 to 5.6; a learning rate scores its seeds' mean
+        hits = [np.flatnonzero(_gd_losses(10 ** (k / 4), *_wb(init, i), x, y, 2000) <= 0.2) for i in (0, 1)]
+        evaluated = [points[np.searchsorted(points, h[0] + 1)] if h.size else np.inf for h in hits]
+        numpy_steps[k] = np.mean(evaluated)
     best_k = min(numpy_steps, key=lambda k: (numpy_steps[k], k))
     assert -6 < best_k < 2  # the best is inside the searched range, away from its start
     table = studies.steps_to_target_table(FULL, [N], lr_start=10 ** (-7 / 4), window=(-1, 1), max_shifts=6,
-                                          target=0.2, max_steps=2000, noise_scale=True)
+                                          seeds=(0, 1), target=0.2, max_steps=2000, noise_scale=True)
     best = studies.best_steps(table).iloc[0]
     assert best.learning_rate == pytest.approx(10 ** (best_k / 4))
     assert best.steps_to_target == numpy_steps[best_k]
-    assert not best.lr_at_edge
-    assert np.isfinite(table.b_simple_at_target).sum() == 1
+    assert not best.lr_at_edge and best.num_seeds == 2
+    assert np.isfinite(table.b_simple_at_target).sum() == 2
