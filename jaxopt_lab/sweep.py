@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -49,6 +50,10 @@ _METRICS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy",
 # model; `auto` weighs it against the rows the `mask` strategy computes and throws away.
 _COMPILE_EXAMPLE_STEPS = 200_000
 _DEFAULT_MEMORY_BUDGET = 2 << 30
+# On a CPU, the step's working set (parameters, moments, gradients, activations) per
+# device that a chunk may take: 32 MiB is where the vmapped MLP step of the benchmark
+# stopped getting faster per config on 2 cores with 2 MiB of L2 each (PERF.md).
+_CPU_CHUNK_BYTES = 32 << 20
 
 
 def _choices(names) -> str:
@@ -201,33 +206,75 @@ def plan(spec: train_lib.TrainSpec, configs: pd.DataFrame, steps: np.ndarray, st
     return groups, strategy
 
 
-def _per_config_bytes(spec: train_lib.TrainSpec, dataset) -> int:
-    """A memory estimate for one config: parameters and moments, plus activations.
+def _model_sizes(spec: train_lib.TrainSpec, dataset) -> tuple[int, int, int]:
+    """``(parameters, intermediates, layer outputs)`` of the spec's model, the last
+    two per example, read off the jaxpr of its forward pass on one example.
 
-    Activations are the sizes of every intermediate of the model's forward pass
-    on one example, read off its jaxpr, times the examples a step and an
-    evaluation touch.
+    Intermediates count every operation's output (an upper bound on memory);
+    layer outputs count only those of matmuls and convolutions, which is what a
+    fused step keeps for its backward pass.
     """
     model = train_lib.get_model(spec, dataset)
     x1 = dataset.x_train[:1]
     params, state = jax.eval_shape(model.init, jax.random.key(0), x1)
     num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
     jaxpr = jax.make_jaxpr(lambda p, s, x: model.apply(p, s, x, train=True))(params, state, x1)
-    act = sum(
-        math.prod(v.aval.shape) for eqn in jaxpr.eqns for v in eqn.outvars if hasattr(v.aval, "shape")
-    )
+    every = sum(_out_size(eqn) for eqn in jaxpr.eqns)
+    layers = sum(_out_size(eqn) for eqn in _all_eqns(jaxpr.jaxpr)
+                 if eqn.primitive.name in ("dot_general", "conv_general_dilated"))
+    return num_params, every, layers
+
+
+def _out_size(eqn) -> int:
+    return sum(math.prod(v.aval.shape) for v in eqn.outvars if hasattr(v.aval, "shape"))
+
+
+def _all_eqns(jaxpr):
+    """The equations of a jaxpr and of the jaxprs nested in them (e.g. a jitted matmul)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _all_eqns(sub)
+
+
+def _per_config_bytes(spec: train_lib.TrainSpec, dataset) -> int:
+    """Device memory for one config: parameters and moments, plus the activations
+    of a step and of an evaluation."""
+    num_params, act, _ = _model_sizes(spec, dataset)
     examples = 3 * spec.batch_size + dataset.x_test.shape[0]
     return 4 * (6 * num_params + examples * act)
 
 
+def _step_bytes(spec: train_lib.TrainSpec, dataset) -> int:
+    """What one config's training step streams through: parameters, two moments and
+    the gradient, and each layer's output before and after its activation with their
+    gradients."""
+    num_params, _, layers = _model_sizes(spec, dataset)
+    return 4 * (4 * num_params + 4 * spec.batch_size * layers)
+
+
 def _default_chunk_size(spec, dataset, group_size: int, num_devices: int) -> int:
-    budget = _DEFAULT_MEMORY_BUDGET
-    stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
-    if stats and "bytes_limit" in stats:
-        budget = stats["bytes_limit"] // 2
-    fit = max(1, budget // max(1, _per_config_bytes(spec, dataset)) // num_devices) * num_devices
-    size = min(fit, _round_up(group_size, num_devices))
-    return max(num_devices, size)
+    """Configs per compiled call, a multiple of ``num_devices``.
+
+    On an accelerator, as many as fit half its memory (more configs, more
+    parallel work). On a CPU, as many as keep each device's step inside
+    ``_CPU_CHUNK_BYTES``: past that the vmapped step spills out of the caches and
+    runs slower per config (measured in ``experiments/PERF.md``). Then the
+    size in ``[fit / 2, fit]`` with the least padding of the last chunk.
+    """
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        fit = _CPU_CHUNK_BYTES // max(1, _step_bytes(spec, dataset))
+    else:
+        budget = _DEFAULT_MEMORY_BUDGET
+        stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+        if stats and "bytes_limit" in stats:
+            budget = stats["bytes_limit"] // 2
+        fit = budget // max(1, _per_config_bytes(spec, dataset)) // num_devices
+    per_device = -(-group_size // num_devices)
+    fit = max(1, min(fit, per_device))
+    best = min(range(-(-fit // 2), fit + 1), key=lambda c: (_round_up(per_device, c), -c))
+    return best * num_devices
 
 
 def _round_up(n: int, multiple: int) -> int:

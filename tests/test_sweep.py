@@ -216,3 +216,16 @@ def test_bad_sweep_options_raise_before_writing(tmp_path):
     with pytest.raises(ValueError, match="b1=1.5"):
         S.sweep(SPEC, S.Grid(optimizer=["adam"], b1=[1.5]), out=out)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fit, group, devices, expected", [
+    (5, 32, 1, 4),     # 4 divides 32; 5 would pad the last chunk with 3 copies
+    (8, 32, 1, 8),
+    (100, 32, 1, 32),  # never more than the group
+    (6, 9, 1, 3),      # 3 chunks of 3 pad nothing; 5 would pad 1, 4 and 6 would pad 3
+    (3, 8, 4, 8),      # 2 configs per device
+])
+def test_cpu_chunk_size_fits_the_budget_with_the_least_padding(monkeypatch, fit, group,
+                                                               devices, expected):
+    monkeypatch.setattr(S, "_step_bytes", lambda spec, dataset: S._CPU_CHUNK_BYTES // fit)
+    assert S._default_chunk_size(None, None, group, devices) == expected
