@@ -299,19 +299,40 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
     def segment(arrays, hparams, state, start, num_steps, stop_step):
         return train_lib.run_segment(
             spec, with_arrays(arrays), hparams, state, start, num_steps, stop_step,
+            axis_name="config", freeze=False,
+        )
+
+    def replay_segment(arrays, hparams, state, start, num_steps, stop_step):
+        return train_lib.run_segment(
+            spec, with_arrays(arrays), hparams, state, start, num_steps, stop_step,
             axis_name="config",
         )
 
+    def vmapped(fn):
+        return jax.vmap(fn, in_axes=(None, 0, 0, None, None, 0), axis_name="config")
+
     init_p = jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=by_config)
-    segment_p = jax.jit(
-        jax.vmap(segment, in_axes=(None, 0, 0, None, None, 0), axis_name="config"),
-        out_shardings=(by_config, by_config),
-        donate_argnums=(2,),
-    )
+    # The fast segment keeps its input state, from which a segment where a config
+    # diverged is replayed; the replay (compiled only if one is needed) can donate it.
+    segment_p = jax.jit(vmapped(segment), out_shardings=(by_config, by_config))
+    replay_p = jax.jit(vmapped(replay_segment), out_shardings=(by_config, by_config),
+                       donate_argnums=(2,))
     arrays = jax.device_put(
         (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test), replicated
     )
-    return init_p, segment_p, arrays, by_config
+    return init_p, segment_p, replay_p, arrays, by_config
+
+
+@jax.jit
+def _take_rows(rows, a, b):
+    """The configs (leading axis) of ``a`` where ``rows``, of ``b`` elsewhere."""
+
+    def take(x, y):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return y  # data keys never change inside a segment
+        return jnp.where(rows.reshape(rows.shape + (1,) * (x.ndim - 1)), x, y)
+
+    return jax.tree.map(take, a, b)
 
 
 def _run_chunk(group: _Group, configs: pd.DataFrame, stop_steps: np.ndarray, num_real: int,
@@ -322,7 +343,9 @@ def _run_chunk(group: _Group, configs: pd.DataFrame, stop_steps: np.ndarray, num
     optimizer steps the real configs took in it.
     """
     spec = group.spec
-    init_p, segment_p, arrays, by_config = _programs(spec, group.dynamic_batch, devices)
+    init_p, segment_p, replay_p, arrays, by_config = _programs(
+        spec, group.dynamic_batch, devices
+    )
     names = list(train_lib.default_hparams(spec.optimizer))
     hparams = {}
     for name in names:
@@ -344,11 +367,21 @@ def _run_chunk(group: _Group, configs: pd.DataFrame, stop_steps: np.ndarray, num
     batch_sizes = configs["batch_size"].to_numpy(np.int64)
     frames = []
     start = 0
+    diverged = np.zeros(len(configs), bool)
     for end in boundaries:
-        state, metrics = segment_p(
-            arrays, hparams, state, np.int32(start), np.int32(end - start), stops
-        )
+        args = (arrays, hparams, state, np.int32(start), np.int32(end - start), stops)
+        new_state, metrics = segment_p(*args)
         metrics = jax.device_get(metrics)
+        newly = np.asarray(metrics.diverged) & ~diverged
+        if newly.any():
+            # A config diverged inside the segment: run it again, freezing each config
+            # at its first non-finite loss, and take from that run only the configs that
+            # diverged, so the others' numbers do not depend on their neighbours.
+            replayed, replay_metrics = replay_p(*args)
+            new_state = _take_rows(newly, replayed, new_state)
+            metrics = type(metrics)(*(np.where(newly, r, f) for r, f in
+                                      zip(jax.device_get(replay_metrics), metrics, strict=True)))
+        state, diverged = new_state, np.asarray(metrics.diverged)
         on_segment(int(np.clip(np.minimum(end, stop_steps[:num_real]) - start, 0, None).sum()), 0)
         keep = np.array([end in points for points in per_config_points])
         keep[num_real:] = False

@@ -136,3 +136,31 @@ def test_default_hparams_follow_the_optimizer_signatures():
 def test_trainspec_rejects_bad_fields(field, value, match):
     with pytest.raises(ValueError, match=match):
         T.TrainSpec(**{field: value})
+
+
+def test_fast_segment_restores_configs_frozen_before_it_and_matches_the_select():
+    """run_segment(freeze=False) under a named vmap: a config diverged or finished before
+    the segment gets its entry state back; an active one equals the select version."""
+    spec = T.TrainSpec(dataset="regression", dataset_options=REG, model="linear",
+                       optimizer="momentum", batch_size=16, steps=30, eval_every=10)
+    ds = T.load_dataset(spec.dataset, spec.dataset_options)
+    hp = {k: jnp.full((3,), v, jnp.float32) for k, v in T.default_hparams("momentum").items()}
+    state = jax.vmap(lambda h, k: T.init_state(spec, ds, h, k))(hp, jax.random.split(
+        jax.random.key(0), 3))
+    state = state._replace(diverged=jnp.array([False, True, False]))
+    stops = jnp.array([30, 30, 10], jnp.int32)  # config 2 finished at step 10
+
+    def run(freeze):
+        fn = jax.vmap(lambda h, s, stop: T.run_segment(spec, ds, h, s, 10, 10, stop,
+                                                       axis_name="c", freeze=freeze),
+                      axis_name="c")
+        return jax.jit(fn)(hp, state, stops)[0]
+
+    fast, select = run(False), run(True)
+    for before, f, s in zip(jax.tree.leaves(state.params), jax.tree.leaves(fast.params),
+                            jax.tree.leaves(select.params), strict=True):
+        np.testing.assert_array_equal(f[1:], before[1:])  # frozen: exactly the entry state
+        np.testing.assert_allclose(f[0], s[0], rtol=1e-6)
+        assert not np.allclose(f[0], before[0])  # the active config did train
+    np.testing.assert_array_equal(jax.tree.leaves(fast.opt_state)[-1][1:],
+                                  jax.tree.leaves(state.opt_state)[-1][1:])
