@@ -50,10 +50,11 @@ _METRICS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy",
 # model; `auto` weighs it against the rows the `mask` strategy computes and throws away.
 _COMPILE_EXAMPLE_STEPS = 200_000
 _DEFAULT_MEMORY_BUDGET = 2 << 30
-# On a CPU, the step's working set (parameters, moments, gradients, activations) per
-# device that a chunk may take: 32 MiB is where the vmapped MLP step of the benchmark
-# stopped getting faster per config on 2 cores with 2 MiB of L2 each (PERF.md).
-_CPU_CHUNK_BYTES = 32 << 20
+# On a CPU, the step's working set (parameters, moments, gradients, activations) that a
+# chunk may take, all devices together (they share the last-level cache): with more, the
+# benchmark's vmapped MLP step ran slower per config on 2 cores with 2 MiB of L2 each
+# (experiments/PERF.md).
+_CPU_CHUNK_BYTES = 16 << 20
 
 
 def _choices(names) -> str:
@@ -257,14 +258,14 @@ def _default_chunk_size(spec, dataset, group_size: int, num_devices: int) -> int
     """Configs per compiled call, a multiple of ``num_devices``.
 
     On an accelerator, as many as fit half its memory (more configs, more
-    parallel work). On a CPU, as many as keep each device's step inside
+    parallel work). On a CPU, as many as keep the chunk's step inside
     ``_CPU_CHUNK_BYTES``: past that the vmapped step spills out of the caches and
     runs slower per config (measured in ``experiments/PERF.md``). Then the
     size in ``[fit / 2, fit]`` with the least padding of the last chunk.
     """
     device = jax.devices()[0]
     if device.platform == "cpu":
-        fit = _CPU_CHUNK_BYTES // max(1, _step_bytes(spec, dataset))
+        fit = _CPU_CHUNK_BYTES // max(1, _step_bytes(spec, dataset)) // num_devices
     else:
         budget = _DEFAULT_MEMORY_BUDGET
         stats = device.memory_stats() if hasattr(device, "memory_stats") else None
