@@ -50,11 +50,15 @@ _METRICS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy",
 # model; `auto` weighs it against the rows the `mask` strategy computes and throws away.
 _COMPILE_EXAMPLE_STEPS = 200_000
 _DEFAULT_MEMORY_BUDGET = 2 << 30
-# On a CPU, the step's working set (parameters, moments, gradients, activations) that a
-# chunk may take, all devices together (they share the last-level cache): with more, the
-# benchmark's vmapped MLP step ran slower per config on 2 cores with 2 MiB of L2 each
-# (experiments/PERF.md).
+# On a CPU with one device, the step's working set (parameters, moments, gradients,
+# activations) that a chunk may take: with more, the benchmark's vmapped MLP step ran
+# slower per config on 2 cores with 2 MiB of L2 each; with much less, XLA's threads had
+# too little work per operation (experiments/PERF.md).
 _CPU_CHUNK_BYTES = 16 << 20
+# On a CPU split into one device per core, configs per device: with 1, XLA drops the
+# size-1 config axis and spreads each matmul over threads that the other devices need
+# (1.6x slower); with 4 or 8, 4-8% slower per config than with 2.
+_CPU_CONFIGS_PER_DEVICE = 2
 
 
 def _choices(names) -> str:
@@ -258,14 +262,18 @@ def _default_chunk_size(spec, dataset, group_size: int, num_devices: int) -> int
     """Configs per compiled call, a multiple of ``num_devices``.
 
     On an accelerator, as many as fit half its memory (more configs, more
-    parallel work). On a CPU, as many as keep the chunk's step inside
-    ``_CPU_CHUNK_BYTES``: past that the vmapped step spills out of the caches and
-    runs slower per config (measured in ``experiments/PERF.md``). Then the
-    size in ``[fit / 2, fit]`` with the least padding of the last chunk.
+    parallel work). On a CPU device that has the cores to itself, as many as keep
+    the chunk's step inside ``_CPU_CHUNK_BYTES``: past that the vmapped step spills
+    out of the caches and runs slower per config; on a CPU split into several
+    devices (one per core), ``_CPU_CONFIGS_PER_DEVICE`` (measured in
+    ``experiments/PERF.md``). Then the size in ``[fit / 2, fit]`` with the least
+    padding of the last chunk.
     """
     device = jax.devices()[0]
+    if device.platform == "cpu" and num_devices > 1:
+        return _CPU_CONFIGS_PER_DEVICE * num_devices
     if device.platform == "cpu":
-        fit = _CPU_CHUNK_BYTES // max(1, _step_bytes(spec, dataset)) // num_devices
+        fit = _CPU_CHUNK_BYTES // max(1, _step_bytes(spec, dataset))
     else:
         budget = _DEFAULT_MEMORY_BUDGET
         stats = device.memory_stats() if hasattr(device, "memory_stats") else None

@@ -223,10 +223,11 @@ def test_bad_sweep_options_raise_before_writing(tmp_path):
     (8, 32, 1, 8),
     (100, 32, 1, 32),  # never more than the group
     (6, 9, 1, 3),      # 3 chunks of 3 pad nothing; 5 would pad 1, 4 and 6 would pad 3
-    (8, 8, 4, 8),      # the budget is for all devices: 2 configs each
-    (3, 8, 4, 4),      # at least one config per device
+    (100, 32, 4, 8),   # one device per core: 2 configs each, whatever fits
+    (1, 5, 4, 8),
 ])
 def test_cpu_chunk_size_fits_the_budget_with_the_least_padding(monkeypatch, fit, group,
                                                                devices, expected):
     monkeypatch.setattr(S, "_step_bytes", lambda spec, dataset: S._CPU_CHUNK_BYTES // fit)
+    monkeypatch.setattr(S, "_CPU_CONFIGS_PER_DEVICE", 2)
     assert S._default_chunk_size(None, None, group, devices) == expected
