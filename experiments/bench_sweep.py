@@ -242,7 +242,7 @@ def torch_loop(ds, bn, bs, lr, seed, steps, eval_every):
         width = h
     model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    as_t = lambda a: torch.from_numpy(np.asarray(a)).to(dev)  # noqa: E731
+    as_t = lambda a: torch.from_numpy(np.array(a)).to(dev)  # noqa: E731
     x, x_test = as_t(ds.x_train), as_t(ds.x_test)
     y, y_test = (as_t(np.asarray(a).astype(np.int64)) for a in (ds.y_train, ds.y_test))
     history, total = [], torch.zeros((), device=dev)

@@ -1,0 +1,90 @@
+"""Profile: where a sweep's training step spends its time, op by op, on this machine.
+
+Question: in the benchmark's sweep (MNIST-1D, MLP (256, 256), Adam, 16 learning rates x
+2 seeds at one batch size), what share of the XLA ops' time goes to the matmuls, to the
+elementwise fusions (Adam's update is most of them), to the epoch permutation's sort and to
+copies? It traces a second, already compiled `sweep()` call with `jax.profiler` and sums
+the op events of XLA's CPU threads, classified by XLA's op names (`dot`, `ynn_fusion`:
+matmuls; `sort`; `copy`; any other fusion: elementwise). Numbers are per config-step.
+Writes experiments/results/profile_step.csv and prints the table and the top ops.
+Usage: python experiments/profile_step.py [batch sizes...]   (default: 8 64 256)
+"""
+
+import collections
+import glob
+import os
+import sys
+import tempfile
+
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
+                               f"_device_count={os.cpu_count()}").strip()  # as bench_sweep
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from jaxopt_lab.sweep import Grid, sweep  # noqa: E402
+
+STEPS, EVAL_EVERY = 300, 100  # the benchmark's
+LRS = list(np.geomspace(1e-4, 1e-1, 16))
+OUT = "experiments/results/profile_step.csv"
+
+
+def category(name: str) -> str:
+    if name.startswith(("dot", "ynn_fusion")):
+        return "matmul"
+    if name.startswith("sort"):
+        return "sort (epoch permutation)"
+    if name.startswith("copy"):
+        return "copy"
+    return "elementwise and other"
+
+
+def op_times(batch_size: int) -> collections.Counter:
+    """Summed op time (ns) by XLA op name over a traced sweep of one batch size."""
+    spec = {"dataset": "mnist1d", "model": "mlp", "optimizer": "adam", "steps": STEPS,
+            "eval_every": EVAL_EVERY, "model_options": {"hidden": (256, 256)}}
+    grid = Grid(learning_rate=LRS, batch_size=[batch_size], seed=[0, 1])
+    sweep(spec, grid, strategy="bucket", progress=False)  # compile outside the trace
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp):
+            sweep(spec, grid, strategy="bucket", progress=False)
+        (path,) = glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True)
+        profile = jax.profiler.ProfileData.from_file(path)
+    times = collections.Counter()
+    for plane in profile.planes:
+        for line in plane.lines:
+            if line.name.startswith("tf_XLAEigen"):  # the threads that run XLA's CPU ops
+                for event in line.events:
+                    # leaf ops only: a loop's or a branch's event spans the ops inside it
+                    if not event.name.startswith(("ThunkExecutor", "while", "conditional",
+                                                  "call")):
+                        times[event.name] += event.duration_ns
+    return times
+
+
+def main():
+    rows, config_steps = [], len(LRS) * 2 * STEPS
+    for b in [int(x) for x in sys.argv[1:]] or [8, 64, 256]:
+        times = op_times(b)
+        total = sum(times.values())
+        by_cat = collections.Counter()
+        for name, ns in times.items():
+            by_cat[category(name)] += ns
+        for cat, ns in by_cat.most_common():
+            rows.append({"batch_size": b, "category": cat, "us_per_config_step":
+                         ns / 1e3 / config_steps, "share": ns / total})
+        top = ", ".join(f"{n} {ns / 1e3 / config_steps:.1f}" for n, ns in times.most_common(6))
+        print(f"batch {b}: {total / 1e3 / config_steps:.1f} us of ops per config-step (summed "
+              f"over threads); top ops (us): {top}", flush=True)
+    table = pd.DataFrame(rows)
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    table.to_csv(OUT, index=False)
+    shares = table.pivot(index="category", columns="batch_size", values="share")
+    print("share of op time by category, per batch size:")
+    print(shares.map(lambda s: f"{100 * s:.0f}%").to_string())
+
+
+if __name__ == "__main__":
+    main()
