@@ -7,7 +7,10 @@ copies? It traces a second, already compiled `sweep()` call with `jax.profiler` 
 the op events of XLA's CPU threads, classified by XLA's op names (`dot`, `ynn_fusion`:
 matmuls; `sort`; `copy`; any other fusion: elementwise). Numbers are per config-step.
 Writes experiments/results/profile_step.csv and prints the table and the top ops.
-Usage: python experiments/profile_step.py [batch sizes...]   (default: 8 64 256)
+With --chunks it times the same sweep at several chunk sizes instead (configs per compiled
+call, spread over the devices; best of 2 runs after a compile) and writes
+experiments/results/profile_chunks.csv: the evidence behind the engine's CPU chunk size.
+Usage: python experiments/profile_step.py [--chunks] [batch sizes...]   (default: 8 64 256)
 """
 
 import collections
@@ -15,6 +18,7 @@ import glob
 import os
 import sys
 import tempfile
+import time
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
@@ -29,6 +33,14 @@ from jaxopt_lab.sweep import Grid, sweep  # noqa: E402
 STEPS, EVAL_EVERY = 300, 100  # the benchmark's
 LRS = list(np.geomspace(1e-4, 1e-1, 16))
 OUT = "experiments/results/profile_step.csv"
+CHUNKS_OUT = "experiments/results/profile_chunks.csv"
+CHUNK_SIZES = (2, 4, 8, 16, 32)
+
+
+def bench_spec(batch_size):
+    spec = {"dataset": "mnist1d", "model": "mlp", "optimizer": "adam", "steps": STEPS,
+            "eval_every": EVAL_EVERY, "model_options": {"hidden": (256, 256)}}
+    return spec, Grid(learning_rate=LRS, batch_size=[batch_size], seed=[0, 1])
 
 
 def category(name: str) -> str:
@@ -43,9 +55,7 @@ def category(name: str) -> str:
 
 def op_times(batch_size: int) -> collections.Counter:
     """Summed op time (ns) by XLA op name over a traced sweep of one batch size."""
-    spec = {"dataset": "mnist1d", "model": "mlp", "optimizer": "adam", "steps": STEPS,
-            "eval_every": EVAL_EVERY, "model_options": {"hidden": (256, 256)}}
-    grid = Grid(learning_rate=LRS, batch_size=[batch_size], seed=[0, 1])
+    spec, grid = bench_spec(batch_size)
     sweep(spec, grid, strategy="bucket", progress=False)  # compile outside the trace
     with tempfile.TemporaryDirectory() as tmp:
         with jax.profiler.trace(tmp):
@@ -64,9 +74,35 @@ def op_times(batch_size: int) -> collections.Counter:
     return times
 
 
+def chunk_rates(batch_sizes):
+    """Config-steps/s of the sweep at each chunk size (the engine's default marked)."""
+    rows = []
+    for b in batch_sizes:
+        spec, grid = bench_spec(b)
+        for chunk in (None, *CHUNK_SIZES):
+            sweep(spec, grid, strategy="bucket", progress=False, chunk_size=chunk)  # compile
+            best = float("inf")
+            for _ in range(2):
+                start = time.perf_counter()
+                sweep(spec, grid, strategy="bucket", progress=False, chunk_size=chunk)
+                best = min(best, time.perf_counter() - start)
+            rows.append({"batch_size": b, "chunk_size": chunk or "default",
+                         "configs_per_device": (chunk / jax.device_count()) if chunk else None,
+                         "config_steps_per_s": len(grid.configs()) * STEPS / best})
+            print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(CHUNKS_OUT, index=False)
+    print(table.pivot(index="chunk_size", columns="batch_size", values="config_steps_per_s")
+          .round(0).to_string())
+
+
 def main():
+    args = sys.argv[1:]
+    batch_sizes = [int(x) for x in args if x != "--chunks"] or [8, 64, 256]
+    if "--chunks" in args:
+        return chunk_rates(batch_sizes)
     rows, config_steps = [], len(LRS) * 2 * STEPS
-    for b in [int(x) for x in sys.argv[1:]] or [8, 64, 256]:
+    for b in batch_sizes:
         times = op_times(b)
         total = sum(times.values())
         by_cat = collections.Counter()

@@ -270,8 +270,9 @@ def _default_chunk_size(spec, dataset, group_size: int, num_devices: int) -> int
     padding of the last chunk.
     """
     device = jax.devices()[0]
+    per_device = -(-group_size // num_devices)
     if device.platform == "cpu" and num_devices > 1:
-        return _CPU_CONFIGS_PER_DEVICE * num_devices
+        return min(_CPU_CONFIGS_PER_DEVICE, per_device) * num_devices  # a small group pads less
     if device.platform == "cpu":
         fit = _CPU_CHUNK_BYTES // max(1, _step_bytes(spec, dataset))
     else:
@@ -280,7 +281,6 @@ def _default_chunk_size(spec, dataset, group_size: int, num_devices: int) -> int
         if stats and "bytes_limit" in stats:
             budget = stats["bytes_limit"] // 2
         fit = budget // max(1, _per_config_bytes(spec, dataset)) // num_devices
-    per_device = -(-group_size // num_devices)
     fit = max(1, min(fit, per_device))
     best = min(range(-(-fit // 2), fit + 1), key=lambda c: (_round_up(per_device, c), -c))
     return best * num_devices

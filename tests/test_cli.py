@@ -112,3 +112,16 @@ def test_console_script_exit_code_and_stderr():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "jaxopt-lab: error: strategy='x' is invalid: expected one of 'auto', 'bucket', 'mask'"]
+
+
+def test_sweep_splits_a_cpu_into_one_device_per_core():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    # importing the command must not start JAX's backend, or the split comes too late
+    code = "import jax, jaxopt_lab.cli as c; c._one_cpu_device_per_core(); print(jax.device_count())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.stdout.split() == [str(os.cpu_count())], proc.stderr
+    chosen = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
+    cli._one_cpu_device_per_core(chosen)
+    assert chosen == {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}

@@ -225,6 +225,8 @@ def test_bad_sweep_options_raise_before_writing(tmp_path):
     (6, 9, 1, 3),      # 3 chunks of 3 pad nothing; 5 would pad 1, 4 and 6 would pad 3
     (100, 32, 4, 8),   # one device per core: 2 configs each, whatever fits
     (1, 5, 4, 8),
+    (100, 1, 2, 2),    # one config on two devices: one padding copy, not three
+    (100, 3, 4, 4),
 ])
 def test_cpu_chunk_size_fits_the_budget_with_the_least_padding(monkeypatch, fit, group,
                                                                devices, expected):
