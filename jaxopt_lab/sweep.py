@@ -57,7 +57,7 @@ _DEFAULT_MEMORY_BUDGET = 2 << 30
 _CPU_CHUNK_BYTES = 16 << 20
 # On a CPU split into one device per core, configs per device: with 1, XLA drops the
 # size-1 config axis and spreads each matmul over threads that the other devices need
-# (1.6x slower); with 4 or 8, 4-8% slower per config than with 2.
+# (1.1-1.7x slower); with 4 or 8, 3-13% slower per config than with 2 (experiments/PERF.md).
 _CPU_CONFIGS_PER_DEVICE = 2
 
 
