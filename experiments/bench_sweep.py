@@ -31,22 +31,19 @@ import sys
 import threading
 import time
 
-# One XLA device per core, so the sweep can shard its configs over the cores of a CPU as it
-# does over accelerators (jaxopt_lab's docs say the same). It must precede importing jax;
-# on a GPU machine it only adds host devices, which nothing here uses.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
-                               f"_device_count={os.cpu_count()}").strip()
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from flax.training import train_state  # noqa: E402
+from jaxopt_lab import data
+from jaxopt_lab.sweep import Grid, one_device_per_cpu_core, sweep
 
-from jaxopt_lab import data  # noqa: E402
-from jaxopt_lab.sweep import Grid, sweep  # noqa: E402
+# One XLA device per core, so the sweep shards its configs over the cores of a CPU as it
+# does over accelerators (the `jaxopt-lab sweep` command does the same).
+one_device_per_cpu_core()
 
 HIDDEN = (256, 256)  # the reference MLP
 BATCH_SIZES = (8, 64, 256)  # small, medium and large for a 2-core CPU

@@ -20,27 +20,22 @@ import sys
 import tempfile
 import time
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
-                               f"_device_count={os.cpu_count()}").strip()  # as bench_sweep
+import jax
+import pandas as pd
+from bench_sweep import EVAL_EVERY, LRS, SEEDS, STEPS, spec  # the benchmark's workload
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from jaxopt_lab.sweep import Grid, sweep
 
-from jaxopt_lab.sweep import Grid, sweep  # noqa: E402
-
-STEPS, EVAL_EVERY = 300, 100  # the benchmark's
-LRS = list(np.geomspace(1e-4, 1e-1, 16))
 OUT = "experiments/results/profile_step.csv"
 CHUNKS_OUT = "experiments/results/profile_chunks.csv"
 CHUNK_SIZES = (2, 4, 8, 16, 32)
 
 
 def bench_spec(batch_size):
-    spec = {"dataset": "mnist1d", "model": "mlp", "optimizer": "adam", "steps": STEPS,
-            "eval_every": EVAL_EVERY, "model_options": {"hidden": (256, 256)}}
-    return spec, Grid(learning_rate=LRS, batch_size=[batch_size], seed=[0, 1])
+    """The benchmark's bucket sweep at one batch size, without batch norm."""
+    cfg = {"steps": STEPS, "eval_every": EVAL_EVERY}
+    return spec(False, cfg), Grid(learning_rate=list(LRS), batch_size=[batch_size],
+                                  seed=list(SEEDS))
 
 
 def category(name: str) -> str:
@@ -101,7 +96,7 @@ def main():
     batch_sizes = [int(x) for x in args if x != "--chunks"] or [8, 64, 256]
     if "--chunks" in args:
         return chunk_rates(batch_sizes)
-    rows, config_steps = [], len(LRS) * 2 * STEPS
+    rows, config_steps = [], len(LRS) * len(SEEDS) * STEPS
     for b in batch_sizes:
         times = op_times(b)
         total = sum(times.values())

@@ -241,17 +241,6 @@ def _report(path: str) -> None:
     _print_best(results.best_learning_rates(table))
 
 
-def _one_cpu_device_per_core(environ=os.environ) -> None:
-    """Split a CPU into one XLA device per core, so a sweep shards its configs over
-    the cores as it does over accelerators (1.6x the rate of one CPU device in
-    ``experiments/PERF.md``). It acts only before JAX starts its backend, and keeps
-    a device count the user set in ``XLA_FLAGS``."""
-    flags = environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        count = os.cpu_count() or 1
-        environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxopt-lab`` console script; returns the exit code."""
     parser = _parser()
@@ -264,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             _report(args.dir)
             return 0
         if args.command == "sweep":
-            _one_cpu_device_per_core()
+            from jaxopt_lab.sweep import one_device_per_cpu_core
+
+            one_device_per_cpu_core()
         definition = _definition_from_args(args)
         out = args.out or _DEFAULT_OUT[args.command]
         _run_definition(definition, out, args)

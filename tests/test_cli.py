@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from jaxopt_lab import cli
+from jaxopt_lab.sweep import one_device_per_cpu_core
 
 TINY = ["--dataset", "digits", "--model", "mlp", "--hidden", "8", "--steps", "20",
         "--eval-every", "10", "--no-progress"]
@@ -118,10 +119,11 @@ def test_sweep_splits_a_cpu_into_one_device_per_core():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
     # importing the command must not start JAX's backend, or the split comes too late
-    code = "import jax, jaxopt_lab.cli as c; c._one_cpu_device_per_core(); print(jax.device_count())"
+    code = ("import jax, jaxopt_lab.cli; from jaxopt_lab.sweep import one_device_per_cpu_core as f; "
+            "f(); print(jax.device_count())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.stdout.split() == [str(os.cpu_count())], proc.stderr
     chosen = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
-    cli._one_cpu_device_per_core(chosen)
+    one_device_per_cpu_core(chosen)
     assert chosen == {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
