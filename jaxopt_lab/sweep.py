@@ -374,10 +374,8 @@ def _run_chunk(group: _Group, configs: pd.DataFrame, stop_steps: np.ndarray, num
     init_p, segment_p, replay_p, arrays, by_config = _programs(
         spec, group.dynamic_batch, devices
     )
-    names = list(train_lib.default_hparams(spec.optimizer))
     hparams = {}
-    for name in names:
-        default = train_lib.default_hparams(spec.optimizer)[name]
+    for name, default in train_lib.default_hparams(spec.optimizer).items():
         column = configs[name] if name in configs else pd.Series([default] * len(configs))
         hparams[name] = np.asarray(column.fillna(default), np.float32)
     if not group.weight_decay:
