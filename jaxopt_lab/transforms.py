@@ -22,6 +22,17 @@ are keyword-only Python booleans. Hyperparameters given as Python (or NumPy)
 numbers are checked when the optimizer is built; traced values and JAX arrays
 cannot be checked without forcing them to the host, so they are not.
 
+The arithmetic is optax's own (``optax.tree.update_moment``,
+``update_moment_per_elem_norm``, ``bias_correction``), so every input optax
+accepts gives optax's numbers: complex parameters (second moments of
+``|g|**2``), Python scalar leaves, integer arrays, float16 and bfloat16 leaves
+(their state stays in their dtype), empty pytrees and ``None`` leaves. One
+departure, where optax would change a state's dtype: a JAX-array
+hyperparameter of another dtype than a floating leaf (float32 traced under
+``vmap`` over bfloat16 parameters) is applied at the wider precision and the
+result cast back to the leaf's dtype. The states are this module's NamedTuples,
+not optax's.
+
 References:
   Polyak, 1964, "Some methods of speeding up the convergence of iteration methods".
   Sutskever, Martens, Dahl and Hinton, 2013, "On the importance of initialization
@@ -38,6 +49,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
@@ -114,42 +126,72 @@ def _check_nonnegative(name: str, value) -> None:
 
 
 def _check_learning_rate(value) -> None:
-    if _is_number(value) and not value > 0:
-        raise ValueError(
-            f"learning_rate={value} is invalid: expected learning_rate > 0 "
-            "(a number, an array or an optax schedule)"
-        )
+    expected = "a positive number, a JAX scalar or an optax schedule"
+    if _is_number(value):
+        if not value > 0:
+            raise ValueError(f"learning_rate={value} is invalid: expected learning_rate > 0 ({expected})")
+    elif not (callable(value) or isinstance(value, (jax.Array, np.ndarray, np.generic))):
+        raise ValueError(f"learning_rate={value!r} is invalid: expected {expected}")
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _like(coefficient, leaf: jax.Array) -> jax.Array:
-    """``coefficient`` in the leaf's dtype.
+def _is_none(x) -> bool:
+    return x is None
 
-    Coefficients such as ``1 - beta`` are formed at the hyperparameter's own
-    precision first and cast afterwards, as optax does with Python floats: a
-    float32 ``1 - float32(0.999)`` is off by 1e-5 relative.
+
+def _cast_back(tree: optax.Updates, like: optax.Updates) -> optax.Updates:
+    """Each leaf of ``tree`` in the dtype of its leaf in ``like`` where that one is
+    floating or complex; integer and Python-scalar leaves as optax leaves them.
+
+    optax computes its updates with standard dtype promotion. With a float32
+    hyperparameter traced under ``vmap`` (a sweep) and bfloat16 parameters its
+    moments would turn float32 and break a ``lax.scan`` carry; cast back, they
+    stay bfloat16, computed at float32 precision. With Python numbers (weakly
+    typed) and matching dtypes the cast changes nothing, so the numbers are
+    optax's.
     """
-    return jnp.asarray(coefficient, dtype=leaf.dtype)
+
+    def cast(x, ref):
+        dtype = getattr(ref, "dtype", None)
+        if x is None or dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+            return x
+        return jnp.asarray(x).astype(dtype)
+
+    return jax.tree.map(cast, tree, like, is_leaf=_is_none)
 
 
-def _ema(updates: optax.Updates, moment: optax.Updates, decay, order: int) -> optax.Updates:
-    """``decay * moment + (1 - decay) * g**order`` leaf by leaf."""
-    return jax.tree.map(
-        lambda g, m: _like(1 - decay, g) * g**order + _like(decay, m) * m, updates, moment
-    )
+def _map(fn, like: optax.Updates, *rest: optax.Updates) -> optax.Updates:
+    """``jax.tree.map(fn, like, *rest)`` with optax's arithmetic (standard promotion),
+    each result in the dtype of its leaf in ``like`` (:func:`_cast_back`); ``None``
+    leaves stay ``None``."""
+    with jax.numpy_dtype_promotion("standard"):
+        out = jax.tree.map(lambda x, *a: None if x is None else fn(x, *a), like, *rest,
+                           is_leaf=_is_none)
+    return _cast_back(out, like)
+
+
+def _update_moment(updates: optax.Updates, moments: optax.Updates, decay, order: int):
+    """``decay * m + (1 - decay) * g**order``: optax's ``update_moment`` (order 1) or
+    ``update_moment_per_elem_norm`` (order 2: ``|g|**2`` for complex ``g``), in each
+    moment's dtype (:func:`_cast_back`)."""
+    helper = optax.tree.update_moment if order == 1 else optax.tree.update_moment_per_elem_norm
+    with jax.numpy_dtype_promotion("standard"):
+        new = helper(updates, moments, decay, order)
+    return _cast_back(new, moments)
 
 
 def _bias_correction(moment: optax.Updates, decay, count: jax.Array) -> optax.Updates:
-    """``moment / (1 - decay**count)``, with ``count`` the number of updates so far (>= 1)."""
-    # The power is taken in float32 (or the decay's dtype) before the cast: in
-    # bfloat16 `decay**count` would round to 1 and divide by zero.
-    decay = jnp.asarray(decay)
-    if not jnp.issubdtype(decay.dtype, jnp.floating):
-        decay = decay.astype(jnp.float32)
-    correction = 1 - decay ** count.astype(decay.dtype)
-    return jax.tree.map(lambda m: m / _like(correction, m), moment)
+    """``moment / (1 - decay**count)``: optax's ``bias_correction``, in each leaf's dtype."""
+    with jax.numpy_dtype_promotion("standard"):
+        out = optax.tree.bias_correction(moment, decay, count)
+    return _cast_back(out, moment)
+
+
+def _abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|**2`` for real or complex ``x`` (optax's ``abs_sq``, which it does not export)."""
+    return (jnp.conj(x) * x).real
 
 
 def _zeros_count() -> jax.Array:
@@ -160,7 +202,7 @@ def _zeros_count() -> jax.Array:
 
 
 def scale_by_momentum(
-    beta: jax.typing.ArrayLike,
+    beta: jax.typing.ArrayLike = 0.9,
     *,
     nesterov: bool = False,
     ema: bool = False,
@@ -229,7 +271,6 @@ def scale_by_momentum(
       initialization and momentum in deep learning".
     """
     _check_decay("beta", beta)
-    grad_weight = 1 - beta if ema else 1
 
     def init_fn(params):
         return ScaleByMomentumState(count=_zeros_count(), trace=optax.tree.zeros_like(params))
@@ -238,14 +279,14 @@ def scale_by_momentum(
         del params
         count = optax.safe_increment(state.count)
         if ema:
-            trace = _ema(updates, state.trace, beta, 1)
-        else:
-            trace = jax.tree.map(lambda g, v: g + _like(beta, v) * v, updates, state.trace)
+            trace = _update_moment(updates, state.trace, beta, 1)
+        else:  # optax.trace
+            trace = _map(lambda v, g: g + beta * v, state.trace, updates)
         trace_hat = _bias_correction(trace, beta, count) if bias_correction else trace
-        if nesterov:
-            out = jax.tree.map(
-                lambda g, v: _like(grad_weight, g) * g + _like(beta, v) * v, updates, trace_hat
-            )
+        if nesterov and ema:
+            out = _map(lambda g, v: (1 - beta) * g + beta * v, updates, trace_hat)
+        elif nesterov:
+            out = _map(lambda g, v: g + beta * v, updates, trace_hat)
         else:
             out = trace_hat
         return out, ScaleByMomentumState(count=count, trace=trace)
@@ -254,8 +295,8 @@ def scale_by_momentum(
 
 
 def scale_by_rms(
-    decay: jax.typing.ArrayLike,
-    eps: jax.typing.ArrayLike,
+    decay: jax.typing.ArrayLike = 0.9,
+    eps: jax.typing.ArrayLike = 1e-8,
     *,
     centered: bool = False,
 ) -> optax.GradientTransformation:
@@ -318,24 +359,22 @@ def scale_by_rms(
 
     def update_fn(updates, state, params=None):
         del params
-        nu = _ema(updates, state.nu, decay, 2)
-        if centered:
-            mu = _ema(updates, state.mu, decay, 1)
-            out = jax.tree.map(
-                lambda g, m, n: jax.lax.rsqrt(n - jnp.square(m) + _like(eps, n)) * g, updates, mu, nu
-            )
+        nu = _update_moment(updates, state.nu, decay, 2)
+        if centered:  # optax.scale_by_stddev
+            mu = _update_moment(updates, state.mu, decay, 1)
+            out = _map(lambda g, m, n: jax.lax.rsqrt(n - _abs_sq(m) + eps) * g, updates, mu, nu)
             return out, ScaleByCenteredRmsState(mu=mu, nu=nu)
-        out = jax.tree.map(lambda g, n: jax.lax.rsqrt(n + _like(eps, n)) * g, updates, nu)
+        out = _map(lambda g, n: jax.lax.rsqrt(n + eps) * g, updates, nu)
         return out, ScaleByRmsState(nu=nu)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def scale_by_adam(
-    b1: jax.typing.ArrayLike,
-    b2: jax.typing.ArrayLike,
-    eps: jax.typing.ArrayLike,
-    eps_root: jax.typing.ArrayLike,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
     *,
     bias_correction: bool = True,
 ) -> optax.GradientTransformation:
@@ -398,16 +437,16 @@ def scale_by_adam(
     def update_fn(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
-        mu = _ema(updates, state.mu, b1, 1)
-        nu = _ema(updates, state.nu, b2, 2)
+        mu = _update_moment(updates, state.mu, b1, 1)
+        nu = _update_moment(updates, state.nu, b2, 2)
         if bias_correction:
             mu_hat = _bias_correction(mu, b1, count)
             nu_hat = _bias_correction(nu, b2, count)
         else:
             mu_hat, nu_hat = mu, nu
-        out = jax.tree.map(
-            lambda m, v: m / (jnp.sqrt(v + _like(eps_root, v)) + _like(eps, v)), mu_hat, nu_hat
-        )
+        out = _map(lambda g, m, v: m / (jnp.sqrt(v + eps_root) + eps), updates, mu_hat, nu_hat)
+        # As optax: the second moment keeps the state's dtype (integer parameters included).
+        nu = optax.tree.cast_like(nu, state.nu)
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -447,8 +486,12 @@ def scale_by_learning_rate(learning_rate: optax.ScalarOrSchedule) -> optax.Gradi
     _check_learning_rate(learning_rate)
 
     def scale(updates, lr):
-        # The step is cast to each leaf's dtype, so bfloat16 updates stay bfloat16.
-        return jax.tree.map(lambda g: _like(-lr, g) * g, updates)
+        # As optax's scale_by_schedule: the step in each leaf's dtype, so bfloat16
+        # updates stay bfloat16 (a Python scalar leaf stays a Python scalar).
+        def step(g):
+            return jnp.asarray(-lr, g.dtype) * g if hasattr(g, "dtype") else -lr * g
+
+        return _map(step, updates)
 
     if callable(learning_rate):
 
@@ -477,14 +520,23 @@ def scale_by_learning_rate(learning_rate: optax.ScalarOrSchedule) -> optax.Gradi
 # --------------------------------------------------------------------------- aliases
 
 
-def sgd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-    r"""Plain gradient descent, :math:`\theta_{t+1} = \theta_t - \eta_t g_t`.
+def sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    momentum: jax.typing.ArrayLike | None = None,
+    nesterov: bool = False,
+) -> optax.GradientTransformation:
+    r"""Gradient descent, :math:`\theta_{t+1} = \theta_t - \eta_t g_t`, optionally with momentum.
 
-    Equal to ``optax.sgd(learning_rate)``.
+    Equal to ``optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)``:
+    with ``momentum`` set it is :func:`momentum` (heavy ball) with ``beta=momentum``.
 
     Args:
       learning_rate: a positive number, a traced scalar or an optax schedule
         (see :func:`scale_by_learning_rate`).
+      momentum: ``None`` (plain gradient descent) or the heavy-ball decay,
+        ``0 <= momentum < 1``.
+      nesterov: with ``momentum``, use the Nesterov look-ahead.
 
     Returns:
       An :class:`optax.GradientTransformation`.
@@ -497,6 +549,11 @@ def sgd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
       >>> optax.apply_updates(params, updates)
       Array([ 0.8, -1.6], dtype=float32)
     """
+    if momentum is not None:
+        _check_decay("momentum", momentum)
+        return optax.chain(
+            scale_by_momentum(momentum, nesterov=nesterov), scale_by_learning_rate(learning_rate)
+        )
     return optax.chain(scale_by_learning_rate(learning_rate))
 
 

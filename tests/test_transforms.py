@@ -473,8 +473,8 @@ def test_registry_signatures_match_optax_defaults():
         params = list(inspect.signature(alias).parameters.values())
         assert params[0].name == "learning_rate" and params[0].default is params[0].empty
         for p in params[1:]:
-            if p.kind is p.KEYWORD_ONLY:
-                assert isinstance(p.default, bool), (name, p.name)
+            if p.kind is p.KEYWORD_ONLY:  # flags, and sgd's optional momentum as in optax
+                assert isinstance(p.default, bool) or (name, p.name) == ("sgd", "momentum")
                 continue
             assert p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty
             if name in refs:
@@ -485,7 +485,7 @@ def test_registry_signatures_match_optax_defaults():
         for name, a in T.OPTIMIZERS.items()
     }
     assert flags == {
-        "sgd": [],
+        "sgd": ["momentum", "nesterov"],
         "momentum": ["nesterov", "ema", "bias_correction"],
         "rmsprop": ["centered"],
         "adam": ["bias_correction"],
@@ -514,3 +514,154 @@ def test_public_names():
     for name in T.__all__:
         assert getattr(T, name) is not getattr(optax, name, None)
 
+
+
+# ------------------------------------------------------------------ every input optax accepts
+
+# Each alias beside optax's own, built from Python numbers as an optax user writes them.
+_PYTHON_CASES = {
+    "sgd": (lambda: T.sgd(0.1), lambda: optax.sgd(0.1)),
+    "momentum": (lambda: T.momentum(0.1, 0.9), lambda: optax.sgd(0.1, momentum=0.9)),
+    "nesterov": (
+        lambda: T.momentum(0.1, 0.9, nesterov=True),
+        lambda: optax.sgd(0.1, momentum=0.9, nesterov=True),
+    ),
+    "rmsprop": (lambda: T.rmsprop(0.05, 0.8, 1e-4), lambda: optax.rmsprop(0.05, 0.8, 1e-4)),
+    "rmsprop_centered": (
+        lambda: T.rmsprop(0.05, 0.8, 1e-4, centered=True),
+        lambda: optax.rmsprop(0.05, 0.8, 1e-4, centered=True),
+    ),
+    "adam": (lambda: T.adam(0.05, 0.8, 0.95, 1e-6), lambda: optax.adam(0.05, 0.8, 0.95, 1e-6)),
+}
+# The moment buffers by state field: ours and optax's name them alike.
+_MOMENTS = ("trace", "mu", "nu")
+
+
+def _moment_dtypes(state) -> dict:
+    """{field: dtype tree} of every moment buffer in a (chained) optimizer state."""
+    found = {}
+
+    def visit(node):
+        if hasattr(node, "_fields"):
+            for name in node._fields:
+                if name in _MOMENTS:
+                    found[name] = jax.tree.map(lambda x: jnp.asarray(x).dtype, getattr(node, name))
+        if isinstance(node, tuple):
+            for child in node:
+                visit(child)
+
+    visit(state)
+    return found
+
+
+def _updates_of(tx, params, grads):
+    """The updates of one call per gradient in ``grads``, and the final state."""
+    state = tx.init(params)
+    out = []
+    for g in grads:
+        updates, state = tx.update(g, state, params)
+        out.append(updates)
+    return out, state
+
+
+_LEAVES = {
+    "python_scalar": {"a": 1.0, "b": -2.0},
+    "integer": {"a": jnp.arange(3), "b": jnp.array([[2, -1]], jnp.int32)},
+    "float16": {"a": jnp.linspace(-1, 1, 4).astype(jnp.float16)},
+    "bfloat16": {"a": jnp.linspace(-1, 1, 4).astype(jnp.bfloat16)},
+    "empty": {},
+    "none_leaf": {"a": jnp.linspace(-1, 1, 3), "b": None},
+}
+
+
+@pytest.mark.parametrize("leaves", _LEAVES)
+@pytest.mark.parametrize("name", _PYTHON_CASES)
+def test_leaves_that_optax_accepts_give_optax_updates_and_state_dtypes(name, leaves):
+    """Python scalars, integer, float16 and bfloat16 arrays, empty trees and None leaves:
+    the updates (values, dtypes, Python types) and the moments' dtypes are optax's."""
+    ours_tx, ref_tx = _PYTHON_CASES[name]
+    params = _LEAVES[leaves]
+    with _reference_promotion():  # integer parameters get float gradients
+        grads = [jax.tree.map(lambda p, t=t: p * 0.5 + 0.25 * t, params) for t in range(3)]
+        ref, ref_state = _updates_of(ref_tx(), params, grads)
+    ours, ours_state = _updates_of(ours_tx(), params, grads)
+    for a, e in zip(ours, ref, strict=True):
+        assert jax.tree.structure(a) == jax.tree.structure(e)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(e), strict=True):
+            assert type(x) is type(y) and jnp.asarray(x).dtype == jnp.asarray(y).dtype
+            np.testing.assert_array_equal(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    assert _moment_dtypes(ours_state) == _moment_dtypes(ref_state)
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+@pytest.mark.parametrize("name", CASES)
+def test_complex_parameters_follow_optax_for_100_steps(name, dtype):
+    """Complex leaves: the second moments are of |g|^2 (optax's update_moment_per_elem_norm)."""
+    case = CASES[name]
+    lr, hp = _draw(name, 21)
+    rng = np.random.default_rng(5)
+    with jax.enable_x64(dtype == "complex128"), _reference_promotion():
+        def complex_tree(tree, scale=1.0):
+            return jax.tree.map(
+                lambda x: jnp.asarray(scale * (x + 1j * rng.normal(size=np.shape(x))), dtype), tree
+            )
+
+        params, grads = complex_tree(PARAMS_NP), complex_tree(GRADS_NP, 0.3)
+        ours = _trajectory(case.ours(lr, **hp), params, grads)
+        expected = _trajectory(case.ref(lr, **hp), params, grads)
+        for a, e in zip(jax.tree.leaves(ours), jax.tree.leaves(expected), strict=True):
+            assert a.dtype == e.dtype == jnp.dtype(dtype)
+            tol = (OPT_RTOL, OPT_ATOL) if dtype == "complex64" else (1e-12, 1e-13)
+            np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=tol[0], atol=tol[1])
+        # not the real part alone: the imaginary parts move
+        w = ours["dense"]["w"]
+        assert np.abs(np.imag(w[-1]) - np.imag(w[0])).max() > 1e-3
+
+
+def test_optax_style_calls_work_with_optax_defaults():
+    """sgd's momentum and nesterov keywords, and building blocks called with no arguments."""
+    pairs = [
+        (T.sgd(0.1, momentum=0.9, nesterov=True), optax.sgd(0.1, momentum=0.9, nesterov=True)),
+        (T.sgd(0.1, momentum=0.5), optax.sgd(0.1, momentum=0.5)),
+        (T.scale_by_adam(), optax.scale_by_adam()),
+        (T.scale_by_rms(), optax.scale_by_rms()),
+        (T.scale_by_momentum(), optax.trace(0.9)),
+    ]
+    for ours, ref in pairs:
+        _assert_trees_close(_trajectory(ours, PARAMS, GRADS), _reference(_trajectory, ref, PARAMS, GRADS))
+    with pytest.raises(ValueError, match=r"momentum=1\.5 is invalid: expected 0 <= momentum < 1"):
+        T.sgd(0.1, momentum=1.5)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "rmsprop", "adam"])
+def test_under_optax_inject_hyperparams(name):
+    """``optax.inject_hyperparams`` wraps our aliases as it wraps optax's, hyperparameters
+    changed between steps included."""
+    ref_alias = {"sgd": optax.sgd, "momentum": optax.sgd, "rmsprop": optax.rmsprop,
+                 "adam": optax.adam}[name]
+    extra = {"momentum": {"momentum": 0.9}}.get(name, {})
+    ours_kwargs = {"beta": 0.9} if name == "momentum" else {}
+    ours_tx = optax.inject_hyperparams(T.OPTIMIZERS[name])(learning_rate=0.05, **ours_kwargs)
+    ref_tx = optax.inject_hyperparams(ref_alias)(learning_rate=0.05, **extra)
+
+    def run(tx):
+        params, state = PARAMS, tx.init(PARAMS)
+        for t in range(6):
+            if t == 3:
+                state.hyperparams["learning_rate"] = jnp.float32(0.01)
+            grads = jax.tree.map(lambda g, t=t: g[t], GRADS)
+            updates, state = tx.update(grads, state, params)
+            params = optax.apply_updates(params, updates)
+        return params, state
+
+    ours, ours_state = run(ours_tx)
+    ref, _ = _reference(run, ref_tx)
+    _assert_trees_close(ours, ref)
+    assert float(ours_state.hyperparams["learning_rate"]) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("bad", [None, "0.1", [0.1]])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "rmsprop", "adam"])
+def test_a_learning_rate_that_is_not_a_number_raises_at_construction(name, bad):
+    with pytest.raises(ValueError, match=r"learning_rate=.* is invalid: expected a positive number"):
+        T.OPTIMIZERS[name](bad)
