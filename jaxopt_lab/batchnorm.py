@@ -17,6 +17,7 @@ References:
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -51,7 +52,8 @@ def init(
     Args:
       num_features: size of the last (feature) axis of the inputs.
       dtype: dtype of the parameters. The running statistics are kept in at
-        least float32 (as flax keeps them), since they are averages of many steps.
+        least float32 (as flax keeps them), since they are averages of many steps;
+        with a complex dtype the running mean is complex and the variance real.
 
     Returns:
       ``(params, state)``.
@@ -70,17 +72,48 @@ def init(
         scale=jnp.ones((num_features,), dtype), bias=jnp.zeros((num_features,), dtype)
     )
     state = BatchNormState(
-        mean=jnp.zeros((num_features,), stats_dtype), var=jnp.ones((num_features,), stats_dtype)
+        mean=jnp.zeros((num_features,), stats_dtype),
+        var=jnp.ones((num_features,), _real_dtype(stats_dtype)),
     )
     return params, state
 
 
 def _at_least_float32(dtype) -> np.dtype:
+    """float32 for narrower or integer dtypes; float64, complex64 and complex128 as they are."""
     # Not jnp.promote_types: under strict promotion bfloat16 and float32 have no join.
     dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize >= 4:
+    if jnp.issubdtype(dtype, jnp.complexfloating) or (
+        jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize >= 4
+    ):
         return dtype
     return jnp.dtype(jnp.float32)
+
+
+def _real_dtype(dtype) -> np.dtype:
+    """The dtype of the real part: float32 for complex64, the dtype itself for real ones."""
+    return jnp.dtype(jnp.finfo(dtype).dtype)
+
+
+def _abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|**2``, real for complex ``x``, computed as flax computes it."""
+    if jnp.iscomplexobj(x):
+        return jax.lax.square(jax.lax.real(x)) + jax.lax.square(jax.lax.imag(x))
+    return jax.lax.square(x)
+
+
+def _moving_average(old: jax.Array, batch: jax.Array, momentum) -> jax.Array:
+    """``momentum * old + (1 - momentum) * batch``, evaluated as flax evaluates it.
+
+    A Python momentum stays a Python number, so ``1 - momentum`` is formed in
+    double precision and enters weakly typed: exactly flax's float32 arithmetic.
+    A traced momentum (swept under ``vmap``) is an array in the statistics'
+    dtype, so its ``1 - momentum`` is rounded there: that can differ from flax
+    (which cannot take a traced momentum) in the last bit.
+    """
+    if isinstance(momentum, numbers.Real):
+        return momentum * old + (1 - momentum) * batch
+    m = jnp.asarray(momentum).astype(old.dtype)
+    return m * old + (1 - m) * batch
 
 
 def _check_shapes(params, state, x, mask):
@@ -99,10 +132,15 @@ def _check_shapes(params, state, x, mask):
             raise ValueError(
                 f"{name} has shape {jnp.shape(value)} but x has shape {x.shape}; expected {features}"
             )
-    if mask is not None and jnp.shape(mask) not in (x.shape[:1], x.shape[:-1]):
+    if mask is not None and jnp.shape(mask) not in (x.shape[:1], x.shape[:-1], x.shape[:-1] + (1,)):
         raise ValueError(
             f"mask has shape {jnp.shape(mask)} but x has shape {x.shape}; "
-            f"expected {x.shape[:1]} or {x.shape[:-1]}"
+            f"expected {x.shape[:1]}, {x.shape[:-1]} or {x.shape[:-1] + (1,)}"
+        )
+    if jnp.iscomplexobj(x) and not jnp.issubdtype(state.mean.dtype, jnp.complexfloating):
+        raise ValueError(
+            f"x has dtype {x.dtype} but state.mean has dtype {state.mean.dtype}: the running mean "
+            f"of complex inputs is complex; expected batchnorm.init(num_features, dtype={x.dtype})"
         )
 
 
@@ -123,16 +161,18 @@ def _batch_stats(x, mask, axis_name):
     """
     axes = tuple(range(x.ndim - 1))
     zero = jnp.zeros((), x.dtype)
+    real = _real_dtype(x.dtype)
     if mask is None:
-        count = jnp.asarray(np.prod(x.shape[:-1]), x.dtype)
+        count = jnp.asarray(np.prod(x.shape[:-1]), real)
     else:
-        count = jnp.sum(mask, dtype=x.dtype)
+        count = jnp.sum(mask, dtype=real)
     count = _psum(count, axis_name)
-    mean = _psum(jnp.sum(x, axis=axes), axis_name) / jnp.maximum(count, 1)
+    divisor = jnp.maximum(count, 1)
+    mean = _psum(jnp.sum(x, axis=axes), axis_name) / divisor.astype(x.dtype)
     centered = x - mean.reshape((1,) * (x.ndim - 1) + mean.shape)
     if mask is not None:
         centered = jnp.where(mask[..., None], centered, zero)
-    var = _psum(jnp.sum(jnp.square(centered), axis=axes), axis_name) / jnp.maximum(count, 1)
+    var = _psum(jnp.sum(_abs_sq(centered), axis=axes), axis_name) / divisor
     return count, mean, var
 
 
@@ -165,7 +205,19 @@ def apply(
     the difference is below 1% for batches of over 100 rows.
 
     Statistics are computed in at least float32 (as flax does), also for
-    bfloat16 or float16 ``x``; the output has the dtype of ``x``.
+    bfloat16 or float16 ``x``; the output has the dtype of ``x``. Complex ``x``
+    has a complex mean and the real variance ``mean(|x - mean|**2)``, as
+    ``flax.linen.BatchNorm(dtype=complex64)`` computes them; its running mean
+    must be complex too (``init(num_features, dtype=jnp.complex64)``).
+
+    The running statistics are updated with flax's float32 arithmetic, so with
+    a Python ``momentum`` and the same batch statistics they are flax's bit for
+    bit, and so are evaluation-mode outputs from the same statistics. Two
+    places can differ in the last bit: a traced ``momentum`` rounds
+    ``1 - momentum`` in float32 (flax takes only Python numbers), and the batch
+    variance is the two-pass ``mean(|x - mean|**2)`` (flax's
+    ``use_fast_variance=False``), where flax's default subtracts the squared
+    mean from the mean square, which loses digits when the mean is large.
 
     Args:
       params: the affine parameters ``gamma`` (``scale``) and ``beta`` (``bias``).
@@ -174,8 +226,8 @@ def apply(
       train: a Python bool: batch statistics (True) or running statistics (False).
       momentum: decay of the running statistics; may be traced (swept under vmap).
       eps: added to the variance before the square root.
-      mask: ``None`` or a boolean array of shape ``(N,)`` (per example) or
-        ``x.shape[:-1]`` (per position). False rows take no part in the
+      mask: ``None`` or a boolean array of shape ``(N,)`` (per example),
+        ``x.shape[:-1]`` (per position) or flax's ``x.shape[:-1] + (1,)``. False rows take no part in the
         statistics; their output is still computed, with the statistics of the
         valid rows. They may hold NaN or inf: ``jnp.where`` keeps them out of the
         statistics, the valid outputs and the gradients. To that end a masked
@@ -210,6 +262,8 @@ def apply(
     x32 = x.astype(compute)
     if mask is not None:
         mask = jnp.asarray(mask).astype(jnp.bool_)
+        if mask.shape == x.shape[:-1] + (1,):  # flax's shape
+            mask = mask[..., 0]
         if mask.shape != x.shape[:-1]:
             mask = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - 2)), x.shape[:-1])
         # Zeros in place of masked rows, so NaN there cannot reach any sum or product.
@@ -221,23 +275,26 @@ def apply(
         count, mean, var = _batch_stats(x_valid, mask, axis_name)
         if stop_gradient_stats:
             mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
-        m = jnp.asarray(momentum).astype(state.mean.dtype)
-        new_mean = m * state.mean + (1 - m) * mean.astype(state.mean.dtype)
-        new_var = m * state.var + (1 - m) * var.astype(state.var.dtype)
+        new_mean = _moving_average(state.mean, mean.astype(state.mean.dtype), momentum)
+        new_var = _moving_average(state.var, var.astype(state.var.dtype), momentum)
         has_rows = count > 0
         new_state = BatchNormState(
             mean=jnp.where(has_rows, new_mean, state.mean),
             var=jnp.where(has_rows, new_var, state.var),
         )
     else:
-        mean, var = state.mean.astype(compute), state.var.astype(compute)
+        mean, var = state.mean.astype(compute), state.var
         new_state = state
 
     def expand(v):
         return v.reshape((1,) * (x.ndim - 1) + v.shape)
 
+    real = _real_dtype(compute)
+    # flax's order: rsqrt(var + eps) (real), times the scale, times x - mean.
+    scale = params.scale.astype(compute if jnp.iscomplexobj(params.scale) else real)
+    inv = jax.lax.rsqrt(var.astype(real) + jnp.asarray(eps).astype(real))
     mean = expand(mean)
-    mul = expand(params.scale.astype(compute) * jax.lax.rsqrt(var + jnp.asarray(eps).astype(compute)))
+    mul = expand((scale * inv.astype(scale.dtype)).astype(compute))
     bias = expand(params.bias.astype(compute))
     y = (x_valid - mean) * mul + bias
     if mask is not None:

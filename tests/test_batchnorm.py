@@ -382,7 +382,7 @@ def test_bad_shapes_raise_value_error_with_the_shapes():
     with pytest.raises(ValueError, match=r"mask has shape \(3,\) but x has shape \(4, 5\); expected \(4,\)"):
         batchnorm.apply(params, state, jnp.zeros((4, 5)), train=True, mask=jnp.ones((3,), bool))
     with pytest.raises(ValueError, match=r"mask has shape \(4, 3\) but x has shape \(4, 2, 5\); "
-                                         r"expected \(4,\) or \(4, 2\)"):
+                                         r"expected \(4,\), \(4, 2\) or \(4, 2, 1\)"):
         batchnorm.apply(params, state, jnp.zeros((4, 2, 5)), train=True, mask=jnp.ones((4, 3), bool))
     with pytest.raises(ValueError, match=r"x has shape \(5,\): expected at least 2 dimensions"):
         batchnorm.apply(params, state, jnp.zeros((5,)), train=False)
@@ -391,3 +391,90 @@ def test_bad_shapes_raise_value_error_with_the_shapes():
     for bad in (0, -2, 2.0, True):
         with pytest.raises(ValueError, match=rf"num_features={bad!r} is invalid: expected a positive"):
             batchnorm.init(bad)
+    # complex inputs with a real running mean would lose their imaginary part
+    with pytest.raises(ValueError, match=r"x has dtype complex64 but state.mean has dtype float32.*"
+                                         r"expected batchnorm.init\(num_features, dtype=complex64\)"):
+        batchnorm.apply(params, state, jnp.zeros((4, 5), jnp.complex64), train=True)
+
+
+# ----------------------------------------------------------------- flax, exactly
+
+
+def _flax_apply(module, params, state, x, mask):
+    variables = {"params": {"scale": params.scale, "bias": params.bias},
+                 "batch_stats": {"mean": state.mean, "var": state.var}}
+    with _reference_promotion():
+        y, updates = module.apply(variables, x, mask=mask, mutable=["batch_stats"])
+    stats = updates.get("batch_stats", variables["batch_stats"])
+    return y, BatchNormState(stats["mean"], stats["var"])
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.99, 0.999])
+@pytest.mark.parametrize("shape", [(16, C), (4, 6, C)], ids=["2d", "3d"])
+def test_running_statistics_and_eval_outputs_are_flax_bit_for_bit(shape, momentum):
+    """With a Python momentum, flax's float32 arithmetic: ``momentum * old + (1 - momentum) * batch``
+    with ``1 - momentum`` formed in double precision. flax with ``use_fast_variance=False`` computes
+    the same batch variance, so statistics and eval outputs are equal to the last bit."""
+    rng = np.random.default_rng(7)
+    params, state = _random_params_state(rng)
+    x = _f32(rng.normal(0.5, 1.5, size=shape))
+    module = nn.BatchNorm(use_running_average=False, momentum=momentum, epsilon=1e-5,
+                          use_fast_variance=False)
+    _, ours = jax.jit(functools.partial(batchnorm.apply, train=True, momentum=momentum))(params, state, x)
+    _, theirs = jax.jit(functools.partial(_flax_apply, module, mask=None))(params, state, x)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    eval_module = nn.BatchNorm(use_running_average=True, epsilon=1e-5)
+    y_ours, _ = jax.jit(functools.partial(batchnorm.apply, train=False))(params, ours, x)
+    y_theirs, _ = jax.jit(functools.partial(_flax_apply, eval_module, mask=None))(params, theirs, x)
+    np.testing.assert_array_equal(y_ours, y_theirs)
+
+
+@pytest.mark.parametrize("fast_variance", [False, True])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+def test_complex_inputs_match_flax_complex_batchnorm(train, masked, fast_variance):
+    """Complex mean, real variance of |x - mean|^2, as ``flax.linen.BatchNorm(dtype=complex64)``."""
+    rng = np.random.default_rng(8)
+    shape = (12, C)
+    real_params, _ = _random_params_state(rng)
+    params = BatchNormParams(*(p.astype(jnp.complex64) for p in real_params))
+    _, state = batchnorm.init(C, jnp.complex64)
+    state = BatchNormState(mean=jnp.asarray(rng.normal(size=C) + 1j * rng.normal(size=C), jnp.complex64),
+                           var=_f32(rng.uniform(0.5, 2.0, C)))
+    x = jnp.asarray(rng.normal(1.0, 1.0, shape) + 1j * rng.normal(-2.0, 0.5, shape), jnp.complex64)
+    mask = jnp.asarray(np.arange(shape[0]) < 9)
+    module = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                          dtype=jnp.complex64, param_dtype=jnp.complex64,
+                          use_fast_variance=fast_variance)
+    y, new = batchnorm.apply(params, state, x, train=train, momentum=0.9, mask=mask if masked else None)
+    ty, t_new = _flax_apply(module, params, state, x, mask[:, None] if masked else None)
+    assert y.dtype == jnp.complex64 and new.mean.dtype == jnp.complex64 and new.var.dtype == jnp.float32
+    rows = slice(0, 9) if masked else slice(None)
+    np.testing.assert_allclose(y[rows], ty[rows], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(new.mean, t_new.mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(new.var, np.real(t_new.var), rtol=1e-5, atol=1e-6)
+    if train:  # by hand in float64: the imaginary parts are there
+        valid = np.asarray(x, np.complex128)[rows]
+        mean = valid.mean(0)
+        assert np.abs(mean.imag).min() > 1.0
+        np.testing.assert_allclose(new.mean, 0.9 * np.asarray(state.mean) + 0.1 * mean, rtol=1e-5)
+        np.testing.assert_allclose(new.var, 0.9 * np.asarray(state.var)
+                                   + 0.1 * (np.abs(valid - mean) ** 2).mean(0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(8, C), (4, 5, C)], ids=["2d", "3d"])
+def test_a_mask_in_flax_shape_is_accepted(shape):
+    """flax's masks are broadcastable to x, typically ``x.shape[:-1] + (1,)``."""
+    rng = np.random.default_rng(9)
+    params, state = _random_params_state(rng)
+    x = _f32(rng.normal(size=shape))
+    mask = jnp.asarray(rng.uniform(size=shape[:-1] + (1,)) < 0.6).at[(0,) * len(shape)].set(True)
+    y, new = batchnorm.apply(params, state, x, train=True, momentum=0.9, mask=mask)
+    y2, new2 = batchnorm.apply(params, state, x, train=True, momentum=0.9, mask=mask[..., 0])
+    np.testing.assert_array_equal(y, y2)
+    module = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    ty, t_new = _flax_apply(module, params, state, x, mask)
+    for a, b in zip(new, t_new, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jnp.where(mask, y, 0), jnp.where(mask, ty, 0), rtol=1e-5, atol=1e-5)
