@@ -1,7 +1,14 @@
-"""Test configuration: several fake CPU devices, strict dtype promotion, no rank promotion.
+"""Test configuration: several fake CPU devices, strict dtype promotion, no rank promotion,
+and warnings as errors.
 
 Strict promotion makes silent float64 leaks and implicit broadcasting fail loudly
 (the equinox convention). Four host devices let the sharding code run on a laptop.
+
+Every warning fails the test that raised it (``filterwarnings = error`` in
+pyproject.toml), and an unknown marker or an ``xfail`` that passes fails the run
+(``--strict-markers``, ``xfail_strict``). No exception is needed today: the
+installed jax, optax, flax, pandas and matplotlib emit no warning on the suite's
+paths. A justified one goes into ``_ALLOWED_WARNINGS`` with the reason beside it.
 """
 
 import os
@@ -15,3 +22,12 @@ import jax  # noqa: E402
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# (filter, why it is allowed): pytest's -W syntax, e.g. "ignore::DeprecationWarning:somepkg".
+_ALLOWED_WARNINGS: tuple[tuple[str, str], ...] = ()
+
+
+def pytest_configure(config):
+    # Added after pyproject's "error", so these take precedence.
+    for spec, _why in _ALLOWED_WARNINGS:
+        config.addinivalue_line("filterwarnings", spec)

@@ -8,7 +8,6 @@ it) the reference is the update rule written out in float64 NumPy.
 """
 
 import contextlib
-import doctest
 import functools
 import inspect
 from collections.abc import Callable
@@ -490,19 +489,6 @@ def test_registry_signatures_match_optax_defaults():
         "rmsprop": ["centered"],
         "adam": ["bias_correction"],
     }
-
-
-def test_docstring_examples_run():
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    tests = [t for t in finder.find(T) if t.examples]
-    assert {t.name.split(".")[-1] for t in tests} >= {
-        "scale_by_momentum", "scale_by_rms", "scale_by_adam", "scale_by_learning_rate",
-        "sgd", "momentum", "rmsprop", "adam",
-    }
-    for t in tests:
-        runner.run(t)
-    assert runner.summarize(verbose=False).failed == 0
 
 
 def test_public_names():
