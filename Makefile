@@ -18,7 +18,8 @@ test: install
 	$(PY) -m pytest -n 2
 
 lint: install
-	$(VENV)/bin/ruff check jaxopt_lab tests experiments
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 sweep: install
 	$(VENV)/bin/jaxopt-lab sweep --out runs/default

@@ -38,11 +38,18 @@ def main():
         spec = dataclasses.replace(SPEC, batch_size=b, steps=EPOCHS * (4000 // b))
         lrs, seeds = np.repeat(LRS, len(SEEDS)), np.tile(SEEDS, len(LRS))
         states = studies.train_states(spec, {"learning_rate": lrs}, seeds)
-        frame = pd.DataFrame({"batch_size": b, "learning_rate": lrs, "seed": seeds,
-                              **studies.evaluate_states(spec, states)._asdict()})
+        frame = pd.DataFrame(
+            {
+                "batch_size": b,
+                "learning_rate": lrs,
+                "seed": seeds,
+                **studies.evaluate_states(spec, states)._asdict(),
+            }
+        )
         frame["best"] = lrs == frame.groupby("learning_rate").test_accuracy.mean().idxmax()
         frame.loc[frame.best, ["sharpness", "residual"]] = np.c_[
-            studies.sharpness(spec, studies.take_states(states, frame.best.to_numpy()))]
+            studies.sharpness(spec, studies.take_states(states, frame.best.to_numpy()))
+        ]
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
     table["gap"] = table.train_accuracy - table.test_accuracy
@@ -53,8 +60,9 @@ def main():
     ax = fig.subplots(1, 3)
     ax[0].plot(mean.index, 100 * mean.train_accuracy, "o-", label="train accuracy")
     ax[0].plot(mean.index, 100 * mean.test_accuracy, "s-", label="test accuracy")
-    ax[0].set(ylabel="accuracy at the end (%)",
-              title=f"After {EPOCHS} epochs at the best lr (mean of 2 seeds)")
+    ax[0].set(
+        ylabel="accuracy at the end (%)", title=f"After {EPOCHS} epochs at the best lr (mean of 2 seeds)"
+    )
     ax[1].plot(mean.index, mean.sharpness, "o-", color="C3", label="sharpness (top Hessian eigenvalue)")
     ax[1].plot(mean.index, 2 / mean.learning_rate, ":", color="gray", label="2 / lr (edge of stability)")
     ax[1].set(yscale="log", ylabel="top Hessian eigenvalue of the train loss", title="Sharpness at the end")
@@ -64,19 +72,29 @@ def main():
     by_lr = table.groupby(["batch_size", "learning_rate"]).test_accuracy.mean()
     for b in BATCH_SIZES:
         ax[2].plot(by_lr[b].index, 100 * by_lr[b], "o-", ms=3, label=f"B={b}")
-    ax[2].set(xscale="log", xlabel="learning rate", ylabel="final test accuracy (%)", ylim=(0, 80),
-              title="Final test accuracy against lr (mean of 2 seeds)")
+    ax[2].set(
+        xscale="log",
+        xlabel="learning rate",
+        ylabel="final test accuracy (%)",
+        ylim=(0, 80),
+        title="Final test accuracy against lr (mean of 2 seeds)",
+    )
     ax[2].legend(fontsize=8, ncol=2)
     fig.savefig("experiments/results/batch_size_generalization.png", dpi=120)
 
     small, large = mean.loc[BATCH_SIZES[0]], mean.loc[BATCH_SIZES[-1]]
     ok = large.sharpness > small.sharpness and large.test_accuracy < small.test_accuracy
-    print(mean[["learning_rate", "train_accuracy", "test_accuracy", "gap", "sharpness", "residual"]]
-          .round(4).to_string())
-    print(f"batch_size_generalization: {'PASS' if ok else 'FAIL'} B=1 vs B=1024: test acc "
-          f"{100 * small.test_accuracy:.1f}% vs {100 * large.test_accuracy:.1f}%, "
-          f"sharpness {small.sharpness:.2f} vs {large.sharpness:.2f}, "
-          f"train-test gap {100 * small.gap:.1f} vs {100 * large.gap:.1f} points")
+    print(
+        mean[["learning_rate", "train_accuracy", "test_accuracy", "gap", "sharpness", "residual"]]
+        .round(4)
+        .to_string()
+    )
+    print(
+        f"batch_size_generalization: {'PASS' if ok else 'FAIL'} B=1 vs B=1024: test acc "
+        f"{100 * small.test_accuracy:.1f}% vs {100 * large.test_accuracy:.1f}%, "
+        f"sharpness {small.sharpness:.2f} vs {large.sharpness:.2f}, "
+        f"train-test gap {100 * small.gap:.1f} vs {100 * large.gap:.1f} points"
+    )
 
 
 if __name__ == "__main__":

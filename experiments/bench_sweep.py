@@ -63,13 +63,16 @@ class Meter:
 
     @classmethod
     def listen(cls):
-        events = ("/jax/core/compile/jaxpr_trace_duration",
-                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                  "/jax/core/compile/backend_compile_duration")
+        events = (
+            "/jax/core/compile/jaxpr_trace_duration",
+            "/jax/core/compile/jaxpr_to_mlir_module_duration",
+            "/jax/core/compile/backend_compile_duration",
+        )
 
         def on_event(event, duration, **_):
             if event in events:
                 cls.compile_s += duration
+
         jax.monitoring.register_event_duration_secs_listener(on_event)
 
     def __enter__(self):
@@ -120,9 +123,15 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     dev = jax.devices()[0]
-    return {"cpu": model, "cores": os.cpu_count(), "backend": jax.default_backend(),
-            "device_kind": dev.device_kind, "num_devices": jax.device_count(),
-            "jax": jax.__version__, "python": platform.python_version()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "device_kind": dev.device_kind,
+        "num_devices": jax.device_count(),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def device_peak_bytes():
@@ -149,21 +158,22 @@ class State(train_state.TrainState):
 
 
 def _loss(state, params, x, y):
-    logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x,
-                                     train=True, mutable=["batch_stats"])
+    logits, updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats}, x, train=True, mutable=["batch_stats"]
+    )
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, updates.get("batch_stats", {})
 
 
 def train_step(state, x, y):
     (loss, stats), grads = jax.value_and_grad(functools.partial(_loss, state), has_aux=True)(
-        state.params, x, y)
+        state.params, x, y
+    )
     return state.apply_gradients(grads=grads, batch_stats=stats), loss
 
 
 def evaluate(state, x, y):
-    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, x,
-                            train=False)
+    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, jnp.mean(jnp.argmax(logits, -1) == y)
 
@@ -171,8 +181,12 @@ def evaluate(state, x, y):
 def new_state(bn, lr, seed, x):
     model = MLP(bn)
     variables = model.init(jax.random.key(seed), x[:1], train=False)
-    return State.create(apply_fn=model.apply, params=variables["params"], tx=optax.adam(lr),
-                        batch_stats=variables.get("batch_stats", {}))
+    return State.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=optax.adam(lr),
+        batch_stats=variables.get("batch_stats", {}),
+    )
 
 
 def epoch_order(seed, n, bs, steps):
@@ -192,8 +206,9 @@ def python_loop(ds, bn, bs, lr, seed, steps, eval_every):
         state, loss = step_fn(state, x[idx], y[idx])
         losses.append(loss)
         if (t + 1) % eval_every == 0 or t + 1 == steps:
-            history.append((float(np.mean(jax.device_get(losses))),
-                            *map(float, eval_fn(state, ds.x_test, ds.y_test))))
+            history.append(
+                (float(np.mean(jax.device_get(losses))), *map(float, eval_fn(state, ds.x_test, ds.y_test)))
+            )
             losses = []
     return history
 
@@ -219,8 +234,9 @@ def scan_program(bn, steps, eval_every):
 
 def scan_per_config(ds, bn, bs, lr, seed, steps, eval_every):
     idx = jnp.asarray(epoch_order(seed, ds.x_train.shape[0], bs, steps))
-    out = scan_program(bn, steps, eval_every)(jnp.float32(lr), seed, idx, ds.x_train, ds.y_train,
-                                              ds.x_test, ds.y_test)
+    out = scan_program(bn, steps, eval_every)(
+        jnp.float32(lr), seed, idx, ds.x_train, ds.y_train, ds.x_test, ds.y_test
+    )
     return jax.device_get(out)
 
 
@@ -253,9 +269,13 @@ def torch_loop(ds, bn, bs, lr, seed, steps, eval_every):
             model.eval()
             with torch.no_grad():
                 logits = model(x_test)
-                history.append((total.item() / eval_every,
-                                torch.nn.functional.cross_entropy(logits, y_test).item(),
-                                (logits.argmax(-1) == y_test).float().mean().item()))
+                history.append(
+                    (
+                        total.item() / eval_every,
+                        torch.nn.functional.cross_entropy(logits, y_test).item(),
+                        (logits.argmax(-1) == y_test).float().mean().item(),
+                    )
+                )
             model.train()
             total.zero_()
     return history
@@ -278,14 +298,18 @@ def torch_threads(ds) -> int:
 
 # ---------------------------------------------------------------------- (4) the sweep
 def spec(bn, cfg):
-    return {"dataset": "mnist1d", "model": "mlp", "optimizer": "adam",
-            "model_options": {"hidden": HIDDEN, "batchnorm": bn},
-            "steps": cfg["steps"], "eval_every": cfg["eval_every"]}
+    return {
+        "dataset": "mnist1d",
+        "model": "mlp",
+        "optimizer": "adam",
+        "model_options": {"hidden": HIDDEN, "batchnorm": bn},
+        "steps": cfg["steps"],
+        "eval_every": cfg["eval_every"],
+    }
 
 
 def run_sweep(bn, batch_sizes, strategy, cfg, devices=None):
-    grid = Grid(learning_rate=list(cfg["lrs"]), batch_size=list(batch_sizes),
-                seed=list(cfg["seeds"]))
+    grid = Grid(learning_rate=list(cfg["lrs"]), batch_size=list(batch_sizes), seed=list(cfg["seeds"]))
     return sweep(spec(bn, cfg), grid, strategy=strategy, progress=False, devices=devices).table
 
 
@@ -301,10 +325,12 @@ def cell_flops(ds, bn, bs):
 
     widths = (ds.x_train.shape[1], *HIDDEN, 10)
     macs = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
-    return {"step": flops(train_step, state, ds.x_train[:bs], ds.y_train[:bs]),
-            "eval": flops(evaluate, state, ds.x_test, ds.y_test),
-            "step_analytic": bs * (6 * macs - 2 * widths[0] * widths[1]),
-            "eval_analytic": ds.x_test.shape[0] * 2 * macs}
+    return {
+        "step": flops(train_step, state, ds.x_train[:bs], ds.y_train[:bs]),
+        "eval": flops(evaluate, state, ds.x_test, ds.y_test),
+        "step_analytic": bs * (6 * macs - 2 * widths[0] * widths[1]),
+        "eval_analytic": ds.x_test.shape[0] * 2 * macs,
+    }
 
 
 def summarize(results, cfg, flops, peak):
@@ -323,18 +349,23 @@ def summarize(results, cfg, flops, peak):
                 rate = m["configs"] * steps / max(m["wall"] - m["compile"], 1e-9)
                 work_cs += n * steps
                 work_time += n * steps / rate
-                work_flops += sum(per_cell * (steps * flops[bn, x]["step"]
-                                              + evals * flops[bn, x]["eval"]) for x in bss)
-            rows.append({
-                "method": method, "batch": group,
-                "configs_run": sum(m["configs"] for m in sel.values()),
-                "compile_s": sum(m["compile"] for m in sel.values()),
-                "run_s": sum(m["wall"] - m["compile"] for m in sel.values()),
-                "workload_run_s": work_time, "config_steps_per_s": work_cs / work_time,
-                "gflops": work_flops / work_time / 1e9,
-                "peak_rss_mib": max(m["rss"] for m in sel.values()) / 2**20,
-                "peak_device_mib": max((m["device"] or 0) for m in sel.values()) / 2**20 or None,
-            })
+                work_flops += sum(
+                    per_cell * (steps * flops[bn, x]["step"] + evals * flops[bn, x]["eval"]) for x in bss
+                )
+            rows.append(
+                {
+                    "method": method,
+                    "batch": group,
+                    "configs_run": sum(m["configs"] for m in sel.values()),
+                    "compile_s": sum(m["compile"] for m in sel.values()),
+                    "run_s": sum(m["wall"] - m["compile"] for m in sel.values()),
+                    "workload_run_s": work_time,
+                    "config_steps_per_s": work_cs / work_time,
+                    "gflops": work_flops / work_time / 1e9,
+                    "peak_rss_mib": max(m["rss"] for m in sel.values()) / 2**20,
+                    "peak_device_mib": max((m["device"] or 0) for m in sel.values()) / 2**20 or None,
+                }
+            )
     for row in rows:
         for ref, col in (("python loop", "x_loop"), ("scan per config", "x_scan")):
             base = [r for r in rows if r["method"] == ref and r["batch"] == row["batch"]]
@@ -345,18 +376,22 @@ def summarize(results, cfg, flops, peak):
 
 def table(rows, peak, info) -> str:
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-    lines = [f"Machine: {info['cpu']}, {info['cores']} cores, JAX {info['jax']} on "
-             f"{info['backend']} ({info['device_kind']}); load average {info['load']}; "
-             f"float32 matmul peak {peak:.0f} GFLOP/s.", "",
-             "| method | batch | configs run | compile s | run s | workload run s | "
-             "config-steps/s | × loop | × scan | GFLOP/s | % of peak | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores, JAX {info['jax']} on "
+        f"{info['backend']} ({info['device_kind']}); load average {info['load']}; "
+        f"float32 matmul peak {peak:.0f} GFLOP/s.",
+        "",
+        "| method | batch | configs run | compile s | run s | workload run s | "
+        "config-steps/s | × loop | × scan | GFLOP/s | % of peak | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['batch']} | {r['configs_run']} | {r['compile_s']:.1f} | "
             f"{r['run_s']:.1f} | {r['workload_run_s']:.1f} | {r['config_steps_per_s']:,.0f} | "
             f"{fmt(r['x_loop'], '.2f')} | {fmt(r['x_scan'], '.2f')} | {r['gflops']:.1f} | "
-            f"{r['pct_peak']:.0f}% | {r['peak_rss_mib']:.0f} |")
+            f"{r['pct_peak']:.0f}% | {r['peak_rss_mib']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -364,29 +399,48 @@ def measure(fn, configs):
     with Meter() as m:
         for args in configs:
             fn(*args)
-    return {"configs": len(configs), "wall": m.wall, "compile": m.compile, "rss": m.rss,
-            "device": device_peak_bytes()}
+    return {
+        "configs": len(configs),
+        "wall": m.wall,
+        "compile": m.compile,
+        "rss": m.rss,
+        "device": device_peak_bytes(),
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a one-minute version")
-    parser.add_argument("--methods", default="all", help="comma-separated subset of: loop, "
-                        "scan, torch, bucket, bucket1, mask (to time the engine alone)")
+    parser.add_argument(
+        "--methods",
+        default="all",
+        help="comma-separated subset of: loop, scan, torch, bucket, bucket1, mask (to time the engine alone)",
+    )
     args = parser.parse_args()
     quick, wanted = args.quick, set(args.methods.split(","))
     keep = lambda key: "all" in wanted or key in wanted  # noqa: E731
-    cfg = {"lrs": LRS, "seeds": SEEDS, "steps": STEPS, "eval_every": EVAL_EVERY,
-           "batchnorm": (False, True), "subset": SUBSET_LRS}
+    cfg = {
+        "lrs": LRS,
+        "seeds": SEEDS,
+        "steps": STEPS,
+        "eval_every": EVAL_EVERY,
+        "batchnorm": (False, True),
+        "subset": SUBSET_LRS,
+    }
     cfg.update(QUICK if quick else {})
     Meter.listen()
     ds = data.load("mnist1d")
     info = {**machine(), "load_before": os.getloadavg()}
     flops = {(bn, b): cell_flops(ds, bn, b) for bn in cfg["batchnorm"] for b in BATCH_SIZES}
-    subset = cfg["lrs"][len(cfg["lrs"]) // (2 * cfg["subset"])::len(cfg["lrs"]) // cfg["subset"]]
-    baselines = {name: fn for key, name, fn in (("loop", "python loop", python_loop),
-                                                ("scan", "scan per config", scan_per_config))
-                 if keep(key)}
+    subset = cfg["lrs"][len(cfg["lrs"]) // (2 * cfg["subset"]) :: len(cfg["lrs"]) // cfg["subset"]]
+    baselines = {
+        name: fn
+        for key, name, fn in (
+            ("loop", "python loop", python_loop),
+            ("scan", "scan per config", scan_per_config),
+        )
+        if keep(key)
+    }
     try:
         import torch  # noqa: F401
 
@@ -396,9 +450,15 @@ def main():
     except ImportError:
         print("torch is not importable: the PyTorch baseline is skipped")
     one = jax.devices()[:1] if jax.device_count() > 1 else None  # what sharding adds
-    sweeps = [name for key, name in (("bucket", "sweep bucket"),
-                                     ("bucket1", "sweep bucket, 1 device" if one else None),
-                                     ("mask", "sweep mask")) if name and keep(key)]
+    sweeps = [
+        name
+        for key, name in (
+            ("bucket", "sweep bucket"),
+            ("bucket1", "sweep bucket, 1 device" if one else None),
+            ("mask", "sweep mask"),
+        )
+        if name and keep(key)
+    ]
     results = {name: {} for name in [*baselines, *sweeps]}
     peaks = [matmul_peak()]
     start = time.perf_counter()
@@ -412,40 +472,59 @@ def main():
                     results[name][bn, b] = measure(run_sweep, [(bn, (b,), "bucket", cfg, devices)])
                     results[name][bn, b]["configs"] = len(cfg["lrs"]) * len(cfg["seeds"])
             peaks.append(matmul_peak())
-            print(f"batchnorm={bn} batch={b} done at {time.perf_counter() - start:.0f} s",
-                  flush=True)
+            print(f"batchnorm={bn} batch={b} done at {time.perf_counter() - start:.0f} s", flush=True)
         if "sweep mask" in results:
-            results["sweep mask"][bn, "all"] = measure(
-                run_sweep, [(bn, BATCH_SIZES, "mask", cfg)])
+            results["sweep mask"][bn, "all"] = measure(run_sweep, [(bn, BATCH_SIZES, "mask", cfg)])
             results["sweep mask"][bn, "all"]["configs"] = (
-                len(cfg["lrs"]) * len(cfg["seeds"]) * len(BATCH_SIZES))
+                len(cfg["lrs"]) * len(cfg["seeds"]) * len(BATCH_SIZES)
+            )
             peaks.append(matmul_peak())
     info["load_after"] = os.getloadavg()
     info["load"] = f"{info['load_before'][0]:.1f} before, {info['load_after'][0]:.1f} after"
     peak = max(peaks)
     rows = summarize(results, cfg, flops, peak)
-    best = max((r for r in rows if r["method"].startswith("sweep") and r["batch"] == "all"),
-               key=lambda r: r["config_steps_per_s"], default=None)
+    best = max(
+        (r for r in rows if r["method"].startswith("sweep") and r["batch"] == "all"),
+        key=lambda r: r["config_steps_per_s"],
+        default=None,
+    )
     bucket = {r["batch"]: r["pct_peak"] for r in rows if r["method"] == "sweep bucket"}
     if best and best["x_loop"] and best["x_scan"] and bucket:
-        checks = {"x_loop>=10": best["x_loop"] >= 10, "x_scan>=1.3": best["x_scan"] >= 1.3,
-                  "bs64,256>=40%peak": min(bucket[64], bucket[256]) >= 40}
-        verdict = (f"bench_sweep: {'PASS' if all(checks.values()) else 'FAIL'} "
-                   f"{best['method']} {best['x_loop']:.1f}x loop, {best['x_scan']:.2f}x scan, "
-                   f"batch 64/256 at {bucket[64]:.0f}%/{bucket[256]:.0f}% of {peak:.0f} GFLOP/s "
-                   f"peak ({', '.join(k for k, ok in checks.items() if not ok) or 'all met'})")
+        checks = {
+            "x_loop>=10": best["x_loop"] >= 10,
+            "x_scan>=1.3": best["x_scan"] >= 1.3,
+            "bs64,256>=40%peak": min(bucket[64], bucket[256]) >= 40,
+        }
+        verdict = (
+            f"bench_sweep: {'PASS' if all(checks.values()) else 'FAIL'} "
+            f"{best['method']} {best['x_loop']:.1f}x loop, {best['x_scan']:.2f}x scan, "
+            f"batch 64/256 at {bucket[64]:.0f}%/{bucket[256]:.0f}% of {peak:.0f} GFLOP/s "
+            f"peak ({', '.join(k for k, ok in checks.items() if not ok) or 'all met'})"
+        )
     else:
         verdict = "bench_sweep: FAIL the targets need the loop, the scan and the bucket sweep"
     verdict += f"; {time.perf_counter() - start:.0f} s"
     out = OUT + ("_quick" if quick else "") + ("" if "all" in wanted else "_partial") + ".json"
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
-        json.dump({"machine": info, "config": {**cfg, "subset_lrs": subset}, "flops": {
-            f"bn={k[0]},batch={k[1]}": v for k, v in flops.items()}, "peaks_gflops": peaks,
-            "peak_gflops": peak, "cells": {name: {f"bn={k[0]},batch={k[1]}": v
-                                                  for k, v in cells.items()}
-                                           for name, cells in results.items()},
-            "rows": rows, "verdict": verdict}, f, indent=1, default=str)
+        json.dump(
+            {
+                "machine": info,
+                "config": {**cfg, "subset_lrs": subset},
+                "flops": {f"bn={k[0]},batch={k[1]}": v for k, v in flops.items()},
+                "peaks_gflops": peaks,
+                "peak_gflops": peak,
+                "cells": {
+                    name: {f"bn={k[0]},batch={k[1]}": v for k, v in cells.items()}
+                    for name, cells in results.items()
+                },
+                "rows": rows,
+                "verdict": verdict,
+            },
+            f,
+            indent=1,
+            default=str,
+        )
     print(verdict)
     print(table(rows, peak, info))
 

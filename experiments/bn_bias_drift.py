@@ -44,14 +44,19 @@ def main():
         slope = np.polyfit(step, norm_b, 1)[0]
         r2 = np.corrcoef(step, norm_b)[0, 1] ** 2  # R^2 of the least-squares line
         stats[stop] = dict(slope=slope, r2=r2, max_b=norm_b.max(), dloss=np.ptp(loss) / loss[0])
-        rows += [dict(stop_gradient_stats=stop, step=int(s), norm_b=nb, loss=lo)
-                 for s, nb, lo in zip(step, norm_b, loss, strict=True)]
+        rows += [
+            dict(stop_gradient_stats=stop, step=int(s), norm_b=nb, loss=lo)
+            for s, nb, lo in zip(step, norm_b, loss, strict=True)
+        ]
         label = "statistics as constants" if stop else "true gradient"
         axes[0].plot(step, norm_b, label=f"{label}: slope {slope:.3g}/step, max {norm_b.max():.2g}")
         axes[1].plot(step, loss / loss[0] - 1, lw=0.8, alpha=0.8, label=label)
     axes[0].set(xlabel="SGD step", ylabel="|b| (Euclidean norm)", title="Bias before batch norm: |b|")
-    axes[1].set(xlabel="SGD step", ylabel="loss_t / loss_0 - 1 (float32 rounding)",
-                title="Loss 0.5 mean (x_hat - y)^2 relative to step 0")
+    axes[1].set(
+        xlabel="SGD step",
+        ylabel="loss_t / loss_0 - 1 (float32 rounding)",
+        title="Loss 0.5 mean (x_hat - y)^2 relative to step 0",
+    )
     for ax in axes:
         ax.legend(fontsize=8, loc="upper left")
     OUT.mkdir(exist_ok=True)
@@ -62,10 +67,12 @@ def main():
     u64, y64 = np.asarray(u, np.float64), np.asarray(y, np.float64)  # |grad b| = |mean(y) / (C sigma)|
     predicted = LR * np.linalg.norm(y64.mean(0) / (C * np.sqrt(u64.var(0) + 1e-5)))
     ok = s["r2"] > 0.99 and s["slope"] > 0 and s["dloss"] < 1e-4 and t["max_b"] < 1e-5
-    print(f"bn_bias_drift: {'PASS' if ok else 'FAIL'} stopped stats: |b| slope {s['slope']:.4g}/step "
-          f"(predicted {predicted:.4g}), "
-          f"R^2 {s['r2']:.6f}, |b|_final {s['max_b']:.3g}, loss change {s['dloss']:.1e} rel; "
-          f"true gradient: max |b| {t['max_b']:.1e}, loss change {t['dloss']:.1e} rel")
+    print(
+        f"bn_bias_drift: {'PASS' if ok else 'FAIL'} stopped stats: |b| slope {s['slope']:.4g}/step "
+        f"(predicted {predicted:.4g}), "
+        f"R^2 {s['r2']:.6f}, |b|_final {s['max_b']:.3g}, loss change {s['dloss']:.1e} rel; "
+        f"true gradient: max |b| {t['max_b']:.1e}, loss change {t['dloss']:.1e} rel"
+    )
 
 
 if __name__ == "__main__":

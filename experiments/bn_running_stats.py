@@ -28,8 +28,13 @@ from jaxopt_lab import probes, train
 
 CELLS = [(m, b) for m in (0.9, 0.99) for b in (8, 32)]  # (B-1)/B = 0.875, 0.969: both far from 1
 CHAINS, WINDOW = 64, 2000  # s.e. of each variance ratio ~3e-4, below the tolerance 0.1/B >= 3e-3
-SPEC = train.TrainSpec(model_options={"hidden": (256, 256), "batchnorm": True}, optimizer="adam",
-                       batch_size=32, steps=3000, eval_every=100)  # the engine's default MLP width
+SPEC = train.TrainSpec(
+    model_options={"hidden": (256, 256), "batchnorm": True},
+    optimizer="adam",
+    batch_size=32,
+    steps=3000,
+    eval_every=100,
+)  # the engine's default MLP width
 HPARAMS = {"learning_rate": 1e-3, "bn_momentum": 0.99}  # Adam's default lr, flax's default m
 SEED = 1  # seed 0 was the calibration run
 OUT = Path(__file__).parent / "results"
@@ -42,38 +47,71 @@ def main():
     fig, ax = plt.subplots(2, 2, figsize=(12, 8.5))
     rows, zz, bb = [], np.linspace(-4.5, 4.5, 200), np.linspace(6, 34, 100)
     for i, (m, b) in enumerate(CELLS):
-        c = probes.ema_check(pop, jax.random.key(SEED + i), batch_size=b, momentum=m, num_chains=CHAINS,
-                             window=WINDOW)
+        c = probes.ema_check(
+            pop, jax.random.key(SEED + i), batch_size=b, momentum=m, num_chains=CHAINS, window=WINDOW
+        )
         se = c.var_ratio.std(ddof=1) / np.sqrt(CHAINS)
-        rows.append(dict(part="frozen", momentum=m, batch_size=b, steps=c.mean_steps, expected=(b - 1) / b,
-                         in_band=np.mean(abs(c.z) <= 3), z_rms=np.sqrt(np.mean(c.z**2)),
-                         var_ratio=c.var_ratio.mean(), se=se))
+        rows.append(
+            dict(
+                part="frozen",
+                momentum=m,
+                batch_size=b,
+                steps=c.mean_steps,
+                expected=(b - 1) / b,
+                in_band=np.mean(abs(c.z) <= 3),
+                z_rms=np.sqrt(np.mean(c.z**2)),
+                var_ratio=c.var_ratio.mean(),
+                se=se,
+            )
+        )
         ax[0, 0].hist(c.z.ravel(), 60, range=(-4.5, 4.5), density=True, histtype="step", label=f"m={m},B={b}")
         ax[0, 1].errorbar(b + 0.8 * (i // 2 - 0.5), c.var_ratio.mean(), 3 * se, fmt="o", label=f"m={m},B={b}")
-    ax[0, 0].plot(zz, np.exp(-zz**2 / 2) / np.sqrt(2 * np.pi), "k--", label="N(0, 1)")
+    ax[0, 0].plot(zz, np.exp(-(zz**2) / 2) / np.sqrt(2 * np.pi), "k--", label="N(0, 1)")
     ax[0, 0].vlines([-3, 3], 0, 0.42, colors="gray", lw=0.8, label="3-spread band")
-    ax[0, 0].set(xlabel="z = (running - population mean) / [sqrt((1-m)/(1+m)) sigma/sqrt(B)]",
-                 ylabel="density", title=f"Frozen weights: running mean after 5/(1-m) steps, {CHAINS} chains")
+    ax[0, 0].set(
+        xlabel="z = (running - population mean) / [sqrt((1-m)/(1+m)) sigma/sqrt(B)]",
+        ylabel="density",
+        title=f"Frozen weights: running mean after 5/(1-m) steps, {CHAINS} chains",
+    )
     ax[0, 1].plot(bb, (bb - 1) / bb, "k--", label="(B-1)/B (biased batch variance)")
     ax[0, 1].axhline(1, color="gray", ls=":", label="1 (unbiased)")
-    ax[0, 1].set(xticks=[8, 16, 32], xlabel="batch size B", ylabel="time-averaged running / population var",
-                 title="Frozen weights: running variance (bars: 3 s.e.)")
+    ax[0, 1].set(
+        xticks=[8, 16, 32],
+        xlabel="batch size B",
+        ylabel="time-averaged running / population var",
+        title="Frozen weights: running variance (bars: 3 s.e.)",
+    )
     hp, m, b = train.default_hparams(SPEC.optimizer, **HPARAMS), HPARAMS["bn_momentum"], SPEC.batch_size
     tr = jax.jit(probes.make_track_batchnorm(SPEC, ds, eval_batch_size=100))(hp, jax.random.key(SEED))
     run, full, step = tr.running["bn_0"], tr.full["bn_0"], np.asarray(tr.step)
     mean_err, var_err = map(np.asarray, probes.running_stats_error(run, full))
     ratio = np.asarray(run.var / full.var).mean(1)  # r = running var / full-set var
-    rows += pd.DataFrame(dict(part="training", step=step, mean_error=mean_err, var_error=var_err,
-                              var_ratio=ratio, train_loss=tr.train_loss, test_acc_running=tr.test_accuracy,
-                              test_acc_batch=tr.test_accuracy_batch)).to_dict("records")
+    rows += pd.DataFrame(
+        dict(
+            part="training",
+            step=step,
+            mean_error=mean_err,
+            var_error=var_err,
+            var_ratio=ratio,
+            train_loss=tr.train_loss,
+            test_acc_running=tr.test_accuracy,
+            test_acc_batch=tr.test_accuracy_batch,
+        )
+    ).to_dict("records")
     # RMS errors of an EMA of i.i.d. batches: sampling spread, and for the variance also log((B-1)/B).
     floor = np.sqrt((1 - m) / (1 + m) / b), np.hypot(np.log((b - 1) / b), np.sqrt((1 - m) / (1 + m) * 2 / b))
-    for e, f, col, name in ((mean_err, floor[0], "C0", "mean: RMS z"),
-                            (var_err, floor[1], "C1", "var: RMS log r")):
+    for e, f, col, name in (
+        (mean_err, floor[0], "C0", "mean: RMS z"),
+        (var_err, floor[1], "C1", "var: RMS log r"),
+    ):
         ax[1, 0].plot(step, e, col, label=name)
         ax[1, 0].axhline(f, color=col, ls="--", lw=0.8, label="i.i.d.-batch EMA floor")
-    ax[1, 0].set(yscale="log", xlabel="Adam step", ylabel="error of running vs full-training-set stats",
-                 title=f"Training: the first BN layer's input (m={m}, B={b})")
+    ax[1, 0].set(
+        yscale="log",
+        xlabel="Adam step",
+        ylabel="error of running vs full-training-set stats",
+        title=f"Training: the first BN layer's input (m={m}, B={b})",
+    )
     ax[1, 1].plot(step, tr.test_accuracy, label="running statistics (eval mode)")
     ax[1, 1].plot(step, tr.test_accuracy_batch, label="each test batch of 100 normalizes itself")
     ax[1, 1].set(xlabel="Adam step", ylabel="test accuracy", title="Training: MNIST-1D test accuracy")
@@ -82,15 +120,26 @@ def main():
     fig.tight_layout(), fig.savefig(OUT / "bn_running_stats.png", dpi=110)
     pd.DataFrame(rows).to_csv(OUT / "bn_running_stats.csv", index=False)
     fr, k = pd.DataFrame(rows[: len(CELLS)]), int(np.argmax(step >= 5 / (1 - m)))
-    ok = var_err[-1] < var_err[k] and ((fr.in_band >= 0.99) & fr.z_rms.between(0.85, 1.15)
-                                       & (abs(fr.var_ratio - fr.expected) <= 0.1 / fr.batch_size)).all()
-    cells = "; ".join(f"m={r.momentum},B={r.batch_size}: {r.in_band:.4f} in band, z_rms {r.z_rms:.3f}, "
-                      f"var ratio {r.var_ratio:.4f}+-{r.se:.4f} vs {r.expected:.4f}" for r in fr.itertuples())
-    print(f"bn_running_stats: {'PASS' if ok else 'FAIL'} frozen [{cells}]; training: var error "
-          f"{var_err[k]:.4f} at step {step[k]} -> {var_err[-1]:.4f} at {step[-1]} (floor {floor[1]:.4f}), "
-          f"mean error {mean_err[k]:.4f} -> {mean_err[-1]:.4f} (floor {floor[0]:.4f}), var ratio r "
-          f"{ratio[-1]:.4f} vs (B-1)/B {(b - 1) / b:.4f}; test acc running {tr.test_accuracy[-1]:.3f}, "
-          f"per-batch {tr.test_accuracy_batch[-1]:.3f}")
+    ok = (
+        var_err[-1] < var_err[k]
+        and (
+            (fr.in_band >= 0.99)
+            & fr.z_rms.between(0.85, 1.15)
+            & (abs(fr.var_ratio - fr.expected) <= 0.1 / fr.batch_size)
+        ).all()
+    )
+    cells = "; ".join(
+        f"m={r.momentum},B={r.batch_size}: {r.in_band:.4f} in band, z_rms {r.z_rms:.3f}, "
+        f"var ratio {r.var_ratio:.4f}+-{r.se:.4f} vs {r.expected:.4f}"
+        for r in fr.itertuples()
+    )
+    print(
+        f"bn_running_stats: {'PASS' if ok else 'FAIL'} frozen [{cells}]; training: var error "
+        f"{var_err[k]:.4f} at step {step[k]} -> {var_err[-1]:.4f} at {step[-1]} (floor {floor[1]:.4f}), "
+        f"mean error {mean_err[k]:.4f} -> {mean_err[-1]:.4f} (floor {floor[0]:.4f}), var ratio r "
+        f"{ratio[-1]:.4f} vs (B-1)/B {(b - 1) / b:.4f}; test acc running {tr.test_accuracy[-1]:.3f}, "
+        f"per-batch {tr.test_accuracy_batch[-1]:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,10 +35,21 @@ SEEDS = (0, 1)  # two seeds: the steps-to-target of one run is noisy at small B
 
 
 def main():
-    table = pd.concat([studies.steps_to_target_table(
-        dataclasses.replace(SPEC, optimizer=o), BATCH_SIZES, lr_start=lr, target=TARGET,
-        max_steps=MAX_STEPS, seeds=SEEDS, noise_scale=(o == "sgd")) for o, lr in LR_START.items()],
-        ignore_index=True)
+    table = pd.concat(
+        [
+            studies.steps_to_target_table(
+                dataclasses.replace(SPEC, optimizer=o),
+                BATCH_SIZES,
+                lr_start=lr,
+                target=TARGET,
+                max_steps=MAX_STEPS,
+                seeds=SEEDS,
+                noise_scale=(o == "sgd"),
+            )
+            for o, lr in LR_START.items()
+        ],
+        ignore_index=True,
+    )
     table.to_csv("experiments/results/critical_batch_size.csv", index=False)
     best = studies.best_steps(table)
     by_opt = dict(list(best.groupby("optimizer")))
@@ -54,30 +65,40 @@ def main():
     for (o, g), c in zip(by_opt.items(), ["C2", "C1", "C0"], strict=True):
         f = fits[o]
         label = f"{o}: S_min={f.s_min:.0f}, B_crit={f.b_crit:.0f}"
-        for ax, y, y_fit in [(axes[0], g.steps_to_target, f.s_min * (1 + f.b_crit / b)),
-                             (axes[1], g.examples_to_target, f.s_min * (b + f.b_crit))]:
+        for ax, y, y_fit in [
+            (axes[0], g.steps_to_target, f.s_min * (1 + f.b_crit / b)),
+            (axes[1], g.examples_to_target, f.s_min * (b + f.b_crit)),
+        ]:
             ax.plot(g.batch_size, y, "o", color=c, label=label)
             ax.plot(b, y_fit, "-", color=c, alpha=0.6)
     for ax in axes:
-        for x, text in [(b_init, f"B_simple at init: {b_init:.0f}"),
-                        (b_target, f"B_simple at target (SGD): {b_target:.0f}")]:
+        for x, text in [
+            (b_init, f"B_simple at init: {b_init:.0f}"),
+            (b_target, f"B_simple at target (SGD): {b_target:.0f}"),
+        ]:
             ax.axvline(x, ls=":", color="gray")
             ax.text(x, 0.02, " " + text, transform=ax.get_xaxis_transform(), rotation=90, fontsize=8)
         ax.set(xscale="log", yscale="log", xlabel="batch size B")
         ax.legend(fontsize=8)
-    axes[0].set(ylabel=f"steps to train loss {TARGET}",
-                title="S(B) at the best lr per B; fit S_min(1 + B_crit/B)")
+    axes[0].set(
+        ylabel=f"steps to train loss {TARGET}", title="S(B) at the best lr per B; fit S_min(1 + B_crit/B)"
+    )
     axes[1].set(ylabel=f"examples to train loss {TARGET}", title="E(B) = S(B) B; perfect scaling is flat")
     fig.savefig("experiments/results/critical_batch_size.png", dpi=120)
 
     sgd = fits["sgd"].b_crit
     ok = all(abs(r - 1) <= TOL for r in ratios.values()) and b_init <= sgd <= b_target
-    print(best[["optimizer", "batch_size", "learning_rate", "steps_to_target", "lr_at_edge"]]
-          .to_string(index=False))
-    print(f"critical_batch_size: {'PASS' if ok else 'FAIL'} S*B(8)/S*B(4) "
-          + " ".join(f"{o} {r:.2f}" for o, r in ratios.items())
-          + f"; B_crit sgd {sgd:.0f} momentum {fits['momentum'].b_crit:.0f} adam {fits['adam'].b_crit:.0f}; "
-          f"B_simple init {b_init:.0f} <= B_crit(sgd) <= B_simple at target {b_target:.0f}")
+    print(
+        best[["optimizer", "batch_size", "learning_rate", "steps_to_target", "lr_at_edge"]].to_string(
+            index=False
+        )
+    )
+    print(
+        f"critical_batch_size: {'PASS' if ok else 'FAIL'} S*B(8)/S*B(4) "
+        + " ".join(f"{o} {r:.2f}" for o, r in ratios.items())
+        + f"; B_crit sgd {sgd:.0f} momentum {fits['momentum'].b_crit:.0f} adam {fits['adam'].b_crit:.0f}; "
+        f"B_simple init {b_init:.0f} <= B_crit(sgd) <= B_simple at target {b_target:.0f}"
+    )
 
 
 if __name__ == "__main__":

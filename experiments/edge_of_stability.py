@@ -38,8 +38,15 @@ def main():
     model = models.create("mlp", ds.num_classes, hidden=HIDDEN, activation="tanh")
     params, _ = model.init(jax.random.key(SEED), x[:1])
     loss_fn = probes.full_batch_loss(model, x, y, loss=LOSS)
-    run = jax.jit(functools.partial(probes.gradient_descent_sharpness, loss_fn, num_steps=STEPS,
-                                    sharpness_every=EVERY, power_iters=POWER_ITERS))
+    run = jax.jit(
+        functools.partial(
+            probes.gradient_descent_sharpness,
+            loss_fn,
+            num_steps=STEPS,
+            sharpness_every=EVERY,
+            power_iters=POWER_ITERS,
+        )
+    )
     check = jax.jit(lambda p: metrics.hessian_top_eigenvalue(loss_fn, p, num_iters=300).eigenvalue)
     fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(12, 4.5))
     rows, stats = [], []
@@ -47,22 +54,40 @@ def main():
         tr = run(params, lr)
         step, sharp = np.asarray(tr.step), np.asarray(tr.sharpness, np.float64)
         loss = np.append(np.asarray(tr.loss, np.float64), float(loss_fn(tr.params)))  # loss at 0..STEPS
-        rows += pd.DataFrame(dict(learning_rate=lr, step=step, sharpness=sharp, residual=tr.residual,
-                                  loss=loss[step])).to_dict("records")
+        rows += pd.DataFrame(
+            dict(learning_rate=lr, step=step, sharpness=sharp, residual=tr.residual, loss=loss[step])
+        ).to_dict("records")
         last = step >= 0.75 * STEPS
         reached = step[np.argmax(sharp >= 0.9 * 2 / lr)] if np.any(sharp >= 0.9 * 2 / lr) else None
-        rises = np.mean(np.diff(loss[int(0.75 * STEPS):]) > 0)  # share of steps where the loss went up
-        stats.append(dict(lr=lr, target=2 / lr, mean=sharp[last].mean(), lo=sharp[last].min(),
-                          hi=sharp[last].max(), reached=reached, rises=rises, final=sharp[-1],
-                          cold=float(check(tr.params))))
+        rises = np.mean(np.diff(loss[int(0.75 * STEPS) :]) > 0)  # share of steps where the loss went up
+        stats.append(
+            dict(
+                lr=lr,
+                target=2 / lr,
+                mean=sharp[last].mean(),
+                lo=sharp[last].min(),
+                hi=sharp[last].max(),
+                reached=reached,
+                rises=rises,
+                final=sharp[-1],
+                cold=float(check(tr.params)),
+            )
+        )
         ax_s.plot(step, sharp, f"C{i}", label=f"lr = {lr}: sharpness")
         ax_s.axhline(2 / lr, color=f"C{i}", ls="--", lw=1, label=f"2/lr = {2 / lr:.3g}")
         ax_l.plot(np.arange(STEPS + 1), loss, f"C{i}", lw=0.8, label=f"lr = {lr}")
     ax_s.axvspan(0.75 * STEPS, STEPS, color="gray", alpha=0.12, label="last quarter (criterion)")
-    ax_s.set(xlabel="GD step", ylabel="sharpness: top Hessian eigenvalue",
-             title=f"Full-batch GD, tanh MLP {HIDDEN}, {N} MNIST-1D examples, MSE")
-    ax_l.set(yscale="log", xlabel="GD step", ylabel="training loss 0.5 |f(x) - onehot(y)|^2 (mean)",
-             title="Training loss: spikes where the sharpness overshoots 2/lr")
+    ax_s.set(
+        xlabel="GD step",
+        ylabel="sharpness: top Hessian eigenvalue",
+        title=f"Full-batch GD, tanh MLP {HIDDEN}, {N} MNIST-1D examples, MSE",
+    )
+    ax_l.set(
+        yscale="log",
+        xlabel="GD step",
+        ylabel="training loss 0.5 |f(x) - onehot(y)|^2 (mean)",
+        title="Training loss: spikes where the sharpness overshoots 2/lr",
+    )
     ax_s.legend(fontsize=8), ax_l.legend(fontsize=8)
     OUT.mkdir(exist_ok=True)
     fig.tight_layout()
@@ -73,7 +98,9 @@ def main():
         f"lr {s['lr']}: 2/lr {s['target']:.2f}, last-quarter sharpness mean {s['mean']:.2f} "
         f"({s['mean'] / s['target'] - 1:+.1%}, range {s['lo']:.2f}-{s['hi']:.2f}), 0.9*2/lr first reached "
         f"at step {s['reached']}, loss rose on {s['rises']:.0%} of last-quarter steps, final "
-        f"{s['final']:.2f} (cold check {s['cold']:.2f})" for s in stats)
+        f"{s['final']:.2f} (cold check {s['cold']:.2f})"
+        for s in stats
+    )
     print(f"edge_of_stability: {'PASS' if ok else 'FAIL'} {detail}")
 
 

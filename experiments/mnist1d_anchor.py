@@ -27,8 +27,10 @@ SPEC = dict(optimizer="adam", batch_size=100, steps=6000, eval_every=200)  # the
 
 def main():
     grid = sweep.Grid(learning_rate=[1e-2], seed=SEEDS)
-    tables = [sweep.sweep({**SPEC, "model": m, "model_options": o}, grid, progress=False)
-              .table.assign(model=m) for m, o in MODELS.items()]
+    tables = [
+        sweep.sweep({**SPEC, "model": m, "model_options": o}, grid, progress=False).table.assign(model=m)
+        for m, o in MODELS.items()
+    ]
     table = studies.concat_tables(tables)
     table.to_csv("experiments/results/mnist1d_anchor.csv", index=False)
     last = table[table.step == SPEC["steps"]]
@@ -39,24 +41,35 @@ def main():
     ax = fig.subplots()
     for (m, seed), rows in table.groupby(["model", "seed"]):
         color = "C0" if m == "mlp" else "C1"
-        ax.plot(rows.step, 100 * rows.test_accuracy, color=color, alpha=0.5 + 0.5 * (seed == SEEDS[0]),
-                label=f"{m} seed {seed}")
+        ax.plot(
+            rows.step,
+            100 * rows.test_accuracy,
+            color=color,
+            alpha=0.5 + 0.5 * (seed == SEEDS[0]),
+            label=f"{m} seed {seed}",
+        )
     for m, (quick, paper) in REPORTED.items():
         color = "C0" if m == "mlp" else "C1"
         ax.axhline(quick, color=color, ls="--", lw=1, label=f"{m}: quickstart {quick}%")
         ax.axhline(paper, color=color, ls=":", lw=1, label=f"{m}: paper {paper}%")
-    ax.set(xlabel="step", ylabel="test accuracy (%)", ylim=(50, 100),
-           title="MNIST-1D, Adam lr 1e-2, batch 100: ours (solid) vs reported (dashed, dotted)")
+    ax.set(
+        xlabel="step",
+        ylabel="test accuracy (%)",
+        ylim=(50, 100),
+        title="MNIST-1D, Adam lr 1e-2, batch 100: ours (solid) vs reported (dashed, dotted)",
+    )
     ax.legend(fontsize=8, ncol=2, loc="lower right")
     fig.savefig("experiments/results/mnist1d_anchor.png", dpi=120)
 
     mlp, cnn = final.loc["mlp", "mean"], final.loc["cnn1d", "mean"]
     ok = abs(mlp - REPORTED["mlp"][0]) <= 6 and cnn >= 85
     print(pd.concat({"final": final, "best over steps": best}, axis=1).round(1).to_string())
-    print(f"mnist1d_anchor: {'PASS' if ok else 'FAIL'} final test accuracy (mean of {len(SEEDS)} seeds) "
-          f"MLP {mlp:.1f}% (reported 64.6%, paper 68%), CNN {cnn:.1f}% (reported 92.1%, paper 94%); "
-          f"best over steps MLP {best['mlp']:.1f}%, CNN {best['cnn1d']:.1f}%; "
-          f"seed range MLP {final.loc['mlp', 'min']:.1f}-{final.loc['mlp', 'max']:.1f}%")
+    print(
+        f"mnist1d_anchor: {'PASS' if ok else 'FAIL'} final test accuracy (mean of {len(SEEDS)} seeds) "
+        f"MLP {mlp:.1f}% (reported 64.6%, paper 68%), CNN {cnn:.1f}% (reported 92.1%, paper 94%); "
+        f"best over steps MLP {best['mlp']:.1f}%, CNN {best['cnn1d']:.1f}%; "
+        f"seed range MLP {final.loc['mlp', 'min']:.1f}-{final.loc['mlp', 'max']:.1f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -50,30 +50,59 @@ def main():
         predicted = int(np.ceil(-1 / np.log(beta)))
         ok &= max(err.values()) < TOL and crossing == predicted and abs(crossing - 1 / (1 - beta)) <= 1
         crossings[beta], worst = crossing, max(worst, *err.values())
-        rows += [dict(beta=beta, step=int(s), closed_form_ema=closed["ema"][i],
-                      **{k: float(v[i]) for k, v in responses.items()}) for i, s in enumerate(t)]
-        print(f"beta={beta}: max |error| {err}; reaches 1-1/e at step {crossing} "
-              f"(ceil(-1/ln beta) = {predicted}, 1/(1-beta) = {1 / (1 - beta):.0f})")
+        rows += [
+            dict(
+                beta=beta,
+                step=int(s),
+                closed_form_ema=closed["ema"][i],
+                **{k: float(v[i]) for k, v in responses.items()},
+            )
+            for i, s in enumerate(t)
+        ]
+        print(
+            f"beta={beta}: max |error| {err}; reaches 1-1/e at step {crossing} "
+            f"(ceil(-1/ln beta) = {predicted}, 1/(1-beta) = {1 / (1 - beta):.0f})"
+        )
         ax.plot(t, responses["ema"], color=color, lw=2.5, alpha=0.5, label=f"EMA, beta={beta}")
         ax.plot(t, closed["ema"], "k:", lw=1)
-        ax.plot(t, responses["ema_bias_corrected"], color=color, lw=1.5, ls="--",
-                label=f"bias-corrected EMA, beta={beta}")
+        ax.plot(
+            t,
+            responses["ema_bias_corrected"],
+            color=color,
+            lw=1.5,
+            ls="--",
+            label=f"bias-corrected EMA, beta={beta}",
+        )
         marks = np.unique(np.geomspace(1, STEPS, 12).astype(int)) - 1
-        ax.plot(t[marks], np.asarray(responses["adam"])[marks], marker, color=color, mfc="none", ms=8,
-                label=f"Adam m_hat/sqrt(v_hat), b1={beta}")
+        ax.plot(
+            t[marks],
+            np.asarray(responses["adam"])[marks],
+            marker,
+            color=color,
+            mfc="none",
+            ms=8,
+            label=f"Adam m_hat/sqrt(v_hat), b1={beta}",
+        )
         ax.axvline(1 / (1 - beta), color=color, lw=0.8, ls="-.")
         ax.text(1 / (1 - beta) * 1.05, 0.05, f"1/(1-{beta})", color=color)
     ax.axhline(1 - 1 / np.e, color="gray", lw=0.8)
     ax.text(1.1, 1 - 1 / np.e + 0.02, "1 - 1/e", color="gray")
     ax.plot([], [], "k:", label="closed form 1 - beta^t")
-    ax.set(xscale="log", xlabel="step t (input g_t = 1 from t = 1)", ylabel="transform output",
-           title="Step response of EMA momentum (toolkit transforms vs closed form)", ylim=(0, 1.45))
+    ax.set(
+        xscale="log",
+        xlabel="step t (input g_t = 1 from t = 1)",
+        ylabel="transform output",
+        title="Step response of EMA momentum (toolkit transforms vs closed form)",
+        ylim=(0, 1.45),
+    )
     ax.legend(loc="upper left", fontsize=7.5, ncol=2)
     OUT.mkdir(exist_ok=True), fig.tight_layout()
     fig.savefig(OUT / "momentum_window.png", dpi=120)
     pd.DataFrame(rows).to_csv(OUT / "momentum_window.csv", index=False)
-    print(f"momentum_window: {'PASS' if ok else 'FAIL'} steps to 1-1/e {crossings} "
-          f"(1/(1-beta) = {[round(1 / (1 - b)) for b in BETAS]}), max |error| {worst:.1e} < {TOL}")
+    print(
+        f"momentum_window: {'PASS' if ok else 'FAIL'} steps to 1-1/e {crossings} "
+        f"(1/(1-beta) = {[round(1 / (1 - b)) for b in BETAS]}), max |error| {worst:.1e} < {TOL}"
+    )
 
 
 if __name__ == "__main__":

@@ -51,16 +51,36 @@ def main():
         ax_mc.plot(t, mean[1:], lw=4, alpha=0.4, label=f"{name}: MC mean (max |z| {z[name]})")
         ax_mc.plot(t, exact[1:], "k:", lw=1)
     for i, (name, (ks, betas, p)) in enumerate(METHODS.items()):
-        res[name] = r = problems.nqm_best_steps(h, 1.0, TARGET, 2.0 ** (ks / 4), BATCHES, betas=betas,
-                                                precond_power=p, ema_learning_rates=True, refine=4)
+        res[name] = r = problems.nqm_best_steps(
+            h,
+            1.0,
+            TARGET,
+            2.0 ** (ks / 4),
+            BATCHES,
+            betas=betas,
+            precond_power=p,
+            ema_learning_rates=True,
+            refine=4,
+        )
         crit[name] = float(np.round(problems.critical_batch_size(BATCHES, r.steps)))  # inf: never 2x
         ax_s.plot(BATCHES, r.steps, "o-", ms=3, color=f"C{i}", label=f"{name}: B_crit {crit[name]:.0f}")
         ax_s.plot(BATCHES, r.steps[0] / BATCHES, ":", color=f"C{i}", lw=0.8)
         ax_s.axvline(crit[name], color=f"C{i}", lw=0.8, ls="--")
-    ax_mc.set(xscale="log", yscale="log", xlabel="step", ylabel="loss 0.5 sum h_i x_i^2",
-              title=f"NQM d={D}, B={MC_B:.0f}: mean of {MC_DRAWS} runs vs exact (dotted)")
-    ax_s.set(xscale="log", yscale="log", xlabel="batch size B", ylabel=f"steps to expected loss {TARGET}",
-             ylim=(5, None), title="Steps to target at the best lr; dotted: S(1)/B; dashed: B_crit")
+    ax_mc.set(
+        xscale="log",
+        yscale="log",
+        xlabel="step",
+        ylabel="loss 0.5 sum h_i x_i^2",
+        title=f"NQM d={D}, B={MC_B:.0f}: mean of {MC_DRAWS} runs vs exact (dotted)",
+    )
+    ax_s.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size B",
+        ylabel=f"steps to expected loss {TARGET}",
+        ylim=(5, None),
+        title="Steps to target at the best lr; dotted: S(1)/B; dashed: B_crit",
+    )
     ax_mc.legend(fontsize=8), ax_s.legend(fontsize=8), OUT.mkdir(exist_ok=True), fig.tight_layout()
     fig.savefig(OUT / "noisy_quadratic.png", dpi=120)
     table = [pd.DataFrame(res[n]._asdict()).assign(method=n, b_crit=crit[n]) for n in METHODS]
@@ -69,11 +89,17 @@ def main():
     scaling = np.max(np.abs(sgd.steps * BATCHES / sgd.steps[0] - 1)[small])  # perfect scaling, SGD
     lr_shift = 4 * np.max(np.abs(np.log2(sgd.learning_rate / (sgd.learning_rate[0] * BATCHES)))[small])
     match = np.max(np.abs(res["momentum"].steps / sgd.steps - 1)[small])
-    ok = max(z.values()) < 3 and max(scaling, match) < 0.02 and lr_shift <= 1 and crit["SGD"] < crit[
-        "momentum"] < crit["preconditioned SGD"]
-    print(f"noisy_quadratic: {'PASS' if ok else 'FAIL'} MC max |z| {z}; B<={SMALL_B}: S*B within "
-          f"{scaling:.2%}, best lr {lr_shift:.0f} grid steps from lr(1)*B, momentum/SGD within {match:.2%}; "
-          f"B_crit {crit}; lr on grid edge: {[n for n in METHODS if res[n].at_edge.any()]}")
+    ok = (
+        max(z.values()) < 3
+        and max(scaling, match) < 0.02
+        and lr_shift <= 1
+        and crit["SGD"] < crit["momentum"] < crit["preconditioned SGD"]
+    )
+    print(
+        f"noisy_quadratic: {'PASS' if ok else 'FAIL'} MC max |z| {z}; B<={SMALL_B}: S*B within "
+        f"{scaling:.2%}, best lr {lr_shift:.0f} grid steps from lr(1)*B, momentum/SGD within {match:.2%}; "
+        f"B_crit {crit}; lr on grid edge: {[n for n in METHODS if res[n].at_edge.any()]}"
+    )
 
 
 if __name__ == "__main__":

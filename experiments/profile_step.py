@@ -34,8 +34,7 @@ CHUNK_SIZES = (2, 4, 8, 16, 32)
 def bench_spec(batch_size):
     """The benchmark's bucket sweep at one batch size, without batch norm."""
     cfg = {"steps": STEPS, "eval_every": EVAL_EVERY}
-    return spec(False, cfg), Grid(learning_rate=list(LRS), batch_size=[batch_size],
-                                  seed=list(SEEDS))
+    return spec(False, cfg), Grid(learning_rate=list(LRS), batch_size=[batch_size], seed=list(SEEDS))
 
 
 def category(name: str) -> str:
@@ -63,8 +62,7 @@ def op_times(batch_size: int) -> collections.Counter:
             if line.name.startswith("tf_XLAEigen"):  # the threads that run XLA's CPU ops
                 for event in line.events:
                     # leaf ops only: a loop's or a branch's event spans the ops inside it
-                    if not event.name.startswith(("ThunkExecutor", "while", "conditional",
-                                                  "call")):
+                    if not event.name.startswith(("ThunkExecutor", "while", "conditional", "call")):
                         times[event.name] += event.duration_ns
     return times
 
@@ -81,14 +79,22 @@ def chunk_rates(batch_sizes):
                 start = time.perf_counter()
                 sweep(spec, grid, strategy="bucket", progress=False, chunk_size=chunk)
                 best = min(best, time.perf_counter() - start)
-            rows.append({"batch_size": b, "chunk_size": chunk or "default",
-                         "configs_per_device": (chunk / jax.device_count()) if chunk else None,
-                         "config_steps_per_s": len(grid.configs()) * STEPS / best})
+            rows.append(
+                {
+                    "batch_size": b,
+                    "chunk_size": chunk or "default",
+                    "configs_per_device": (chunk / jax.device_count()) if chunk else None,
+                    "config_steps_per_s": len(grid.configs()) * STEPS / best,
+                }
+            )
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(CHUNKS_OUT, index=False)
-    print(table.pivot(index="chunk_size", columns="batch_size", values="config_steps_per_s")
-          .round(0).to_string())
+    print(
+        table.pivot(index="chunk_size", columns="batch_size", values="config_steps_per_s")
+        .round(0)
+        .to_string()
+    )
 
 
 def main():
@@ -104,11 +110,20 @@ def main():
         for name, ns in times.items():
             by_cat[category(name)] += ns
         for cat, ns in by_cat.most_common():
-            rows.append({"batch_size": b, "category": cat, "us_per_config_step":
-                         ns / 1e3 / config_steps, "share": ns / total})
+            rows.append(
+                {
+                    "batch_size": b,
+                    "category": cat,
+                    "us_per_config_step": ns / 1e3 / config_steps,
+                    "share": ns / total,
+                }
+            )
         top = ", ".join(f"{n} {ns / 1e3 / config_steps:.1f}" for n, ns in times.most_common(6))
-        print(f"batch {b}: {total / 1e3 / config_steps:.1f} us of ops per config-step (summed "
-              f"over threads); top ops (us): {top}", flush=True)
+        print(
+            f"batch {b}: {total / 1e3 / config_steps:.1f} us of ops per config-step (summed "
+            f"over threads); top ops (us): {top}",
+            flush=True,
+        )
     table = pd.DataFrame(rows)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     table.to_csv(OUT, index=False)

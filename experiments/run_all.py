@@ -31,15 +31,16 @@ EXPERIMENTS = (
 def main(names: list[str]) -> int:
     unknown = sorted(set(names) - set(EXPERIMENTS))
     if unknown:
-        print(f"run_all: experiment {unknown[0]!r} is invalid: expected one of "
-              f"{', '.join(EXPERIMENTS)}", file=sys.stderr)
+        print(
+            f"run_all: experiment {unknown[0]!r} is invalid: expected one of {', '.join(EXPERIMENTS)}",
+            file=sys.stderr,
+        )
         return 2
     verdicts, broken = [], []
     start = time.perf_counter()
     for name in names or EXPERIMENTS:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(HERE / f"{name}.py")], capture_output=True,
-                              text=True)
+        proc = subprocess.run([sys.executable, str(HERE / f"{name}.py")], capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         lines = [line for line in proc.stdout.splitlines() if line.startswith(f"{name}: ")]
         if proc.returncode != 0 or not lines:
@@ -51,8 +52,7 @@ def main(names: list[str]) -> int:
         print(verdicts[-1], flush=True)
     passed = sum(": PASS" in v for v in verdicts)
     failed = sum(": FAIL" in v for v in verdicts)
-    print(f"\n{passed} passed, {failed} failed, {len(broken)} errors "
-          f"in {time.perf_counter() - start:.0f} s")
+    print(f"\n{passed} passed, {failed} failed, {len(broken)} errors in {time.perf_counter() - start:.0f} s")
     return 1 if broken else 0
 
 

@@ -68,9 +68,7 @@ def init(
     ):
         raise ValueError(f"num_features={num_features!r} is invalid: expected a positive integer")
     stats_dtype = _at_least_float32(dtype)
-    params = BatchNormParams(
-        scale=jnp.ones((num_features,), dtype), bias=jnp.zeros((num_features,), dtype)
-    )
+    params = BatchNormParams(scale=jnp.ones((num_features,), dtype), bias=jnp.zeros((num_features,), dtype))
     state = BatchNormState(
         mean=jnp.zeros((num_features,), stats_dtype),
         var=jnp.ones((num_features,), _real_dtype(stats_dtype)),
@@ -118,9 +116,7 @@ def _moving_average(old: jax.Array, batch: jax.Array, momentum) -> jax.Array:
 
 def _check_shapes(params, state, x, mask):
     if x.ndim < 2:
-        raise ValueError(
-            f"x has shape {x.shape}: expected at least 2 dimensions (examples, ..., features)"
-        )
+        raise ValueError(f"x has shape {x.shape}: expected at least 2 dimensions (examples, ..., features)")
     features = x.shape[-1:]
     for name, value in (
         ("params.scale", params.scale),

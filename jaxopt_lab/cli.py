@@ -98,8 +98,9 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
     p.add_argument("--hidden", help="mlp hidden widths, e.g. 256,256")
     p.add_argument("--batchnorm", action="store_true", default=None, help="batch norm in the model")
     p.add_argument("--optimizer", help="sgd, momentum, rmsprop or adam" + many)
-    p.add_argument("--lr", help="learning rate" + ("" if single else
-                                                   ": comma list or START:STOP:COUNT log-spaced"))
+    p.add_argument(
+        "--lr", help="learning rate" + ("" if single else ": comma list or START:STOP:COUNT log-spaced")
+    )
     p.add_argument("--batch-size", help="batch size" + many)
     if single:
         p.add_argument("--seed", help="seed")
@@ -155,9 +156,14 @@ def _definition_from_args(args) -> dict:
     for table in ("spec", "model_options", "dataset_options", "optimizer_flags", "grid", "sweep"):
         definition.setdefault(table, {})
     spec, grid = definition["spec"], definition["grid"]
-    for flag, key in (("dataset", "dataset"), ("model", "model"), ("reduction", "reduction"),
-                      ("lr_rule", "lr_rule"), ("eval_every", "eval_every"),
-                      ("base_batch_size", "base_batch_size")):
+    for flag, key in (
+        ("dataset", "dataset"),
+        ("model", "model"),
+        ("reduction", "reduction"),
+        ("lr_rule", "lr_rule"),
+        ("eval_every", "eval_every"),
+        ("base_batch_size", "base_batch_size"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             spec[key] = value
@@ -213,19 +219,27 @@ def _run_definition(definition: dict, out: str, args) -> None:
     if unknown:
         raise ValueError(f"[sweep] key {unknown[0]!r} is invalid: expected 'strategy' or 'chunk_size'")
     result = sweep(
-        spec, Grid(**definition["grid"]), out=out, resume=args.resume,
-        overwrite=args.overwrite, progress=not args.no_progress, **options,
+        spec,
+        Grid(**definition["grid"]),
+        out=out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        **options,
     )
-    print(f"wrote {len(result.table)} rows for {result.table['config_id'].nunique()} configs "
-          f"to {out}/ (results.parquet, summary.csv, sweep.toml, heatmap.png, curves.png)")
+    print(
+        f"wrote {len(result.table)} rows for {result.table['config_id'].nunique()} configs "
+        f"to {out}/ (results.parquet, summary.csv, sweep.toml, heatmap.png, curves.png)"
+    )
     _print_best(results.best_learning_rates(result.table))
 
 
 def _print_best(best) -> None:
     import pandas as pd
 
-    with pd.option_context("display.width", 120, "display.max_columns", 20,
-                           "display.float_format", "{:.4g}".format):
+    with pd.option_context(
+        "display.width", 120, "display.max_columns", 20, "display.float_format", "{:.4g}".format
+    ):
         print(best.to_string(index=False))
 
 
@@ -263,8 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxopt-lab: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("jaxopt-lab: interrupted; finished chunks are kept, rerun with --resume",
-              file=sys.stderr)
+        print("jaxopt-lab: interrupted; finished chunks are kept, rerun with --resume", file=sys.stderr)
         return 130
     return 0
 

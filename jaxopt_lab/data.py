@@ -125,8 +125,7 @@ def load(name: str, **options: Any) -> Dataset:
     loaders = {"mnist1d": _load_mnist1d, "digits": _load_digits, "regression": _load_regression}
     if name not in loaders:
         raise ValueError(
-            f"dataset={name!r} is invalid: expected one of "
-            f"{', '.join(map(repr, DATASETS))}, or 'npz:PATH'"
+            f"dataset={name!r} is invalid: expected one of {', '.join(map(repr, DATASETS))}, or 'npz:PATH'"
         )
     if name != "mnist1d":  # mnist1d's options are the generator's, checked there
         _check_options(name, options, inspect.signature(loaders[name]).parameters)
@@ -135,9 +134,7 @@ def load(name: str, **options: Any) -> Dataset:
 
 def cache_dir() -> str:
     """Where built datasets are cached: ``$JAXOPT_LAB_CACHE`` or ``~/.cache/jaxopt_lab``."""
-    return os.path.expanduser(
-        os.environ.get(_CACHE_ENV) or os.path.join("~", ".cache", "jaxopt_lab")
-    )
+    return os.path.expanduser(os.environ.get(_CACHE_ENV) or os.path.join("~", ".cache", "jaxopt_lab"))
 
 
 def _check_options(dataset: str, options: Mapping[str, Any], valid) -> None:
@@ -212,9 +209,7 @@ def _mnist1d_cache_path(args: Mapping[str, Any]) -> str:
         default=list,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return os.path.join(
-        cache_dir(), f"mnist1d-n{args['num_samples']}-seed{args['seed']}-{digest}.npz"
-    )
+    return os.path.join(cache_dir(), f"mnist1d-n{args['num_samples']}-seed{args['seed']}-{digest}.npz")
 
 
 @contextlib.contextmanager
@@ -344,7 +339,7 @@ _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def _load_npz(name: str, standardize: str = "none") -> Dataset:
-    path = os.path.expanduser(name[len("npz:"):])
+    path = os.path.expanduser(name[len("npz:") :])
     if not os.path.isfile(path):
         raise ValueError(f"dataset={name!r} is invalid: no such file {path!r}")
     try:
@@ -374,14 +369,11 @@ def _load_npz(name: str, standardize: str = "none") -> Dataset:
             raise bad(f"{k} is a scalar (shape ()): expected examples on axis 0")
     for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
         if shapes[x][0] != shapes[y][0]:
-            raise bad(
-                f"{x} and {y} have different lengths: {x}.shape={shapes[x]}, {y}.shape={shapes[y]}"
-            )
+            raise bad(f"{x} and {y} have different lengths: {x}.shape={shapes[x]}, {y}.shape={shapes[y]}")
     for a, b in (("x_train", "x_test"), ("y_train", "y_test")):
         if shapes[a][1:] != shapes[b][1:]:
             raise bad(
-                f"{a} and {b} have different example shapes: {a}.shape={shapes[a]}, "
-                f"{b}.shape={shapes[b]}"
+                f"{a} and {b} have different example shapes: {a}.shape={shapes[a]}, {b}.shape={shapes[b]}"
             )
     if shapes["x_train"][0] == 0:
         raise bad(f"x_train is empty: x_train.shape={shapes['x_train']}")
@@ -435,8 +427,7 @@ def steps_per_epoch(num_examples: int, batch_size):
             raise ValueError(f"batch_size={batch_size!r} is invalid: expected a positive integer")
         if batch_size > num_examples:
             raise ValueError(
-                f"batch_size={batch_size} is larger than the training set "
-                f"({num_examples} examples)"
+                f"batch_size={batch_size} is larger than the training set ({num_examples} examples)"
             )
     return num_examples // batch_size
 
@@ -506,8 +497,7 @@ def batch_indices(key: jax.Array, step, num_examples: int, batch_size, max_batch
     max_batch_size = _check_int("max_batch_size", max_batch_size, 1)
     if static and batch_size > max_batch_size:
         raise ValueError(
-            f"max_batch_size={max_batch_size} is invalid: expected at least "
-            f"batch_size={batch_size}"
+            f"max_batch_size={max_batch_size} is invalid: expected at least batch_size={batch_size}"
         )
     batch_size = batch_size if static else jnp.asarray(batch_size, jnp.int32)
     step = jnp.asarray(step, jnp.int32)

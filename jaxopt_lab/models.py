@@ -93,9 +93,7 @@ def _dense(params, x: jax.Array) -> jax.Array:
 
 
 def _conv_init(key, kernel_size: int, in_channels: int, out_channels: int, use_bias: bool):
-    params = {
-        "kernel": _kernel_init(key, (kernel_size, in_channels, out_channels), jnp.float32)
-    }
+    params = {"kernel": _kernel_init(key, (kernel_size, in_channels, out_channels), jnp.float32)}
     if use_bias:
         params["bias"] = jnp.zeros((out_channels,), jnp.float32)
     return params
@@ -126,11 +124,7 @@ def _flatten(x: jax.Array) -> jax.Array:
 
 
 def _check_num_outputs(num_outputs) -> int:
-    if (
-        isinstance(num_outputs, bool)
-        or not isinstance(num_outputs, (int, np.integer))
-        or num_outputs < 1
-    ):
+    if isinstance(num_outputs, bool) or not isinstance(num_outputs, (int, np.integer)) or num_outputs < 1:
         raise ValueError(f"num_outputs={num_outputs!r} is invalid: expected a positive integer")
     return int(num_outputs)
 
@@ -239,8 +233,12 @@ def mlp(
             h = _dense(params[f"dense_{i}"], h)
             if batchnorm:
                 h, new_state[f"bn_{i}"] = _batchnorm(
-                    params[f"bn_{i}"], state[f"bn_{i}"], h,
-                    train=train, mask=mask, momentum=bn_momentum,
+                    params[f"bn_{i}"],
+                    state[f"bn_{i}"],
+                    h,
+                    train=train,
+                    mask=mask,
+                    momentum=bn_momentum,
                 )
             h = act(h)
         return _dense(params[f"dense_{len(hidden)}"], h), new_state
@@ -293,9 +291,7 @@ def cnn1d(
         if x.ndim == 2:
             return x[:, :, None]
         if x.ndim != 3:
-            raise ValueError(
-                f"x.shape={x.shape} is invalid for cnn1d: expected (N, L) or (N, L, C)"
-            )
+            raise ValueError(f"x.shape={x.shape} is invalid for cnn1d: expected (N, L) or (N, L, C)")
         return x
 
     def init(key, x):
@@ -320,8 +316,12 @@ def cnn1d(
             h = _conv(params[f"conv_{i}"], h, stride)
             if batchnorm:
                 h, new_state[f"bn_{i}"] = _batchnorm(
-                    params[f"bn_{i}"], state[f"bn_{i}"], h,
-                    train=train, mask=mask, momentum=bn_momentum,
+                    params[f"bn_{i}"],
+                    state[f"bn_{i}"],
+                    h,
+                    train=train,
+                    mask=mask,
+                    momentum=bn_momentum,
                 )
             h = act(h)
         return _dense(params["dense_0"], _flatten(h)), new_state
@@ -360,15 +360,12 @@ def create(name: str, num_outputs: int, **options) -> Model:
       ValueError: for an unknown name or option, or a bad option value.
     """
     if name not in MODELS:
-        raise ValueError(
-            f"model={name!r} is invalid: expected one of {', '.join(map(repr, MODELS))}"
-        )
+        raise ValueError(f"model={name!r} is invalid: expected one of {', '.join(map(repr, MODELS))}")
     valid = [p for p in inspect.signature(MODELS[name]).parameters if p != "num_outputs"]
     for key in options:
         if key not in valid:
             raise ValueError(
-                f"option {key!r} is invalid for model={name!r}: expected one of "
-                f"{', '.join(map(repr, valid))}"
+                f"option {key!r} is invalid for model={name!r}: expected one of {', '.join(map(repr, valid))}"
             )
     num_outputs = _check_num_outputs(num_outputs)
     frozen = tuple(sorted((k, _freeze(v)) for k, v in options.items()))
@@ -445,9 +442,7 @@ def _from_flax(module) -> Model:
         if has_stats:
             variables["batch_stats"] = state
         if train and has_stats:
-            outputs, updates = module.apply(
-                variables, x, mutable=["batch_stats"], **train_kwargs(True)
-            )
+            outputs, updates = module.apply(variables, x, mutable=["batch_stats"], **train_kwargs(True))
             return outputs, updates["batch_stats"]
         return module.apply(variables, x, **train_kwargs(train)), state
 

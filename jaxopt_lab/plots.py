@@ -121,9 +121,7 @@ def _lr_cells(cells: pd.DataFrame) -> pd.DataFrame:
     """
     keys = ["optimizer", "batch_size", "learning_rate"]
     best = cells.sort_values("score", kind="stable").drop_duplicates(keys)
-    best = best.drop(columns="diverged").merge(
-        cells.groupby(keys)["diverged"].all().reset_index(), on=keys
-    )
+    best = best.drop(columns="diverged").merge(cells.groupby(keys)["diverged"].all().reset_index(), on=keys)
     best["value"] = best["value"].where(~best["diverged"])
     return best.sort_values(keys).reset_index(drop=True)
 
@@ -160,8 +158,9 @@ def _matrices(table, metric):
         cells_of = rows.set_index(["batch_size", "learning_rate"])
         values[opt] = cells_of["value"].astype(np.float64).unstack().reindex(**shape)
         # Pairs that were not run are not diverged: fill before anything casts NaN to True.
-        diverged[opt] = (cells_of["diverged"].astype(bool).unstack(fill_value=False)
-                         .reindex(**shape, fill_value=False))
+        diverged[opt] = (
+            cells_of["diverged"].astype(bool).unstack(fill_value=False).reindex(**shape, fill_value=False)
+        )
         values[opt].index.name, values[opt].columns.name = "batch_size", "learning_rate"
     return values, diverged
 
@@ -236,34 +235,62 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Fig
     with mpl.rc_context(_STYLE):
         fig = Figure(figsize=(width, height), layout="constrained")
         axes = fig.subplots(1, len(optimizers), sharey=True, squeeze=False)[0]
-        norm = _norm(np.concatenate([v.to_numpy().ravel() for v in values.values()]),
-                     larger_is_better)
-        cmap = mpl.colormaps["viridis" if larger_is_better else "viridis_r"].with_extremes(
-            bad="white")
+        norm = _norm(np.concatenate([v.to_numpy().ravel() for v in values.values()]), larger_is_better)
+        cmap = mpl.colormaps["viridis" if larger_is_better else "viridis_r"].with_extremes(bad="white")
         image = None
         labels = _lr_labels(lrs)
         for ax, opt in zip(axes, optimizers, strict=True):
             matrix = values[opt].to_numpy()
-            image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, norm=norm or Normalize(),
-                              origin="lower", aspect="auto", interpolation="nearest")
+            image = ax.imshow(
+                np.ma.masked_invalid(matrix),
+                cmap=cmap,
+                norm=norm or Normalize(),
+                origin="lower",
+                aspect="auto",
+                interpolation="nearest",
+            )
             for i, j in zip(*np.nonzero(diverged[opt].to_numpy()), strict=True):
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=_DIVERGED_FACE,
-                                       edgecolor=_DIVERGED_EDGE, hatch="///", linewidth=0))
+                ax.add_patch(
+                    Rectangle(
+                        (j - 0.5, i - 0.5),
+                        1,
+                        1,
+                        facecolor=_DIVERGED_FACE,
+                        edgecolor=_DIVERGED_EDGE,
+                        hatch="///",
+                        linewidth=0,
+                    )
+                )
                 ax.text(j, i, "×", ha="center", va="center", fontsize=14, color="#404040")
             for i in range(n_b):
                 row = matrix[i]
                 if np.isfinite(row).any():
                     j = int(np.nanargmax(row) if larger_is_better else np.nanargmin(row))
                     # Inset, so the outlines of neighbouring rows stay apart.
-                    ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False,
-                                           edgecolor=_BEST_EDGE, linewidth=2.5, zorder=3))
+                    ax.add_patch(
+                        Rectangle(
+                            (j - 0.45, i - 0.45),
+                            0.9,
+                            0.9,
+                            fill=False,
+                            edgecolor=_BEST_EDGE,
+                            linewidth=2.5,
+                            zorder=3,
+                        )
+                    )
             if annotate and norm is not None:
                 for i, j in zip(*np.nonzero(np.isfinite(matrix)), strict=True):
-                    ax.text(j, i, f"{matrix[i, j]:.{digits}g}", ha="center", va="center",
-                            fontsize=9, color=_text_color(cmap(norm(matrix[i, j]))))
+                    ax.text(
+                        j,
+                        i,
+                        f"{matrix[i, j]:.{digits}g}",
+                        ha="center",
+                        va="center",
+                        fontsize=9,
+                        color=_text_color(cmap(norm(matrix[i, j]))),
+                    )
             if cell_w < 0.62:
-                ax.set_xticks(range(n_lr), labels, rotation=45, ha="right",
-                              rotation_mode="anchor")
+                ax.set_xticks(range(n_lr), labels, rotation=45, ha="right", rotation_mode="anchor")
             else:
                 ax.set_xticks(range(n_lr), labels)
             ax.set_yticks(range(n_b), [str(int(b)) for b in batch_sizes])
@@ -281,18 +308,23 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Fig
                 plain = FormatStrFormatter("%g")
                 bar.ax.yaxis.set_major_formatter(plain)
                 bar.ax.yaxis.set_minor_formatter(plain)
-        handles = [Patch(fill=False, edgecolor=_BEST_EDGE, linewidth=2,
-                         label="best lr per batch size")]
+        handles = [Patch(fill=False, edgecolor=_BEST_EDGE, linewidth=2, label="best lr per batch size")]
         if any(d.to_numpy().any() for d in diverged.values()):
-            handles.append(Patch(facecolor=_DIVERGED_FACE, edgecolor=_DIVERGED_EDGE, hatch="///",
-                                 label="× diverged (in any seed)"))
+            handles.append(
+                Patch(
+                    facecolor=_DIVERGED_FACE,
+                    edgecolor=_DIVERGED_EDGE,
+                    hatch="///",
+                    label="× diverged (in any seed)",
+                )
+            )
         if any((v.isna() & ~diverged[o]).to_numpy().any() for o, v in values.items()):
-            handles.append(Patch(facecolor="white", edgecolor=_DIVERGED_EDGE, linewidth=0.5,
-                                 label="not run"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles),
-                   frameon=False)
-        fig.suptitle(f"{label.capitalize()} by learning rate and batch size\n"
-                     f"({word} over evaluation steps, mean over seeds)")
+            handles.append(Patch(facecolor="white", edgecolor=_DIVERGED_EDGE, linewidth=0.5, label="not run"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        fig.suptitle(
+            f"{label.capitalize()} by learning rate and batch size\n"
+            f"({word} over evaluation steps, mean over seeds)"
+        )
     if path is not None:
         _save(fig, path)
     return fig
@@ -324,8 +356,12 @@ def _winners(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """
     cells = _cells(table, metric)
     keys = ["optimizer", "batch_size"]
-    return (cells.sort_values(["score", "learning_rate"], kind="stable")
-            .drop_duplicates(keys).sort_values(keys).reset_index(drop=True))
+    return (
+        cells.sort_values(["score", "learning_rate"], kind="stable")
+        .drop_duplicates(keys)
+        .sort_values(keys)
+        .reset_index(drop=True)
+    )
 
 
 def _matching(table: pd.DataFrame, winner: pd.Series, columns: list[str]) -> pd.Series:
@@ -364,8 +400,12 @@ def curves(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Figu
     color_of = {b: colors[k] for k, b in enumerate(batch_sizes)}
     hparams = [c for c in results_lib.hyperparameter_columns(table) if c != "seed"]
     # Nuisance hyperparameters worth naming in the legend: those that take more than one value.
-    shown = [c for c in hparams if c not in ("optimizer", "batch_size", "learning_rate")
-             and table.groupby("optimizer")[c].nunique().max() > 1]
+    shown = [
+        c
+        for c in hparams
+        if c not in ("optimizer", "batch_size", "learning_rate")
+        and table.groupby("optimizer")[c].nunique().max() > 1
+    ]
     label = _LABELS[metric]
 
     with mpl.rc_context(_STYLE):
@@ -377,28 +417,50 @@ def curves(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Figu
             for _, winner in winners[winners["optimizer"] == opt].iterrows():
                 b = winner["batch_size"]
                 if winner["score"] == math.inf:
-                    handles.append(Line2D([], [], color=color_of[b], linestyle="none",
-                                          marker="x", label=f"B={b}: all lrs diverged"))
+                    handles.append(
+                        Line2D(
+                            [],
+                            [],
+                            color=color_of[b],
+                            linestyle="none",
+                            marker="x",
+                            label=f"B={b}: all lrs diverged",
+                        )
+                    )
                     continue
                 rows = table[_matching(table, winner, hparams)]
                 rows = rows[rows["examples_seen"] > 0]
                 stats = rows.groupby("examples_seen")[metric].agg(["mean", "min", "max"])
                 x = stats.index.to_numpy(np.float64)
                 xs.append(x)
-                ax.fill_between(x, stats["min"], stats["max"], color=color_of[b], alpha=0.2,
-                                linewidth=0)
-                extra = "".join(f", {c}={winner[c]:g}" if isinstance(winner[c], float)
-                                else f", {c}={winner[c]}" for c in shown if pd.notna(winner[c]))
-                (line,) = ax.plot(x, stats["mean"], color=color_of[b], linewidth=1.8,
-                                  label=f"B={b}, lr={format_lr(winner['learning_rate'])}{extra}")
+                ax.fill_between(x, stats["min"], stats["max"], color=color_of[b], alpha=0.2, linewidth=0)
+                extra = "".join(
+                    f", {c}={winner[c]:g}" if isinstance(winner[c], float) else f", {c}={winner[c]}"
+                    for c in shown
+                    if pd.notna(winner[c])
+                )
+                (line,) = ax.plot(
+                    x,
+                    stats["mean"],
+                    color=color_of[b],
+                    linewidth=1.8,
+                    label=f"B={b}, lr={format_lr(winner['learning_rate'])}{extra}",
+                )
                 handles.append(line)
                 drawn = True
                 positive.append(stats[["min", "max"]].to_numpy().ravel())
             if drawn:
                 _log_count_axis(ax.xaxis, xs)
             else:
-                ax.text(0.5, 0.5, "all runs diverged", transform=ax.transAxes, ha="center",
-                        va="center", color="#404040")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "all runs diverged",
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                    color="#404040",
+                )
                 ax.set_xticks([])
             if handles:
                 ax.legend(handles=handles, loc="best", frameon=False)
@@ -407,12 +469,13 @@ def curves(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Figu
             ax.grid(True, which="major", alpha=0.3)
         values = np.concatenate(positive) if positive else np.array([])
         values = values[np.isfinite(values)]
-        if (not PLOT_METRICS[metric] and values.size and values.min() > 0
-                and values.max() / values.min() > 10):
+        if not PLOT_METRICS[metric] and values.size and values.min() > 0 and values.max() / values.min() > 10:
             axes[0].set_yscale("log")
         axes[0].set_ylabel(label)
-        fig.suptitle(f"{label.capitalize()} at the best learning rate of each batch size\n"
-                     "(mean and min-max over seeds)")
+        fig.suptitle(
+            f"{label.capitalize()} at the best learning rate of each batch size\n"
+            "(mean and min-max over seeds)"
+        )
     if path is not None:
         _save(fig, path)
     return fig

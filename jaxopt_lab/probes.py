@@ -134,9 +134,7 @@ def ema_running_statistics(
     """
     population = jnp.asarray(population)
     if population.ndim != 2:
-        raise ValueError(
-            f"population.shape={population.shape} is invalid: expected (examples, features)"
-        )
+        raise ValueError(f"population.shape={population.shape} is invalid: expected (examples, features)")
     batch_size = _check_positive_int("batch_size", batch_size)
     num_chains = _check_positive_int("num_chains", num_chains)
     if _is_int(num_steps) and _is_int(burn_in) and not 0 <= burn_in < num_steps:
@@ -399,8 +397,7 @@ def make_track_batchnorm(
 
     def track_fn(hparams, key) -> BatchNormTrack:
         hparams = {
-            k: jnp.asarray(v, jnp.int32 if k == "batch_size" else jnp.float32)
-            for k, v in hparams.items()
+            k: jnp.asarray(v, jnp.int32 if k == "batch_size" else jnp.float32) for k, v in hparams.items()
         }
         state = train_lib.init_state(spec, dataset, hparams, key)
 

@@ -269,9 +269,7 @@ def optimize(
     final, (params, losses) = jax.lax.scan(step, _Carry(x0, tx.init(x0)), keys, length=steps)
     losses = jnp.concatenate([losses, jnp.reshape(loss_fn(final.params), (1,))])
     if keep_params:
-        params = jax.tree.map(
-            lambda path, last: jnp.concatenate([path, last[None]]), params, final.params
-        )
+        params = jax.tree.map(lambda path, last: jnp.concatenate([path, last[None]]), params, final.params)
     else:
         params = final.params
     return Trajectory(params=params, loss=losses)
@@ -668,8 +666,11 @@ def nqm_steps_to_target(
     Raises:
       ValueError: if ``exact_steps`` or ``max_log2_steps`` is out of range.
     """
-    if isinstance(max_log2_steps, bool) or not isinstance(max_log2_steps, (int, np.integer)) \
-            or not 1 <= max_log2_steps <= 60:
+    if (
+        isinstance(max_log2_steps, bool)
+        or not isinstance(max_log2_steps, (int, np.integer))
+        or not 1 <= max_log2_steps <= 60
+    ):
         raise ValueError(f"max_log2_steps={max_log2_steps!r} is invalid: expected an int in [1, 60]")
     if isinstance(exact_steps, bool) or not isinstance(exact_steps, (int, np.integer)) or exact_steps < 0:
         raise ValueError(f"exact_steps={exact_steps!r} is invalid: expected an int >= 0")
@@ -758,8 +759,16 @@ def nqm_steps_grid(
     if ema_learning_rates:
         grid_lr = grid_lr * (1 - grid_beta)
     steps = _nqm_steps_configs(
-        h, x0, target, grid_lr.ravel(), grid_b.ravel(), grid_beta.ravel(), precond_power=precond_power,
-        exact_steps=exact_steps, max_log2_steps=max_log2_steps, chunk=chunk,
+        h,
+        x0,
+        target,
+        grid_lr.ravel(),
+        grid_b.ravel(),
+        grid_beta.ravel(),
+        precond_power=precond_power,
+        exact_steps=exact_steps,
+        max_log2_steps=max_log2_steps,
+        chunk=chunk,
     )
     return steps.reshape(grid_b.shape)
 
@@ -771,8 +780,15 @@ def _nqm_steps_configs(h, x0, target, lrs, bs, betas, *, precond_power, exact_st
     def one(config):
         lr, b, beta = config
         return nqm_steps_to_target(
-            h, x0, lr, b, target, beta=beta, precond_power=precond_power,
-            exact_steps=exact_steps, max_log2_steps=max_log2_steps,
+            h,
+            x0,
+            lr,
+            b,
+            target,
+            beta=beta,
+            precond_power=precond_power,
+            exact_steps=exact_steps,
+            max_log2_steps=max_log2_steps,
         )
 
     return np.asarray(jax.jit(lambda c: jax.lax.map(one, c, batch_size=chunk))(configs))
@@ -832,12 +848,14 @@ def nqm_best_steps(
     lrs = np.asarray(learning_rates, np.float64)
     bs = np.asarray(batch_sizes, np.float64)
     betas = np.asarray(betas, np.float64)
-    options = dict(precond_power=precond_power, exact_steps=exact_steps, max_log2_steps=max_log2_steps,
-                   chunk=chunk)
+    options = dict(
+        precond_power=precond_power, exact_steps=exact_steps, max_log2_steps=max_log2_steps, chunk=chunk
+    )
     coarse = np.arange(0, lrs.size, refine)
     steps = np.full((bs.size, lrs.size, betas.size), np.inf)
-    steps[:, coarse] = nqm_steps_grid(h, x0, target, lrs[coarse], bs, betas=betas,
-                                      ema_learning_rates=ema_learning_rates, **options)
+    steps[:, coarse] = nqm_steps_grid(
+        h, x0, target, lrs[coarse], bs, betas=betas, ema_learning_rates=ema_learning_rates, **options
+    )
     if refine > 1:
         # The window around each (batch size, beta)'s coarse winner, as flat configs.
         centre = coarse[np.argmin(steps[:, coarse], axis=1)]  # (n, K)

@@ -53,7 +53,12 @@ __all__ = [
 METRIC_COLUMNS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy", "diverged")
 # The top-level tables a sweep.toml may hold; anything else is a typo worth an error.
 DEFINITION_TABLES = (
-    "spec", "model_options", "dataset_options", "optimizer_flags", "grid", "sweep",
+    "spec",
+    "model_options",
+    "dataset_options",
+    "optimizer_flags",
+    "grid",
+    "sweep",
 )
 # Per-config metrics of `summary` that `best_learning_rates` can rank by, and
 # whether larger is better.
@@ -171,9 +176,7 @@ def best_learning_rates(
     """
     _check_table(table)
     if metric not in SUMMARY_METRICS:
-        raise ValueError(
-            f"metric={metric!r} is invalid: expected one of {_choices(SUMMARY_METRICS)}"
-        )
+        raise ValueError(f"metric={metric!r} is invalid: expected one of {_choices(SUMMARY_METRICS)}")
     by = [by] if isinstance(by, str) else list(by)
     hparams = hyperparameter_columns(table)
     valid_by = [c for c in hparams if c not in ("learning_rate", "seed")]
@@ -218,8 +221,17 @@ def best_learning_rates(
             found and lrs.nunique() > 1 and winner["learning_rate"] in (lrs.min(), lrs.max())
         )
         rows.append(row)
-    columns = [*by, "learning_rate", *nuisance, f"{metric}_mean", f"{metric}_std",
-               "num_seeds", "num_lrs", "num_diverged_lrs", "lr_at_edge"]
+    columns = [
+        *by,
+        "learning_rate",
+        *nuisance,
+        f"{metric}_mean",
+        f"{metric}_std",
+        "num_seeds",
+        "num_lrs",
+        "num_diverged_lrs",
+        "lr_at_edge",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -330,8 +342,7 @@ def read_definition(path: str | os.PathLike) -> dict[str, Any]:
         if name not in DEFINITION_TABLES or not isinstance(value, dict):
             kind = "table" if isinstance(value, dict) else "key"
             raise ValueError(
-                f"unknown top-level {kind} {name!r} in {path}: expected tables "
-                f"{_choices(DEFINITION_TABLES)}"
+                f"unknown top-level {kind} {name!r} in {path}: expected tables {_choices(DEFINITION_TABLES)}"
             )
     return definition
 
@@ -345,8 +356,7 @@ def _format_definition(definition: Mapping[str, Any]) -> str:
     for name, table in definition.items():
         if name not in DEFINITION_TABLES:
             raise ValueError(
-                f"definition table {name!r} is invalid: expected one of "
-                f"{_choices(DEFINITION_TABLES)}"
+                f"definition table {name!r} is invalid: expected one of {_choices(DEFINITION_TABLES)}"
             )
         if not isinstance(table, Mapping):
             raise ValueError(
@@ -378,8 +388,7 @@ def _format_key(key: str) -> str:
 
 
 def _format_string(text: str) -> str:
-    escapes = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
-               "\f": "\\f", "\r": "\\r"}
+    escapes = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
     out = []
     for char in text:
         if char in escapes:
@@ -415,6 +424,5 @@ def _format_value(value: Any, path: list[str]) -> str:
     if value is None:
         raise ValueError(f"{where} is None: TOML has no null, leave the key out instead")
     raise ValueError(
-        f"{where} of type {type(value).__name__} is invalid: expected a str, bool, int, "
-        "float, list or dict"
+        f"{where} of type {type(value).__name__} is invalid: expected a str, bool, int, float, list or dict"
     )

@@ -162,7 +162,8 @@ def sweep_per_batch_size(
     if len(batch_sizes) == 0:
         raise ValueError("batch_sizes=[] is invalid: expected at least one batch size")
     if evals_per_epoch is not None and (
-        isinstance(evals_per_epoch, bool) or not isinstance(evals_per_epoch, (int, np.integer))
+        isinstance(evals_per_epoch, bool)
+        or not isinstance(evals_per_epoch, (int, np.integer))
         or evals_per_epoch < 1
     ):
         raise ValueError(f"evals_per_epoch={evals_per_epoch!r} is invalid: expected a positive integer")
@@ -178,8 +179,13 @@ def sweep_per_batch_size(
             per_epoch = num_examples // int(batch_size) if batch_size <= num_examples else 1
             b_spec = dataclasses.replace(b_spec, eval_every=max(1, per_epoch // evals_per_epoch))
         result = sweep_lib.sweep(
-            b_spec, sweep_lib.Grid(batch_size=[int(batch_size)], **grid_axes), epochs=epochs,
-            strategy="bucket", chunk_size=chunk_size, progress=progress, plots=False,
+            b_spec,
+            sweep_lib.Grid(batch_size=[int(batch_size)], **grid_axes),
+            epochs=epochs,
+            strategy="bucket",
+            chunk_size=chunk_size,
+            progress=progress,
+            plots=False,
         )
         tables.append(result.table)
     return concat_tables(tables)
@@ -277,16 +283,32 @@ def rescaled_gaps(
         gap = np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y))
         gap = np.where(np.isnan(x) ^ np.isnan(y), np.inf, gap)
         rel = gap / np.maximum(np.abs(np.nan_to_num(y)), np.finfo(np.float64).tiny)
-        rows.append({
-            "optimizer": pair.optimizer, "batch_size": pair.batch_size, "seed": pair.seed,
-            "learning_rate": pair.learning_rate,
-            "config_id_sum": pair.config_id_sum, "config_id_mean": pair.config_id_mean,
-            "max_abs_gap": float(gap.max()) if gap.size else math.nan,
-            "max_rel_gap": float(rel.max()) if rel.size else math.nan,
-            "diverged_sum": bool(a["diverged"].any()), "diverged_mean": bool(b["diverged"].any()),
-        })
-    columns = ["optimizer", "batch_size", "seed", "learning_rate", "config_id_sum",
-               "config_id_mean", "max_abs_gap", "max_rel_gap", "diverged_sum", "diverged_mean"]
+        rows.append(
+            {
+                "optimizer": pair.optimizer,
+                "batch_size": pair.batch_size,
+                "seed": pair.seed,
+                "learning_rate": pair.learning_rate,
+                "config_id_sum": pair.config_id_sum,
+                "config_id_mean": pair.config_id_mean,
+                "max_abs_gap": float(gap.max()) if gap.size else math.nan,
+                "max_rel_gap": float(rel.max()) if rel.size else math.nan,
+                "diverged_sum": bool(a["diverged"].any()),
+                "diverged_mean": bool(b["diverged"].any()),
+            }
+        )
+    columns = [
+        "optimizer",
+        "batch_size",
+        "seed",
+        "learning_rate",
+        "config_id_sum",
+        "config_id_mean",
+        "max_abs_gap",
+        "max_rel_gap",
+        "diverged_sum",
+        "diverged_mean",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -379,8 +401,10 @@ def _measure_key(spec: train_lib.TrainSpec) -> train_lib.TrainSpec:
     """The spec's dataset and model only, so measurement programs compile once across
     batch sizes and optimizers."""
     return train_lib.TrainSpec(
-        dataset=spec.dataset, dataset_options=spec.dataset_options,
-        model=spec.model, model_options=spec.model_options,
+        dataset=spec.dataset,
+        dataset_options=spec.dataset_options,
+        model=spec.model,
+        model_options=spec.model_options,
     )
 
 
@@ -500,8 +524,10 @@ def _noise_program(key: train_lib.TrainSpec, chunk_size: int):
             return _mean_loss(model, dataset, p, model_state, *batch)[0]
 
         ns = metrics_lib.noise_scale(
-            metrics_lib.example_loss(batch_loss), params,
-            (dataset.x_train, dataset.y_train), chunk_size=chunk_size,
+            metrics_lib.example_loss(batch_loss),
+            params,
+            (dataset.x_train, dataset.y_train),
+            chunk_size=chunk_size,
         )
         return jax.tree.map(lambda v: jnp.where(diverged, jnp.full((), jnp.nan, v.dtype), v), ns)
 
@@ -590,8 +616,9 @@ def _target_program(spec: train_lib.TrainSpec):
 
     def segment(hp, state, start, num_steps, stop_step):
         state, _ = train_lib.run_segment(spec, dataset, hp, state, start, num_steps, stop_step)
-        loss = _mean_loss(model, dataset, state.params, state.model_state,
-                          dataset.x_train, dataset.y_train)[0]
+        loss = _mean_loss(model, dataset, state.params, state.model_state, dataset.x_train, dataset.y_train)[
+            0
+        ]
         return state, jnp.where(state.diverged, jnp.full((), jnp.nan, loss.dtype), loss)
 
     return jax.jit(jax.vmap(segment, in_axes=(0, 0, None, None, 0)), donate_argnums=(1,))
@@ -776,17 +803,25 @@ def steps_to_target_table(
             cap = budget if best is None else int(min(budget, math.ceil(len(seeds) * tried[best]["score"])))
             k_per_config = np.repeat(ks, len(seeds))
             runs = run_to_target(
-                b_spec, {**dict(hparams or {}), "learning_rate": 10.0 ** (k_per_config / per_decade)},
-                seeds * width, target=target, max_steps=cap, growth=growth, groups=k_per_config,
+                b_spec,
+                {**dict(hparams or {}), "learning_rate": 10.0 ** (k_per_config / per_decade)},
+                seeds * width,
+                target=target,
+                max_steps=cap,
+                growth=growth,
+                groups=k_per_config,
             )
             diverged = np.asarray(runs.states.diverged, bool)
             for k in ks:
                 rows = k_per_config == k
                 steps = runs.steps[rows]
-                tried[int(k)] = {"steps_to_target": steps, "stop_step": runs.stop_step,
-                                 "train_loss_at_stop": runs.train_loss[rows, -1],
-                                 "diverged": diverged[rows],
-                                 "score": float(steps.mean()) if np.isfinite(steps).all() else math.nan}
+                tried[int(k)] = {
+                    "steps_to_target": steps,
+                    "stop_step": runs.stop_step,
+                    "train_loss_at_stop": runs.train_loss[rows, -1],
+                    "diverged": diverged[rows],
+                    "score": float(steps.mean()) if np.isfinite(steps).all() else math.nan,
+                }
             scored = [k for k, row in tried.items() if np.isfinite(row["score"])]
             if scored:
                 winner = min(scored, key=lambda k: (tried[k]["score"], k))
@@ -803,19 +838,24 @@ def steps_to_target_table(
             else:
                 break
         ordered = sorted(tried)
-        frame = pd.DataFrame({
-            "optimizer": spec.optimizer, "batch_size": batch_size,
-            "learning_rate": np.repeat(10.0 ** (np.asarray(ordered) / per_decade), len(seeds)),
-            "seed": seeds * len(ordered),
-            **{name: np.concatenate([np.broadcast_to(tried[k][name], (len(seeds),)) for k in ordered])
-               for name in ("steps_to_target", "stop_step", "train_loss_at_stop", "diverged")},
-        })
+        frame = pd.DataFrame(
+            {
+                "optimizer": spec.optimizer,
+                "batch_size": batch_size,
+                "learning_rate": np.repeat(10.0 ** (np.asarray(ordered) / per_decade), len(seeds)),
+                "seed": seeds * len(ordered),
+                **{
+                    name: np.concatenate([np.broadcast_to(tried[k][name], (len(seeds),)) for k in ordered])
+                    for name in ("steps_to_target", "stop_step", "train_loss_at_stop", "diverged")
+                },
+            }
+        )
         frame.insert(5, "examples_to_target", frame["steps_to_target"] * batch_size)
         if noise_scale:
             b_simple = np.full(len(frame), np.nan)
             if best is not None:
                 at = ordered.index(best) * len(seeds)
-                b_simple[at:at + len(seeds)] = noise_scales(b_spec, best_state).b_simple
+                b_simple[at : at + len(seeds)] = noise_scales(b_spec, best_state).b_simple
             frame["b_simple_at_target"] = b_simple
         frames.append(frame)
         if best is not None:
@@ -848,9 +888,14 @@ def best_steps(table: pd.DataFrame, by: Sequence[str] = ("optimizer", "batch_siz
     if missing:
         raise ValueError(f"table is missing column(s) {missing}")
     numeric = [c for c in table.select_dtypes("number").columns if c not in [*by, "learning_rate", "seed"]]
-    cells = table.groupby([*by, "learning_rate"], sort=True).agg(
-        **{c: (c, lambda v: v.mean(skipna=False)) for c in numeric}, num_seeds=("seed", "nunique"),
-    ).reset_index()
+    cells = (
+        table.groupby([*by, "learning_rate"], sort=True)
+        .agg(
+            **{c: (c, lambda v: v.mean(skipna=False)) for c in numeric},
+            num_seeds=("seed", "nunique"),
+        )
+        .reset_index()
+    )
     rows = []
     for _, group in cells.groupby(by, sort=True):
         ranked = group.sort_values(["steps_to_target", "learning_rate"], na_position="last", kind="stable")
@@ -861,8 +906,9 @@ def best_steps(table: pd.DataFrame, by: Sequence[str] = ("optimizer", "batch_siz
             row["learning_rate"] = math.nan
         row["num_lrs"] = int(lrs.nunique())
         row["num_reached"] = int(np.isfinite(group["steps_to_target"].to_numpy(np.float64)).sum())
-        row["lr_at_edge"] = bool(found and lrs.nunique() > 1
-                                 and row["learning_rate"] in (lrs.min(), lrs.max()))
+        row["lr_at_edge"] = bool(
+            found and lrs.nunique() > 1 and row["learning_rate"] in (lrs.min(), lrs.max())
+        )
         rows.append(row)
     return pd.DataFrame(rows).reset_index(drop=True)
 

@@ -37,15 +37,29 @@ from jaxopt_lab import train as train_lib
 from jaxopt_lab import transforms
 
 __all__ = [
-    "Grid", "SweepResult", "sweep", "plan", "one_device_per_cpu_core", "STRATEGIES", "STATIC_AXES",
+    "Grid",
+    "SweepResult",
+    "sweep",
+    "plan",
+    "one_device_per_cpu_core",
+    "STRATEGIES",
+    "STATIC_AXES",
     "DYNAMIC_AXES",
 ]
 
 STRATEGIES = ("auto", "bucket", "mask")
 STATIC_AXES = ("optimizer", "batch_size", "reduction", "lr_rule", "base_batch_size")
 DYNAMIC_AXES = (
-    "learning_rate", "seed", "momentum", "b1", "b2", "eps", "eps_root", "decay",
-    "weight_decay", "bn_momentum",
+    "learning_rate",
+    "seed",
+    "momentum",
+    "b1",
+    "b2",
+    "eps",
+    "eps_root",
+    "decay",
+    "weight_decay",
+    "bn_momentum",
 )
 _FIRST_COLUMNS = ("optimizer", "learning_rate", "batch_size", "seed")
 _METRICS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy", "diverged")
@@ -93,8 +107,7 @@ class Grid:
         for value in axes.get("optimizer", ()):
             if value not in transforms.OPTIMIZERS:
                 raise ValueError(
-                    f"optimizer={value!r} is invalid: expected one of "
-                    f"{_choices(transforms.OPTIMIZERS)}"
+                    f"optimizer={value!r} is invalid: expected one of {_choices(transforms.OPTIMIZERS)}"
                 )
         for name in ("learning_rate", "batch_size", "base_batch_size"):
             for value in axes.get(name, ()):
@@ -133,8 +146,9 @@ class Grid:
             if name not in table:
                 table[name] = default
         if table["learning_rate"].isna().all():
-            table["learning_rate"] = [train_lib.default_hparams(o)["learning_rate"]
-                                      for o in table["optimizer"]]
+            table["learning_rate"] = [
+                train_lib.default_hparams(o)["learning_rate"] for o in table["optimizer"]
+            ]
         table.insert(0, "config_id", np.arange(len(table)))
         return table
 
@@ -228,8 +242,11 @@ def _model_sizes(spec: train_lib.TrainSpec, dataset) -> tuple[int, int, int]:
     num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
     jaxpr = jax.make_jaxpr(lambda p, s, x: model.apply(p, s, x, train=True))(params, state, x1)
     every = sum(_out_size(eqn) for eqn in jaxpr.eqns)
-    layers = sum(_out_size(eqn) for eqn in _all_eqns(jaxpr.jaxpr)
-                 if eqn.primitive.name in ("dot_general", "conv_general_dilated"))
+    layers = sum(
+        _out_size(eqn)
+        for eqn in _all_eqns(jaxpr.jaxpr)
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated")
+    )
     return num_params, every, layers
 
 
@@ -318,21 +335,33 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
     def with_arrays(arrays):
-        return dataset._replace(x_train=arrays[0], y_train=arrays[1], x_test=arrays[2],
-                                y_test=arrays[3])
+        return dataset._replace(x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
 
     def init(arrays, hparams, key):
         return train_lib.init_state(spec, with_arrays(arrays), hparams, key)
 
     def segment(arrays, hparams, state, start, num_steps, stop_step):
         return train_lib.run_segment(
-            spec, with_arrays(arrays), hparams, state, start, num_steps, stop_step,
-            axis_name="config", freeze=False,
+            spec,
+            with_arrays(arrays),
+            hparams,
+            state,
+            start,
+            num_steps,
+            stop_step,
+            axis_name="config",
+            freeze=False,
         )
 
     def replay_segment(arrays, hparams, state, start, num_steps, stop_step):
         return train_lib.run_segment(
-            spec, with_arrays(arrays), hparams, state, start, num_steps, stop_step,
+            spec,
+            with_arrays(arrays),
+            hparams,
+            state,
+            start,
+            num_steps,
+            stop_step,
             axis_name="config",
         )
 
@@ -343,11 +372,8 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
     # The fast segment keeps its input state, from which a segment where a config
     # diverged is replayed; the replay (compiled only if one is needed) can donate it.
     segment_p = jax.jit(vmapped(segment), out_shardings=(by_config, by_config))
-    replay_p = jax.jit(vmapped(replay_segment), out_shardings=(by_config, by_config),
-                       donate_argnums=(2,))
-    arrays = jax.device_put(
-        (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test), replicated
-    )
+    replay_p = jax.jit(vmapped(replay_segment), out_shardings=(by_config, by_config), donate_argnums=(2,))
+    arrays = jax.device_put((dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test), replicated)
     return init_p, segment_p, replay_p, arrays, by_config
 
 
@@ -363,17 +389,22 @@ def _take_rows(rows, a, b):
     return jax.tree.map(take, a, b)
 
 
-def _run_chunk(group: _Group, configs: pd.DataFrame, stop_steps: np.ndarray, num_real: int,
-               eval_every: int, devices: tuple, on_segment) -> pd.DataFrame:
+def _run_chunk(
+    group: _Group,
+    configs: pd.DataFrame,
+    stop_steps: np.ndarray,
+    num_real: int,
+    eval_every: int,
+    devices: tuple,
+    on_segment,
+) -> pd.DataFrame:
     """Train one chunk of configs of a group; returns the rows of its first ``num_real`` configs.
 
     ``on_segment(config_steps, 0)`` is called after each segment with the
     optimizer steps the real configs took in it.
     """
     spec = group.spec
-    init_p, segment_p, replay_p, arrays, by_config = _programs(
-        spec, group.dynamic_batch, devices
-    )
+    init_p, segment_p, replay_p, arrays, by_config = _programs(spec, group.dynamic_batch, devices)
     hparams = {}
     for name, default in train_lib.default_hparams(spec.optimizer).items():
         column = configs[name] if name in configs else pd.Series([default] * len(configs))
@@ -383,9 +414,7 @@ def _run_chunk(group: _Group, configs: pd.DataFrame, stop_steps: np.ndarray, num
     if group.dynamic_batch:
         hparams["batch_size"] = configs["batch_size"].to_numpy(np.int32)
     keys = jax.vmap(jax.random.key)(jnp.asarray(configs["seed"].to_numpy(np.uint32)))
-    hparams, keys, stops = jax.device_put(
-        (hparams, keys, jnp.asarray(stop_steps, jnp.int32)), by_config
-    )
+    hparams, keys, stops = jax.device_put((hparams, keys, jnp.asarray(stop_steps, jnp.int32)), by_config)
     state = init_p(arrays, hparams, keys)
 
     per_config_points = [set(train_lib.eval_steps(int(s), eval_every)) for s in stop_steps]
@@ -405,21 +434,26 @@ def _run_chunk(group: _Group, configs: pd.DataFrame, stop_steps: np.ndarray, num
             # diverged, so the others' numbers do not depend on their neighbours.
             replayed, replay_metrics = replay_p(*args)
             new_state = _take_rows(newly, replayed, new_state)
-            metrics = type(metrics)(*(np.where(newly, r, f) for r, f in
-                                      zip(jax.device_get(replay_metrics), metrics, strict=True)))
+            metrics = type(metrics)(
+                *(np.where(newly, r, f) for r, f in zip(jax.device_get(replay_metrics), metrics, strict=True))
+            )
         state, diverged = new_state, np.asarray(metrics.diverged)
         on_segment(int(np.clip(np.minimum(end, stop_steps[:num_real]) - start, 0, None).sum()), 0)
         keep = np.array([end in points for points in per_config_points])
         keep[num_real:] = False
-        frames.append(pd.DataFrame({
-            "config_id": configs["config_id"].to_numpy()[keep],
-            "step": np.full(keep.sum(), end, np.int64),
-            "examples_seen": end * batch_sizes[keep],
-            "train_loss": metrics.train_loss[keep].astype(np.float64),
-            "test_loss": metrics.test_loss[keep].astype(np.float64),
-            "test_accuracy": metrics.test_accuracy[keep].astype(np.float64),
-            "diverged": metrics.diverged[keep].astype(bool),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "config_id": configs["config_id"].to_numpy()[keep],
+                    "step": np.full(keep.sum(), end, np.int64),
+                    "examples_seen": end * batch_sizes[keep],
+                    "train_loss": metrics.train_loss[keep].astype(np.float64),
+                    "test_loss": metrics.test_loss[keep].astype(np.float64),
+                    "test_accuracy": metrics.test_accuracy[keep].astype(np.float64),
+                    "diverged": metrics.diverged[keep].astype(bool),
+                }
+            )
+        )
         start = end
     return pd.concat(frames, ignore_index=True)
 
@@ -448,6 +482,7 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
     if epochs is not None:
         spec_fields["epochs"] = float(epochs)
         spec_fields.pop("steps")
+
     def table(pairs):  # TOML has lists, not tuples: write what reads back equal
         return {k: list(v) if isinstance(v, tuple) else v for k, v in pairs}
 
@@ -469,14 +504,11 @@ def _check_out_dir(out: str, resume: bool, overwrite: bool, definition: dict) ->
             return
         if not resume:
             raise ValueError(
-                f"output folder {out!r} is not empty: pass --resume to finish it or "
-                "--overwrite to replace it"
+                f"output folder {out!r} is not empty: pass --resume to finish it or --overwrite to replace it"
             )
         path = os.path.join(out, "sweep.toml")
         if not os.path.exists(path) or results_lib.read_definition(path) != definition:
-            raise ValueError(
-                f"cannot resume {out!r}: its sweep.toml does not match this sweep's definition"
-            )
+            raise ValueError(f"cannot resume {out!r}: its sweep.toml does not match this sweep's definition")
     elif os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"output folder {out!r} is a file: expected a folder")
 
@@ -535,12 +567,9 @@ def sweep(
     too_big = configs["batch_size"][configs["batch_size"] > num_examples]
     if len(too_big):
         raise ValueError(
-            f"batch_size={int(too_big.iloc[0])} is larger than the training set "
-            f"({num_examples} examples)"
+            f"batch_size={int(too_big.iloc[0])} is larger than the training set ({num_examples} examples)"
         )
-    steps = np.array(
-        [_budget_steps(spec, int(b), epochs, num_examples) for b in configs["batch_size"]]
-    )
+    steps = np.array([_budget_steps(spec, int(b), epochs, num_examples) for b in configs["batch_size"]])
     groups, chosen = plan(spec, configs, steps, strategy)
     definition = _definition(spec, grid, strategy, chunk_size, epochs)
 
@@ -563,7 +592,7 @@ def sweep(
             size = chunk_size or _default_chunk_size(group.spec, dataset, len(rows), len(devices))
             size = _round_up(size, len(devices))
             for c in range(math.ceil(len(rows) / size)):
-                chunk = rows.iloc[c * size:(c + 1) * size]
+                chunk = rows.iloc[c * size : (c + 1) * size]
                 chunk_steps = steps[chunk["config_id"].to_numpy()]
                 path = chunk_dir and os.path.join(chunk_dir, f"group{g:03d}-chunk{c:04d}.parquet")
                 if path and resume and os.path.exists(path):
@@ -571,11 +600,15 @@ def sweep(
                     bar.advance(int(chunk_steps.sum()), len(chunk))
                     continue
                 # Pad with copies of the first config so the chunk's shape never changes.
-                padded = pd.concat([chunk] + [chunk.iloc[:1]] * (size - len(chunk)),
-                                   ignore_index=True)
+                padded = pd.concat([chunk] + [chunk.iloc[:1]] * (size - len(chunk)), ignore_index=True)
                 frame = _run_chunk(
-                    group, padded, steps[padded["config_id"].to_numpy()], len(chunk),
-                    spec.eval_every, devices, bar.advance,
+                    group,
+                    padded,
+                    steps[padded["config_id"].to_numpy()],
+                    len(chunk),
+                    spec.eval_every,
+                    devices,
+                    bar.advance,
                 )
                 bar.advance(0, len(chunk))
                 if path:
@@ -632,8 +665,9 @@ def _assemble(configs, metrics, grid, spec) -> pd.DataFrame:
     table = metrics.merge(configs[columns], on="config_id", how="left")
     table = table[columns + list(_METRICS)]
     table = table.sort_values(["config_id", "step"], kind="stable").reset_index(drop=True)
-    return table.astype({"config_id": np.int64, "batch_size": np.int64, "seed": np.int64,
-                         "learning_rate": np.float64})
+    return table.astype(
+        {"config_id": np.int64, "batch_size": np.int64, "seed": np.int64, "learning_rate": np.float64}
+    )
 
 
 class _Progress:
@@ -645,8 +679,12 @@ class _Progress:
         self._num_configs = num_configs
         self._configs_done = 0
         self._bar = tqdm(
-            total=total_config_steps, unit="step", unit_scale=True, disable=not enabled,
-            desc=self._label(), dynamic_ncols=True,
+            total=total_config_steps,
+            unit="step",
+            unit_scale=True,
+            disable=not enabled,
+            desc=self._label(),
+            dynamic_ncols=True,
         )
 
     def _label(self) -> str:

@@ -93,8 +93,7 @@ class TrainSpec:
             )
         if isinstance(self.model, str) and self.model not in models_lib.MODELS:
             raise ValueError(
-                f"model={self.model!r} is invalid: expected one of "
-                f"{', '.join(map(repr, models_lib.MODELS))}"
+                f"model={self.model!r} is invalid: expected one of {', '.join(map(repr, models_lib.MODELS))}"
             )
         if self.reduction not in scaling.REDUCTIONS:
             raise ValueError(
@@ -194,11 +193,7 @@ def default_hparams(optimizer: str, **overrides) -> dict[str, float]:
         )
     out = {"learning_rate": _DEFAULT_LR.get(optimizer, 1e-3)}
     for p in inspect.signature(transforms.OPTIMIZERS[optimizer]).parameters.values():
-        if (
-            p.kind is p.POSITIONAL_OR_KEYWORD
-            and p.name != "learning_rate"
-            and p.default is not p.empty
-        ):
+        if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "learning_rate" and p.default is not p.empty:
             out[_AXIS_NAMES.get(p.name, p.name)] = p.default
     out.update(_COMMON_HPARAMS)
     unknown = set(overrides) - set(out) - {"batch_size"}
@@ -222,9 +217,7 @@ def make_optimizer(spec: TrainSpec, hparams: Mapping[str, Any], batch_size) -> o
     the same.
     """
     alias = transforms.OPTIMIZERS[spec.optimizer]
-    lr = scaling.scale_learning_rate(
-        hparams["learning_rate"], batch_size, spec.base_batch_size, spec.lr_rule
-    )
+    lr = scaling.scale_learning_rate(hparams["learning_rate"], batch_size, spec.base_batch_size, spec.lr_rule)
     kwargs = {}
     for p in inspect.signature(alias).parameters.values():
         axis = _AXIS_NAMES.get(p.name, p.name)
@@ -282,8 +275,9 @@ def _any(flag: jax.Array, axis_name) -> jax.Array:
     return jax.lax.psum(flag.astype(jnp.int32), axis_name) > 0
 
 
-def _train_step(spec, model, dataset, hparams, state: TrainState, step, stop_step,
-                axis_name=None, freeze=True) -> TrainState:
+def _train_step(
+    spec, model, dataset, hparams, state: TrainState, step, stop_step, axis_name=None, freeze=True
+) -> TrainState:
     """One optimizer step; a config that diverged or passed ``stop_step`` keeps its state.
 
     With ``freeze=False`` it does not: see :func:`run_segment`.
@@ -310,7 +304,11 @@ def _train_step(spec, model, dataset, hparams, state: TrainState, step, stop_ste
 
     def loss_fn(params):
         outputs, new_model_state = model.apply(
-            params, state.model_state, xb, train=True, mask=mask,
+            params,
+            state.model_state,
+            xb,
+            train=True,
+            mask=mask,
             bn_momentum=hparams["bn_momentum"],
         )
         per_example = _per_example_loss(outputs, yb, dataset.num_classes)
@@ -332,9 +330,7 @@ def _train_step(spec, model, dataset, hparams, state: TrainState, step, stop_ste
         # A select, not a cond on `_any(keep_old)`: the select fuses into the optimizer's
         # own passes, while a cond's outputs cost a copy of every leaf (measured: no gain).
         old = (state.params, state.model_state, state.opt_state)
-        params, model_state, opt_state = jax.tree.map(
-            lambda n, o: jnp.where(keep_old, o, n), new, old
-        )
+        params, model_state, opt_state = jax.tree.map(lambda n, o: jnp.where(keep_old, o, n), new, old)
     return TrainState(
         params=params,
         model_state=model_state,
@@ -399,19 +395,20 @@ def run_segment(
     stop_step = spec.steps if stop_step is None else stop_step
 
     def body(step, state):
-        return _train_step(
-            spec, model, dataset, hparams, state, step, stop_step, axis_name, freeze
-        )
+        return _train_step(spec, model, dataset, hparams, state, step, stop_step, axis_name, freeze)
 
     entry = state
     state = jax.lax.fori_loop(start, start + num_steps, body, state)
     if not freeze:
         frozen = entry.diverged | (start >= stop_step)
-        state = state._replace(**{
-            name: jax.tree.map(lambda n, o: jnp.where(frozen, o, n),
-                               getattr(state, name), getattr(entry, name))
-            for name in ("params", "model_state", "opt_state")
-        })
+        state = state._replace(
+            **{
+                name: jax.tree.map(
+                    lambda n, o: jnp.where(frozen, o, n), getattr(state, name), getattr(entry, name)
+                )
+                for name in ("params", "model_state", "opt_state")
+            }
+        )
     active_steps = jnp.clip(jnp.minimum(start + num_steps, stop_step) - start, 1, None)
     train_loss = state.loss_sum / active_steps.astype(jnp.float32)
     test_loss, accuracy = _evaluate(model, dataset, state)
@@ -477,10 +474,7 @@ def make_train(spec: TrainSpec, dataset: data_lib.Dataset):
 
 
 def _as_arrays(hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
-    return {
-        k: jnp.asarray(v, jnp.int32 if k == "batch_size" else jnp.float32)
-        for k, v in hparams.items()
-    }
+    return {k: jnp.asarray(v, jnp.int32 if k == "batch_size" else jnp.float32) for k, v in hparams.items()}
 
 
 @functools.lru_cache(maxsize=64)

@@ -167,8 +167,7 @@ def _map(fn, like: optax.Updates, *rest: optax.Updates) -> optax.Updates:
     each result in the dtype of its leaf in ``like`` (:func:`_cast_back`); ``None``
     leaves stay ``None``."""
     with jax.numpy_dtype_promotion("standard"):
-        out = jax.tree.map(lambda x, *a: None if x is None else fn(x, *a), like, *rest,
-                           is_leaf=_is_none)
+        out = jax.tree.map(lambda x, *a: None if x is None else fn(x, *a), like, *rest, is_leaf=_is_none)
     return _cast_back(out, like)
 
 

@@ -95,9 +95,7 @@ def _ours_and_flax(params, state, x, w, mask, *, train, masked):
     def theirs(p, x):
         variables = {"params": {"scale": p.scale, "bias": p.bias}, "batch_stats": variables_stats}
         with _reference_promotion():
-            y, updates = module.apply(
-                variables, x, mask=valid if masked else None, mutable=["batch_stats"]
-            )
+            y, updates = module.apply(variables, x, mask=valid if masked else None, mutable=["batch_stats"])
         new = updates["batch_stats"] if train else variables_stats
         return jnp.sum(jnp.where(valid, w * y, 0.0)), (y, BatchNormState(new["mean"], new["var"]))
 
@@ -137,7 +135,8 @@ _apply_train = jax.jit(
 
 
 @pytest.mark.parametrize(
-    "shape, per_position", [((6, C), False), ((5, 4, C), False), ((5, 4, C), True)],
+    "shape, per_position",
+    [((6, C), False), ((5, 4, C), False), ((5, 4, C), True)],
     ids=["2d", "3d-examples", "3d-positions"],
 )
 def test_masked_rows_hold_nan_statistics_by_hand(shape, per_position):
@@ -151,10 +150,12 @@ def test_masked_rows_hold_nan_statistics_by_hand(shape, per_position):
     x[~full] = np.nan
     y, new_state = _apply_train(params, state, _f32(x), mask=jnp.asarray(mask))
     mean, var = _hand_stats(x, full)
-    np.testing.assert_allclose(new_state.mean, 0.9 * np.asarray(state.mean, np.float64) + 0.1 * mean,
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(new_state.var, 0.9 * np.asarray(state.var, np.float64) + 0.1 * var,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        new_state.mean, 0.9 * np.asarray(state.mean, np.float64) + 0.1 * mean, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        new_state.var, 0.9 * np.asarray(state.var, np.float64) + 0.1 * var, rtol=1e-5, atol=1e-6
+    )
     expected = _hand_forward(params, x, mean, var, 1e-5)
     np.testing.assert_allclose(np.asarray(y)[full], expected[full], rtol=1e-5, atol=1e-5)
     assert np.isnan(np.asarray(y)[~full]).all()  # the padded rows' outputs are still computed
@@ -205,9 +206,7 @@ def test_momentum_swept_under_vmap():
     params, state = _random_params_state(rng)
     x = rng.normal(size=(7, C))
     momenta = np.array([0.0, 0.5, 0.9, 0.99], np.float32)
-    step = jax.jit(jax.vmap(
-        lambda m: batchnorm.apply(params, state, _f32(x), train=True, momentum=m)[1]
-    ))
+    step = jax.jit(jax.vmap(lambda m: batchnorm.apply(params, state, _f32(x), train=True, momentum=m)[1]))
     new = step(jnp.asarray(momenta))
     mean, var = x.mean(0), x.var(0)
     m = momenta.astype(np.float64)[:, None]
@@ -220,9 +219,7 @@ def test_bfloat16_inputs_use_float32_statistics():
     params, state = batchnorm.init(C)
     # A large mean over a small spread: bfloat16 statistics would be off by far more than 1e-5.
     x = jnp.asarray(rng.normal(100.0, 1.0, size=(64, C)), jnp.bfloat16)
-    y, new_state = jax.jit(functools.partial(batchnorm.apply, train=True, momentum=0.0))(
-        params, state, x
-    )
+    y, new_state = jax.jit(functools.partial(batchnorm.apply, train=True, momentum=0.0))(params, state, x)
     x64 = np.asarray(x.astype(jnp.float32), np.float64)
     assert y.dtype == jnp.bfloat16 and new_state.mean.dtype == jnp.float32
     np.testing.assert_allclose(new_state.mean, x64.mean(0), rtol=1e-6)
@@ -274,8 +271,9 @@ def test_axis_name_under_vmap_equals_the_concatenated_batch():
     for i in range(x.shape[0]):
         np.testing.assert_allclose(new.mean[i], 0.8 * np.asarray(state.mean) + 0.2 * mean, rtol=1e-5)
         np.testing.assert_allclose(new.var[i], 0.8 * np.asarray(state.var) + 0.2 * var, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(y)[mask], _hand_forward(params, valid, mean, var, 1e-5),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(y)[mask], _hand_forward(params, valid, mean, var, 1e-5), rtol=1e-5, atol=1e-5
+    )
     # Averaging per-shard means (flax's pmean) is not the batch mean here, so the check above can fail.
     assert np.abs(np.mean([x[i][mask[i]].mean(0) for i in range(3)], axis=0) - mean).min() > 0.1
 
@@ -381,8 +379,11 @@ def test_bad_shapes_raise_value_error_with_the_shapes():
     params, state = batchnorm.init(5)
     with pytest.raises(ValueError, match=r"mask has shape \(3,\) but x has shape \(4, 5\); expected \(4,\)"):
         batchnorm.apply(params, state, jnp.zeros((4, 5)), train=True, mask=jnp.ones((3,), bool))
-    with pytest.raises(ValueError, match=r"mask has shape \(4, 3\) but x has shape \(4, 2, 5\); "
-                                         r"expected \(4,\), \(4, 2\) or \(4, 2, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mask has shape \(4, 3\) but x has shape \(4, 2, 5\); "
+        r"expected \(4,\), \(4, 2\) or \(4, 2, 1\)",
+    ):
         batchnorm.apply(params, state, jnp.zeros((4, 2, 5)), train=True, mask=jnp.ones((4, 3), bool))
     with pytest.raises(ValueError, match=r"x has shape \(5,\): expected at least 2 dimensions"):
         batchnorm.apply(params, state, jnp.zeros((5,)), train=False)
@@ -392,8 +393,11 @@ def test_bad_shapes_raise_value_error_with_the_shapes():
         with pytest.raises(ValueError, match=rf"num_features={bad!r} is invalid: expected a positive"):
             batchnorm.init(bad)
     # complex inputs with a real running mean would lose their imaginary part
-    with pytest.raises(ValueError, match=r"x has dtype complex64 but state.mean has dtype float32.*"
-                                         r"expected batchnorm.init\(num_features, dtype=complex64\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"x has dtype complex64 but state.mean has dtype float32.*"
+        r"expected batchnorm.init\(num_features, dtype=complex64\)",
+    ):
         batchnorm.apply(params, state, jnp.zeros((4, 5), jnp.complex64), train=True)
 
 
@@ -401,8 +405,10 @@ def test_bad_shapes_raise_value_error_with_the_shapes():
 
 
 def _flax_apply(module, params, state, x, mask):
-    variables = {"params": {"scale": params.scale, "bias": params.bias},
-                 "batch_stats": {"mean": state.mean, "var": state.var}}
+    variables = {
+        "params": {"scale": params.scale, "bias": params.bias},
+        "batch_stats": {"mean": state.mean, "var": state.var},
+    }
     with _reference_promotion():
         y, updates = module.apply(variables, x, mask=mask, mutable=["batch_stats"])
     stats = updates.get("batch_stats", variables["batch_stats"])
@@ -418,8 +424,7 @@ def test_running_statistics_and_eval_outputs_are_flax_bit_for_bit(shape, momentu
     rng = np.random.default_rng(7)
     params, state = _random_params_state(rng)
     x = _f32(rng.normal(0.5, 1.5, size=shape))
-    module = nn.BatchNorm(use_running_average=False, momentum=momentum, epsilon=1e-5,
-                          use_fast_variance=False)
+    module = nn.BatchNorm(use_running_average=False, momentum=momentum, epsilon=1e-5, use_fast_variance=False)
     _, ours = jax.jit(functools.partial(batchnorm.apply, train=True, momentum=momentum))(params, state, x)
     _, theirs = jax.jit(functools.partial(_flax_apply, module, mask=None))(params, state, x)
     for a, b in zip(ours, theirs, strict=True):
@@ -440,13 +445,20 @@ def test_complex_inputs_match_flax_complex_batchnorm(train, masked, fast_varianc
     real_params, _ = _random_params_state(rng)
     params = BatchNormParams(*(p.astype(jnp.complex64) for p in real_params))
     _, state = batchnorm.init(C, jnp.complex64)
-    state = BatchNormState(mean=jnp.asarray(rng.normal(size=C) + 1j * rng.normal(size=C), jnp.complex64),
-                           var=_f32(rng.uniform(0.5, 2.0, C)))
+    state = BatchNormState(
+        mean=jnp.asarray(rng.normal(size=C) + 1j * rng.normal(size=C), jnp.complex64),
+        var=_f32(rng.uniform(0.5, 2.0, C)),
+    )
     x = jnp.asarray(rng.normal(1.0, 1.0, shape) + 1j * rng.normal(-2.0, 0.5, shape), jnp.complex64)
     mask = jnp.asarray(np.arange(shape[0]) < 9)
-    module = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                          dtype=jnp.complex64, param_dtype=jnp.complex64,
-                          use_fast_variance=fast_variance)
+    module = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=jnp.complex64,
+        param_dtype=jnp.complex64,
+        use_fast_variance=fast_variance,
+    )
     y, new = batchnorm.apply(params, state, x, train=train, momentum=0.9, mask=mask if masked else None)
     ty, t_new = _flax_apply(module, params, state, x, mask[:, None] if masked else None)
     assert y.dtype == jnp.complex64 and new.mean.dtype == jnp.complex64 and new.var.dtype == jnp.float32
@@ -459,8 +471,9 @@ def test_complex_inputs_match_flax_complex_batchnorm(train, masked, fast_varianc
         mean = valid.mean(0)
         assert np.abs(mean.imag).min() > 1.0
         np.testing.assert_allclose(new.mean, 0.9 * np.asarray(state.mean) + 0.1 * mean, rtol=1e-5)
-        np.testing.assert_allclose(new.var, 0.9 * np.asarray(state.var)
-                                   + 0.1 * (np.abs(valid - mean) ** 2).mean(0), rtol=1e-5)
+        np.testing.assert_allclose(
+            new.var, 0.9 * np.asarray(state.var) + 0.1 * (np.abs(valid - mean) ** 2).mean(0), rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("shape", [(8, C), (4, 5, C)], ids=["2d", "3d"])

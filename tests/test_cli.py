@@ -11,8 +11,19 @@ import pytest
 from jaxopt_lab import cli
 from jaxopt_lab.sweep import one_device_per_cpu_core
 
-TINY = ["--dataset", "digits", "--model", "mlp", "--hidden", "8", "--steps", "20",
-        "--eval-every", "10", "--no-progress"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--model",
+    "mlp",
+    "--hidden",
+    "8",
+    "--steps",
+    "20",
+    "--eval-every",
+    "10",
+    "--no-progress",
+]
 
 
 def _files(path):
@@ -21,27 +32,44 @@ def _files(path):
 
 def test_run_writes_the_sweep_files(tmp_path, capsys):
     out = tmp_path / "one"
-    assert cli.main(["run", *TINY, "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "16",
-                     "--seed", "3", "--out", str(out)]) == 0
-    assert {"results.parquet", "summary.csv", "sweep.toml", "heatmap.png", "curves.png"} <= set(
-        _files(out))
+    assert (
+        cli.main(
+            [
+                "run",
+                *TINY,
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "0.1",
+                "--batch-size",
+                "16",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert {"results.parquet", "summary.csv", "sweep.toml", "heatmap.png", "curves.png"} <= set(_files(out))
     table = pd.read_parquet(out / "results.parquet")
-    assert table[["optimizer", "learning_rate", "batch_size", "seed"]].drop_duplicates().values.tolist() \
-        == [["sgd", 0.1, 16, 3]]
+    assert table[["optimizer", "learning_rate", "batch_size", "seed"]].drop_duplicates().values.tolist() == [
+        ["sgd", 0.1, 16, 3]
+    ]
     assert list(table["step"]) == [10, 20]
     assert "learning_rate" in capsys.readouterr().out
 
 
 def test_sweep_config_file_runs_the_same_sweep_again(tmp_path, capsys):
     first, second = tmp_path / "a", tmp_path / "b"
-    args = [*TINY, "--optimizer", "sgd,adam", "--lr", "1e-3:1e-1:3", "--batch-size", "8,32",
-            "--seeds", "1"]
+    args = [*TINY, "--optimizer", "sgd,adam", "--lr", "1e-3:1e-1:3", "--batch-size", "8,32", "--seeds", "1"]
     assert cli.main(["sweep", *args, "--out", str(first)]) == 0
     table = pd.read_parquet(first / "results.parquet")
     np.testing.assert_allclose(sorted(table["learning_rate"].unique()), [1e-3, 1e-2, 1e-1])
     assert table["config_id"].nunique() == 2 * 3 * 2
-    assert cli.main(["sweep", "--config", str(first / "sweep.toml"), "--out", str(second),
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(["sweep", "--config", str(first / "sweep.toml"), "--out", str(second), "--no-progress"]) == 0
+    )
     pd.testing.assert_frame_equal(pd.read_parquet(second / "results.parquet"), table)
 
     os.remove(first / "heatmap.png")
@@ -108,21 +136,28 @@ def test_a_non_empty_output_folder_is_left_alone(tmp_path, capsys):
 
 def test_console_script_exit_code_and_stderr():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "jaxopt_lab.cli", "sweep", "--strategy", "x"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxopt_lab.cli", "sweep", "--strategy", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "jaxopt-lab: error: strategy='x' is invalid: expected one of 'auto', 'bucket', 'mask'"]
+        "jaxopt-lab: error: strategy='x' is invalid: expected one of 'auto', 'bucket', 'mask'"
+    ]
 
 
 def test_sweep_splits_a_cpu_into_one_device_per_core():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
     # importing the command must not start JAX's backend, or the split comes too late
-    code = ("import jax, jaxopt_lab.cli; from jaxopt_lab.sweep import one_device_per_cpu_core as f; "
-            "f(); print(jax.device_count())")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=120)
+    code = (
+        "import jax, jaxopt_lab.cli; from jaxopt_lab.sweep import one_device_per_cpu_core as f; "
+        "f(); print(jax.device_count())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.stdout.split() == [str(os.cpu_count())], proc.stderr
     chosen = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
     one_device_per_cpu_core(chosen)

@@ -23,9 +23,23 @@ def test_the_project_configuration_fails_what_it_should(tmp_path, body, expected
     path = tmp_path / "test_probe.py"
     path.write_text(textwrap.dedent(body))
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", str(path), "-c", os.path.join(ROOT, "pyproject.toml"),
-         "--rootdir", str(tmp_path), "-p", "no:cacheprovider", "-p", "no:xdist"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(path),
+            "-c",
+            os.path.join(ROOT, "pyproject.toml"),
+            "--rootdir",
+            str(tmp_path),
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode != 0, run.stdout
     assert expected in run.stdout + run.stderr

@@ -269,8 +269,7 @@ def test_unknown_names_and_options():
     with pytest.raises(ValueError) as info:
         data.load("foo")
     assert str(info.value) == (
-        "dataset='foo' is invalid: expected one of 'mnist1d', 'digits', 'regression', "
-        "or 'npz:PATH'"
+        "dataset='foo' is invalid: expected one of 'mnist1d', 'digits', 'regression', or 'npz:PATH'"
     )
     for name in ("mnist1d", "digits", "regression"):
         with pytest.raises(ValueError, match="option 'colour' is invalid"):
@@ -344,7 +343,7 @@ def test_traced_batch_size_matches_static_and_masks_the_rest():
             # Reference from the definition: epoch and offset within its permutation.
             spe = n // b
             perm = np.asarray(jax.random.permutation(jax.random.fold_in(KEY, step // spe), n))
-            np.testing.assert_array_equal(static, perm[(step % spe) * b:(step % spe + 1) * b])
+            np.testing.assert_array_equal(static, perm[(step % spe) * b : (step % spe + 1) * b])
     assert np.asarray(indices).min() >= 0 and np.asarray(indices).max() < n
 
     # A static batch size with a larger max_batch_size gathers the same rows.

@@ -27,14 +27,22 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(jaxopt_lab.__path__, "jax
 def _doctests(module_name):
     module = importlib.import_module(module_name)
     # Only the examples written in this module, not those of names it imports.
-    return [t for t in doctest.DocTestFinder().find(module, module_name)
-            if t.examples and t.name.startswith(module_name)]
+    return [
+        t
+        for t in doctest.DocTestFinder().find(module, module_name)
+        if t.examples and t.name.startswith(module_name)
+    ]
 
 
 def test_every_module_with_examples_is_collected():
     with_examples = {name for name in MODULES if _doctests(name)}
-    assert {"jaxopt_lab.transforms", "jaxopt_lab.train", "jaxopt_lab.models",
-            "jaxopt_lab.sweep", "jaxopt_lab.data"} <= with_examples
+    assert {
+        "jaxopt_lab.transforms",
+        "jaxopt_lab.train",
+        "jaxopt_lab.models",
+        "jaxopt_lab.sweep",
+        "jaxopt_lab.data",
+    } <= with_examples
 
 
 @pytest.mark.parametrize("module_name", MODULES)
@@ -69,16 +77,18 @@ def test_readme_python_block_runs_as_written(index, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",)}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["MPLBACKEND"] = "Agg"
-    run = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     printed = [_numbers(line) for line in run.stdout.splitlines()]
     for line in block.splitlines():
         quoted = _QUOTED.match(line.strip())
         if quoted:
             expected = _numbers(quoted.group(1))
-            assert any(len(p) == len(expected) and np.allclose(p, expected, rtol=1e-5, atol=1e-6)
-                       for p in printed), (quoted.group(1), run.stdout)
+            assert any(
+                len(p) == len(expected) and np.allclose(p, expected, rtol=1e-5, atol=1e-6) for p in printed
+            ), (quoted.group(1), run.stdout)
 
 
 def _numbers(text):

@@ -44,8 +44,7 @@ def _random_variables(model, x, seed):
     rng = np.random.default_rng(seed)
     params = jax.tree.map(lambda s: _normal(rng, s.shape, scale=0.5), params)
     params = {
-        name: batchnorm.BatchNormParams(scale=1.0 + p.scale, bias=p.bias)
-        if name.startswith("bn_") else p
+        name: batchnorm.BatchNormParams(scale=1.0 + p.scale, bias=p.bias) if name.startswith("bn_") else p
         for name, p in params.items()
     }
     state = {
@@ -118,7 +117,9 @@ class FlaxMLP(nn.Module):
         for i, width in enumerate(self.hidden):
             x = nn.Dense(width, use_bias=False, name=f"dense_{i}")(x)
             x = nn.BatchNorm(
-                use_running_average=not train, momentum=self.momentum, epsilon=EPS,
+                use_running_average=not train,
+                momentum=self.momentum,
+                epsilon=EPS,
                 name=f"bn_{i}",
             )(x)
             x = nn.relu(x)
@@ -136,12 +137,18 @@ class FlaxCNN(nn.Module):
         x = x[..., None]
         for i, c in enumerate(self.channels):
             x = nn.Conv(
-                c, kernel_size=(5,), strides=(2,), padding="SAME", use_bias=not self.use_bn,
+                c,
+                kernel_size=(5,),
+                strides=(2,),
+                padding="SAME",
+                use_bias=not self.use_bn,
                 name=f"conv_{i}",
             )(x)
             if self.use_bn:
                 x = nn.BatchNorm(
-                    use_running_average=not train, momentum=self.momentum, epsilon=EPS,
+                    use_running_average=not train,
+                    momentum=self.momentum,
+                    epsilon=EPS,
                     name=f"bn_{i}",
                 )(x)
             x = nn.relu(x)
@@ -151,9 +158,7 @@ class FlaxCNN(nn.Module):
 # ---------------------------------------------------------------- forward passes
 
 
-@pytest.mark.parametrize(
-    "activation, act", [("relu", lambda h: np.maximum(h, 0)), ("tanh", np.tanh)]
-)
+@pytest.mark.parametrize("activation, act", [("relu", lambda h: np.maximum(h, 0)), ("tanh", np.tanh)])
 def test_mlp_matches_float64_numpy(activation, act):
     model = models.mlp(5, hidden=(16, 8), activation=activation)
     x = _normal(np.random.default_rng(0), (7, 4, 3))  # flattened to 12 features
@@ -200,9 +205,7 @@ def test_mlp_batchnorm_matches_flax_in_train_and_eval_mode():
 
     (out, new_state), (out_eval, eval_state) = _both_modes(model, bn_momentum=0.9)(params, state, x)
     fparams, fstats = _to_flax(params, state)
-    (ref, ref_stats), (ref_eval, _) = _flax_both_modes(
-        FlaxMLP(4, hidden, momentum=0.9), fparams, fstats, x
-    )
+    (ref, ref_stats), (ref_eval, _) = _flax_both_modes(FlaxMLP(4, hidden, momentum=0.9), fparams, fstats, x)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     _assert_trees_close(new_state, _stats_from_flax(ref_stats), rtol=1e-5, atol=1e-6)
     assert not np.allclose(new_state["bn_0"].mean, state["bn_0"].mean)  # statistics moved
@@ -244,7 +247,7 @@ def test_mask_excludes_padded_rows_from_batch_statistics(name):
         # "SAME" correlation, 5 taps, stride 2 over 40 positions: pad 1 left, 2 right.
         xp = np.pad(xv, ((0, 0), (1, 2)))
         k = p["conv_0"]["kernel"][:, 0, :]  # (taps, channels)
-        h, axes = np.stack([xp[:, 2 * j:2 * j + 5] @ k for j in range(20)], axis=1), (0, 1)
+        h, axes = np.stack([xp[:, 2 * j : 2 * j + 5] @ k for j in range(20)], axis=1), (0, 1)
     new = new_state["bn_0"]
     np.testing.assert_allclose(new.mean, 0.8 * s0.mean + 0.2 * h.mean(axes), atol=1e-5)
     np.testing.assert_allclose(new.var, 0.8 * s0.var + 0.2 * h.var(axes), atol=1e-5)
@@ -256,9 +259,9 @@ def test_traced_bn_momentum_under_vmap():
     params, _ = _random_variables(model, x, seed=1)
     state = {"bn_0": batchnorm.BatchNormState(mean=jnp.zeros((5,)), var=jnp.ones((5,)))}
     momenta = np.array([0.0, 0.5, 0.99], np.float32)
-    new_state = jax.jit(jax.vmap(
-        lambda m: model.apply(params, state, x, train=True, bn_momentum=m)[1]
-    ))(momenta)
+    new_state = jax.jit(jax.vmap(lambda m: model.apply(params, state, x, train=True, bn_momentum=m)[1]))(
+        momenta
+    )
     h = np.asarray(x, np.float64) @ _f64(params)["dense_0"]["kernel"]
     for i, m in enumerate(momenta.astype(np.float64)):
         np.testing.assert_allclose(new_state["bn_0"].mean[i], (1 - m) * h.mean(0), atol=1e-5)

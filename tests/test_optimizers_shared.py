@@ -89,9 +89,7 @@ def _same_types(a, b):
 
 
 @pytest.mark.parametrize("name, flags, lr_parabola, lr_rosenbrock", CASES, ids=IDS)
-def test_optimizer_minimizes_compiles_once_and_keeps_its_state_types(
-    name, flags, lr_parabola, lr_rosenbrock
-):
+def test_optimizer_minimizes_compiles_once_and_keeps_its_state_types(name, flags, lr_parabola, lr_rosenbrock):
     traces = []
     run = _make_run(name, flags, traces)
     x_parabola, x_rosenbrock = run(jnp.float32(lr_parabola), jnp.float32(lr_rosenbrock))

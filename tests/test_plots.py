@@ -43,11 +43,22 @@ def _table(runs=None):
     rows = []
     for config_id, ((opt, b, lr, mom, seed), losses) in enumerate((runs or _RUNS).items()):
         for step, loss in enumerate(losses, start=1):
-            rows.append(dict(
-                config_id=config_id, optimizer=opt, learning_rate=lr, batch_size=b, seed=seed,
-                momentum=mom, step=step, examples_seen=step * b, train_loss=loss, test_loss=loss,
-                test_accuracy=1.0 - loss / 4.0, diverged=bool(np.isnan(loss)),
-            ))
+            rows.append(
+                dict(
+                    config_id=config_id,
+                    optimizer=opt,
+                    learning_rate=lr,
+                    batch_size=b,
+                    seed=seed,
+                    momentum=mom,
+                    step=step,
+                    examples_seen=step * b,
+                    train_loss=loss,
+                    test_loss=loss,
+                    test_accuracy=1.0 - loss / 4.0,
+                    diverged=bool(np.isnan(loss)),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -72,8 +83,9 @@ def test_heatmap_data_maximizes_accuracy():
     got = plots.heatmap_data(_table(), metric="test_accuracy")
     for opt, expected in _EXPECTED.items():
         # accuracy = 1 - loss / 4, so its max over steps is 1 - (min loss) / 4.
-        np.testing.assert_allclose(got[opt].to_numpy(), 1.0 - np.array(expected) / 4.0,
-                                   rtol=1e-12, err_msg=opt)
+        np.testing.assert_allclose(
+            got[opt].to_numpy(), 1.0 - np.array(expected) / 4.0, rtol=1e-12, err_msg=opt
+        )
 
 
 def _png_size(path):
@@ -124,8 +136,7 @@ def test_curves_draw_the_best_lr_of_each_batch_size(tmp_path):
     fig = plots.curves(_table(), path)
     assert _png_size(path) == (round(fig.get_figwidth() * 150), round(fig.get_figheight() * 150))
     panels = _panels(fig)
-    labels = {opt: [t.get_text() for t in ax.get_legend().get_texts()]
-              for opt, ax in panels.items()}
+    labels = {opt: [t.get_text() for t in ax.get_legend().get_texts()] for opt, ax in panels.items()}
     assert labels == {
         "sgd": ["B=8, lr=1e-1", "B=32, lr=1e-2"],
         "momentum": ["B=8, lr=1e-1, momentum=0.9", "B=32, lr=1e-1, momentum=0.9"],
@@ -176,10 +187,18 @@ def test_figures_only_when_no_path():
     assert len(fig.axes) == 3
 
 
-@pytest.mark.parametrize("value, label", [
-    (1e-3, "1e-3"), (0.0031622776601683794, "3.2e-3"), (1.0, "1"), (0.5, "5e-1"),
-    (3.0, "3"), (10.0, "1e1"), (1.26e-4, "1.3e-4"),
-])
+@pytest.mark.parametrize(
+    "value, label",
+    [
+        (1e-3, "1e-3"),
+        (0.0031622776601683794, "3.2e-3"),
+        (1.0, "1"),
+        (0.5, "5e-1"),
+        (3.0, "3"),
+        (10.0, "1e1"),
+        (1.26e-4, "1.3e-4"),
+    ],
+)
 def test_format_lr(value, label):
     assert plots.format_lr(value) == label
 

@@ -195,8 +195,13 @@ def test_batch_stats_accuracy_normalizes_each_batch_by_its_own_statistics():
 
 def test_track_batchnorm_is_the_engine_run_probed():
     spec = train.TrainSpec(
-        dataset="mnist1d", model="mlp", model_options={"hidden": (16,), "batchnorm": True},
-        optimizer="sgd", batch_size=32, steps=20, eval_every=10,
+        dataset="mnist1d",
+        model="mlp",
+        model_options={"hidden": (16,), "batchnorm": True},
+        optimizer="sgd",
+        batch_size=32,
+        steps=20,
+        eval_every=10,
     )
     dataset = train.load_dataset(spec.dataset, spec.dataset_options)
     hp = train.default_hparams("sgd", learning_rate=0.5, bn_momentum=0.9)
@@ -215,10 +220,12 @@ def test_track_batchnorm_is_the_engine_run_probed():
     np.testing.assert_allclose(out.full["bn_0"].mean[-1], h.mean(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out.full["bn_0"].var[-1], h.var(0), rtol=1e-4)
     np.testing.assert_array_equal(out.running["bn_0"].mean[-1], out.final.model_state["bn_0"].mean)
-    preds = np.concatenate([
-        _np_forward(params, dataset.x_test[s : s + 300], 1, lambda h: (h.mean(0), h.var(0)))[0].argmax(-1)
-        for s in range(0, dataset.x_test.shape[0], 300)
-    ])
+    preds = np.concatenate(
+        [
+            _np_forward(params, dataset.x_test[s : s + 300], 1, lambda h: (h.mean(0), h.var(0)))[0].argmax(-1)
+            for s in range(0, dataset.x_test.shape[0], 300)
+        ]
+    )
     # One test prediction of 1000 may flip at a float32/float64 near-tie.
     expected = np.mean(preds == np.asarray(dataset.y_test))
     np.testing.assert_allclose(out.test_accuracy_batch[-1], expected, atol=1.5e-3)
@@ -241,9 +248,13 @@ def _quadratic(eigenvalues, seed):
 def _gd_fn(num_steps, every, power_iters, first_power_iters):
     def run(h, theta0, lr):
         return probes.gradient_descent_sharpness(
-            lambda p: 0.5 * p["w"] @ (h @ p["w"]), {"w": theta0}, lr,
-            num_steps=num_steps, sharpness_every=every,
-            power_iters=power_iters, first_power_iters=first_power_iters,
+            lambda p: 0.5 * p["w"] @ (h @ p["w"]),
+            {"w": theta0},
+            lr,
+            num_steps=num_steps,
+            sharpness_every=every,
+            power_iters=power_iters,
+            first_power_iters=first_power_iters,
         )
 
     return jax.jit(run)

@@ -221,8 +221,17 @@ def test_nqm_expected_loss_matches_numpy_monte_carlo():
     x0 = np.array([1.0, -1.0, 2.0, 0.5, 1.5])
     for beta, p, lr in ((0.0, 0.0, 0.5), (0.9, 0.0, 0.05), (0.0, 0.5, 0.4)):
         mc = _np_nqm_monte_carlo(h, x0, lr, 2.0, 40, beta, p, draws=20000, seed=1)
-        exact = np.asarray(P.nqm_expected_loss(jnp.asarray(h, jnp.float32), jnp.asarray(x0, jnp.float32),
-                                               lr, 2.0, 40, beta=beta, precond_power=p))
+        exact = np.asarray(
+            P.nqm_expected_loss(
+                jnp.asarray(h, jnp.float32),
+                jnp.asarray(x0, jnp.float32),
+                lr,
+                2.0,
+                40,
+                beta=beta,
+                precond_power=p,
+            )
+        )
         se = mc.std(0, ddof=1) / np.sqrt(mc.shape[0])
         z = np.abs(mc.mean(0) - exact)[1:] / se[1:]
         assert z.max() < 4.5, (beta, p, z.max())
@@ -265,8 +274,17 @@ def test_nqm_steps_to_target_matches_step_by_step_search(lr, beta, p, target, ex
     with np.errstate(over="ignore", invalid="ignore"):
         expected = _first_crossing(_np_nqm_cov_loss(h, 1.0, lr, 64.0, 3000, beta, p), target)
     with jax.enable_x64(True):
-        got = _steps_jit(jnp.asarray(h), 1.0, lr, 64.0, target, beta=beta, precond_power=p,
-                         exact_steps=exact_steps, max_log2_steps=11)
+        got = _steps_jit(
+            jnp.asarray(h),
+            1.0,
+            lr,
+            64.0,
+            target,
+            beta=beta,
+            precond_power=p,
+            exact_steps=exact_steps,
+            max_log2_steps=11,
+        )
     # Beyond the horizon (exact_steps + 2**11 - 1 steps) counts as not reached.
     assert float(got) == (expected if expected < exact_steps + 2**11 else np.inf)
     assert expected in (0.0, np.inf) or 1 < expected < 2000  # each case tests what its comment says
@@ -291,8 +309,18 @@ def test_nqm_steps_grid_against_step_by_step_search():
     with jax.enable_x64(True):
         hj = jnp.asarray(h)
         plain = P.nqm_steps_grid(hj, 1.0, 0.05, lrs, batches, betas=betas, max_log2_steps=12)
-        ema = P.nqm_steps_grid(hj, 1.0, 0.05, lrs, batches, betas=betas, ema_learning_rates=True,
-                               precond_power=0.5, max_log2_steps=12, chunk=3)
+        ema = P.nqm_steps_grid(
+            hj,
+            1.0,
+            0.05,
+            lrs,
+            batches,
+            betas=betas,
+            ema_learning_rates=True,
+            precond_power=0.5,
+            max_log2_steps=12,
+            chunk=3,
+        )
     assert plain.shape == ema.shape == (2, 2, 2)
     for (i, b), (j, lr), (k, beta) in [
         (ib, jl, kb) for ib in enumerate(batches) for jl in enumerate(lrs) for kb in enumerate(betas)
@@ -308,11 +336,15 @@ def test_nqm_best_steps_picks_the_grid_minimum():
     h = 1 / np.arange(1, 11)
     lrs, batches, betas = np.array([0.05, 0.2, 0.8]), np.array([8.0, 64.0]), np.array([0.5, 0.75])
     with jax.enable_x64(True):
-        best = P.nqm_best_steps(jnp.asarray(h), 1.0, 0.05, lrs, batches, betas=betas, ema_learning_rates=True,
-                                max_log2_steps=12)
+        best = P.nqm_best_steps(
+            jnp.asarray(h), 1.0, 0.05, lrs, batches, betas=betas, ema_learning_rates=True, max_log2_steps=12
+        )
     for i, b in enumerate(batches):
-        table = {(lr, beta): _first_crossing(_np_nqm_cov_loss(h, 1.0, lr * (1 - beta), b, 3000, beta), 0.05)
-                 for lr in lrs for beta in betas}
+        table = {
+            (lr, beta): _first_crossing(_np_nqm_cov_loss(h, 1.0, lr * (1 - beta), b, 3000, beta), 0.05)
+            for lr in lrs
+            for beta in betas
+        }
         lr, beta = min(table, key=lambda k: (table[k], k))
         assert (best.steps[i], best.learning_rate[i], best.beta[i]) == (table[lr, beta], lr, beta)
         assert best.at_edge[i] == (lr in (0.05, 0.8))

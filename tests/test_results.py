@@ -15,8 +15,16 @@ NAN = math.nan
 
 def _config_rows(config_id, hparams, steps, batch_size, train, test, acc, diverged):
     return [
-        dict(config_id=config_id, **hparams, step=s, examples_seen=s * batch_size, train_loss=tr,
-             test_loss=te, test_accuracy=a, diverged=d)
+        dict(
+            config_id=config_id,
+            **hparams,
+            step=s,
+            examples_seen=s * batch_size,
+            train_loss=tr,
+            test_loss=te,
+            test_accuracy=a,
+            diverged=d,
+        )
         for s, tr, te, a, d in zip(steps, train, test, acc, diverged, strict=True)
     ]
 
@@ -24,12 +32,22 @@ def _config_rows(config_id, hparams, steps, batch_size, train, test, acc, diverg
 def _two_config_table():
     """Config 0 trains normally; config 1 diverges after its first evaluation."""
     rows = _config_rows(
-        0, dict(optimizer="sgd", learning_rate=0.1, batch_size=8, seed=0, lr_rule="none"),
-        [10, 20, 30], 8, train=[2.0, 1.5, 1.2], test=[2.1, 1.4, 1.6], acc=[0.3, 0.5, 0.45],
+        0,
+        dict(optimizer="sgd", learning_rate=0.1, batch_size=8, seed=0, lr_rule="none"),
+        [10, 20, 30],
+        8,
+        train=[2.0, 1.5, 1.2],
+        test=[2.1, 1.4, 1.6],
+        acc=[0.3, 0.5, 0.45],
         diverged=[False, False, False],
     ) + _config_rows(
-        1, dict(optimizer="adam", learning_rate=1.0, batch_size=16, seed=1, lr_rule="sqrt"),
-        [10, 20, 30], 16, train=[1.9, NAN, NAN], test=[2.2, NAN, NAN], acc=[0.2, NAN, NAN],
+        1,
+        dict(optimizer="adam", learning_rate=1.0, batch_size=16, seed=1, lr_rule="sqrt"),
+        [10, 20, 30],
+        16,
+        train=[1.9, NAN, NAN],
+        test=[2.2, NAN, NAN],
+        acc=[0.2, NAN, NAN],
         diverged=[False, True, True],
     )
     # Rows out of order: "final" must mean the last step, not the last row.
@@ -40,9 +58,20 @@ def _two_config_table():
 def test_summary_by_hand():
     got = results.summary(_two_config_table())
     assert list(got.columns) == [
-        "config_id", "optimizer", "learning_rate", "batch_size", "seed", "lr_rule",
-        "final_step", "final_train_loss", "final_test_loss", "final_test_accuracy",
-        "best_test_loss", "best_test_accuracy", "best_step", "diverged",
+        "config_id",
+        "optimizer",
+        "learning_rate",
+        "batch_size",
+        "seed",
+        "lr_rule",
+        "final_step",
+        "final_train_loss",
+        "final_test_loss",
+        "final_test_accuracy",
+        "best_test_loss",
+        "best_test_accuracy",
+        "best_step",
+        "diverged",
     ]
     assert got["config_id"].tolist() == [0, 1]
     assert got["optimizer"].tolist() == ["sgd", "adam"]
@@ -61,10 +90,18 @@ def test_summary_by_hand():
 
 
 def test_summary_best_step_missing_when_every_test_loss_is_nan():
-    table = pd.DataFrame(_config_rows(
-        7, dict(optimizer="sgd", learning_rate=10.0, batch_size=4, seed=0), [5, 10], 4,
-        train=[NAN, NAN], test=[NAN, NAN], acc=[NAN, NAN], diverged=[True, True],
-    ))
+    table = pd.DataFrame(
+        _config_rows(
+            7,
+            dict(optimizer="sgd", learning_rate=10.0, batch_size=4, seed=0),
+            [5, 10],
+            4,
+            train=[NAN, NAN],
+            test=[NAN, NAN],
+            acc=[NAN, NAN],
+            diverged=[True, True],
+        )
+    )
     got = results.summary(table)
     assert got["best_step"].isna().all()
     assert np.isnan(got["best_test_loss"]).all()
@@ -92,25 +129,41 @@ def _ranking_table(cells):
 
 _CELLS = {
     # sgd, B=8: lr=1 has the lowest losses but seed 0 diverged, so lr=0.1 wins.
-    ("sgd", 8, 0.01, 0): (0.9, False), ("sgd", 8, 0.01, 1): (1.1, False),
-    ("sgd", 8, 0.1, 0): (0.5, False), ("sgd", 8, 0.1, 1): (0.7, False),
-    ("sgd", 8, 1.0, 0): (0.2, True), ("sgd", 8, 1.0, 1): (0.3, False),
+    ("sgd", 8, 0.01, 0): (0.9, False),
+    ("sgd", 8, 0.01, 1): (1.1, False),
+    ("sgd", 8, 0.1, 0): (0.5, False),
+    ("sgd", 8, 0.1, 1): (0.7, False),
+    ("sgd", 8, 1.0, 0): (0.2, True),
+    ("sgd", 8, 1.0, 1): (0.3, False),
     # sgd, B=32: the largest lr wins, at the edge of the grid.
-    ("sgd", 32, 0.01, 0): (0.8, False), ("sgd", 32, 0.01, 1): (0.8, False),
-    ("sgd", 32, 0.1, 0): (0.4, False), ("sgd", 32, 0.1, 1): (0.6, False),
-    ("sgd", 32, 1.0, 0): (0.3, False), ("sgd", 32, 1.0, 1): (0.5, False),
+    ("sgd", 32, 0.01, 0): (0.8, False),
+    ("sgd", 32, 0.01, 1): (0.8, False),
+    ("sgd", 32, 0.1, 0): (0.4, False),
+    ("sgd", 32, 0.1, 1): (0.6, False),
+    ("sgd", 32, 1.0, 0): (0.3, False),
+    ("sgd", 32, 1.0, 1): (0.5, False),
     # adam, B=8: two of three lrs diverge in every seed.
-    ("adam", 8, 0.001, 0): (0.5, False), ("adam", 8, 0.001, 1): (0.55, False),
-    ("adam", 8, 0.01, 0): (0.1, True), ("adam", 8, 0.01, 1): (0.1, True),
-    ("adam", 8, 0.1, 0): (0.1, True), ("adam", 8, 0.1, 1): (0.1, False),
+    ("adam", 8, 0.001, 0): (0.5, False),
+    ("adam", 8, 0.001, 1): (0.55, False),
+    ("adam", 8, 0.01, 0): (0.1, True),
+    ("adam", 8, 0.01, 1): (0.1, True),
+    ("adam", 8, 0.1, 0): (0.1, True),
+    ("adam", 8, 0.1, 1): (0.1, False),
 }
 
 
 def test_best_learning_rates_by_hand():
     got = results.best_learning_rates(_ranking_table(_CELLS))
     assert list(got.columns) == [
-        "optimizer", "batch_size", "learning_rate", "best_test_loss_mean", "best_test_loss_std",
-        "num_seeds", "num_lrs", "num_diverged_lrs", "lr_at_edge",
+        "optimizer",
+        "batch_size",
+        "learning_rate",
+        "best_test_loss_mean",
+        "best_test_loss_std",
+        "num_seeds",
+        "num_lrs",
+        "num_diverged_lrs",
+        "lr_at_edge",
     ]
     got = got.set_index(["optimizer", "batch_size"])
     # (learning_rate, mean, sample std over the two seeds, diverged lrs, at edge)
@@ -150,8 +203,7 @@ def test_best_learning_rates_maximizes_accuracy_and_groups_by_optimizer():
 def test_best_learning_rates_nuisance_hyperparameter_and_all_diverged_group():
     cells = []
     # (optimizer, batch_size, lr, momentum, seed, best, diverged)
-    for momentum, lr, best in [(0.5, 0.1, 0.7), (0.9, 0.1, 0.4), (0.5, 0.01, 0.5),
-                               (0.9, 0.01, 0.6)]:
+    for momentum, lr, best in [(0.5, 0.1, 0.7), (0.9, 0.1, 0.4), (0.5, 0.01, 0.5), (0.9, 0.01, 0.6)]:
         for seed in (0, 1):
             cells.append(("momentum", 8, lr, momentum, seed, best + 0.01 * seed, False))
     for lr in (0.1, 1.0):
@@ -197,10 +249,20 @@ def test_summary_rejects_a_table_without_metrics():
 def _definition():
     return {
         "spec": {
-            "dataset": "mnist1d", "steps": 1500, "eval_every": 100, "lr_scale": 1e-3,
-            "tiny": 3.1622776601683795e-05, "huge": 1e16, "third": 1 / 3, "neg": -0.0,
-            "big_int": 2**53 + 1, "negative": -7, "flag": True, "off": False,
-            "quoted": 'say "hi"\\ there\nnew line\ttab \x01\b\f\r\x7f é', "inf": math.inf,
+            "dataset": "mnist1d",
+            "steps": 1500,
+            "eval_every": 100,
+            "lr_scale": 1e-3,
+            "tiny": 3.1622776601683795e-05,
+            "huge": 1e16,
+            "third": 1 / 3,
+            "neg": -0.0,
+            "big_int": 2**53 + 1,
+            "negative": -7,
+            "flag": True,
+            "off": False,
+            "quoted": 'say "hi"\\ there\nnew line\ttab \x01\b\f\r\x7f é',
+            "inf": math.inf,
             "minus_inf": -math.inf,
         },
         "model_options": {"hidden": [256, 256], "batchnorm": True},
@@ -241,10 +303,19 @@ def test_toml_round_trip_is_exact(tmp_path):
 
 def test_toml_nan_numpy_scalars_and_tuples(tmp_path):
     path = tmp_path / "sweep.toml"
-    results.write_definition(path, {"spec": {
-        "nan": math.nan, "f32": np.float32(0.1), "i64": np.int64(3), "pair": (1, 2),
-        "array": np.array([0.5, 0.25]), "flag": np.bool_(True),
-    }})
+    results.write_definition(
+        path,
+        {
+            "spec": {
+                "nan": math.nan,
+                "f32": np.float32(0.1),
+                "i64": np.int64(3),
+                "pair": (1, 2),
+                "array": np.array([0.5, 0.25]),
+                "flag": np.bool_(True),
+            }
+        },
+    )
     got = results.read_definition(path)["spec"]
     assert math.isnan(got["nan"])
     assert got["f32"] == float(np.float32(0.1)) and type(got["f32"]) is float
@@ -273,10 +344,13 @@ def test_malformed_toml_is_one_line_naming_the_file(tmp_path):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("text, name", [
-    ('[spec]\nsteps = 1\n[grdi]\nseed = [0]\n', "'grdi'"),
-    ('steps = 100\n[spec]\n', "'steps'"),
-])
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("[spec]\nsteps = 1\n[grdi]\nseed = [0]\n", "'grdi'"),
+        ("steps = 100\n[spec]\n", "'steps'"),
+    ],
+)
 def test_unknown_top_level_tables_are_rejected(tmp_path, text, name):
     path = tmp_path / "sweep.toml"
     path.write_text(text)
@@ -284,12 +358,15 @@ def test_unknown_top_level_tables_are_rejected(tmp_path, text, name):
         results.read_definition(path)
 
 
-@pytest.mark.parametrize("definition, match", [
-    ({"spec": {"steps": None}}, r"spec\.steps is None: TOML has no null"),
-    ({"spec": {"x": object()}}, r"spec\.x of type object is invalid"),
-    ({"grdi": {}}, r"definition table 'grdi' is invalid: expected one of 'spec'"),
-    ({"spec": [1, 2]}, r"definition\['spec'\] of type list is invalid: expected a dict"),
-])
+@pytest.mark.parametrize(
+    "definition, match",
+    [
+        ({"spec": {"steps": None}}, r"spec\.steps is None: TOML has no null"),
+        ({"spec": {"x": object()}}, r"spec\.x of type object is invalid"),
+        ({"grdi": {}}, r"definition table 'grdi' is invalid: expected one of 'spec'"),
+        ({"spec": [1, 2]}, r"definition\['spec'\] of type list is invalid: expected a dict"),
+    ],
+)
 def test_write_definition_rejects_what_toml_cannot_hold(tmp_path, definition, match):
     path = tmp_path / "sweep.toml"
     with pytest.raises(ValueError, match=match):

@@ -103,8 +103,11 @@ def test_padded_masked_batch_equals_the_unpadded_batch():
     dlogits = np.exp(log_probs) - np.eye(_NUM_CLASSES)[labels]
     for reduction, n in (("mean", 5), ("sum", 1)):
         loss, grad = _classifier_grad(
-            params, jnp.asarray(padded_x, jnp.float32), jnp.asarray(padded_labels, jnp.int32),
-            jnp.asarray(mask), reduction=reduction,
+            params,
+            jnp.asarray(padded_x, jnp.float32),
+            jnp.asarray(padded_labels, jnp.int32),
+            jnp.asarray(mask),
+            reduction=reduction,
         )
         np.testing.assert_allclose(loss, losses.sum() / n, rtol=1e-5)
         np.testing.assert_allclose(grad["kernel"], x.T @ dlogits / n, rtol=1e-4, atol=1e-6)
@@ -163,8 +166,15 @@ def test_rules_by_hand_with_traced_batch_sizes(rule):
     np.testing.assert_allclose(got, hand[2], rtol=1e-6)
 
 
-@pytest.mark.parametrize("lr, dtype", [(0.1, jnp.float32), (jnp.float32(0.1), jnp.float32),
-                                       (jnp.bfloat16(0.5), jnp.bfloat16), (1, jnp.float32)])
+@pytest.mark.parametrize(
+    "lr, dtype",
+    [
+        (0.1, jnp.float32),
+        (jnp.float32(0.1), jnp.float32),
+        (jnp.bfloat16(0.5), jnp.bfloat16),
+        (1, jnp.float32),
+    ],
+)
 def test_the_learning_rate_keeps_its_float_dtype(lr, dtype):
     for rule in ("linear", "sqrt"):
         out = scaling.scale_learning_rate(lr, jnp.int32(64), 16, rule)

@@ -18,14 +18,25 @@ from jaxopt_lab import studies
 from jaxopt_lab.train import TrainSpec
 
 N, DIM = 64, 3
-SPEC = TrainSpec(dataset="regression", dataset_options={"n": N, "dim": DIM, "n_test": 16, "noise": 0.5},
-                 model="linear", optimizer="sgd", batch_size=8, steps=10, eval_every=5)
+SPEC = TrainSpec(
+    dataset="regression",
+    dataset_options={"n": N, "dim": DIM, "n_test": 16, "noise": 0.5},
+    model="linear",
+    optimizer="sgd",
+    batch_size=8,
+    steps=10,
+    eval_every=5,
+)
 
 
 def _data():
     ds = data_lib.load("regression", n=N, dim=DIM, n_test=16, noise=0.5)
-    return (np.asarray(ds.x_train, np.float64), np.asarray(ds.y_train, np.float64),
-            np.asarray(ds.x_test, np.float64), np.asarray(ds.y_test, np.float64))
+    return (
+        np.asarray(ds.x_train, np.float64),
+        np.asarray(ds.y_train, np.float64),
+        np.asarray(ds.x_test, np.float64),
+        np.asarray(ds.y_test, np.float64),
+    )
 
 
 def _wb(states, i):
@@ -41,10 +52,12 @@ def _loss(w, b, x, y):
 
 
 def test_log_grid_by_hand():
-    np.testing.assert_allclose(studies.log_grid(1e-2, 1.0, per_decade=2),
-                               [0.01, 10**-1.5, 0.1, 10**-0.5, 1.0])
-    np.testing.assert_allclose(studies.log_grid(0.02, 0.5, per_decade=4),
-                               [10**-1.5, 10**-1.25, 0.1, 10**-0.75, 10**-0.5])
+    np.testing.assert_allclose(
+        studies.log_grid(1e-2, 1.0, per_decade=2), [0.01, 10**-1.5, 0.1, 10**-0.5, 1.0]
+    )
+    np.testing.assert_allclose(
+        studies.log_grid(0.02, 0.5, per_decade=4), [10**-1.5, 10**-1.25, 0.1, 10**-0.75, 10**-0.5]
+    )
     assert studies.log_grid(1.0, 1.0).tolist() == [1.0]
 
 
@@ -103,23 +116,38 @@ def _results_table(rows):
     out = []
     for cid, opt, lr, b, red, eps, losses in rows:
         for step, loss in enumerate(losses, start=1):
-            out.append({"config_id": cid, "optimizer": opt, "learning_rate": lr, "batch_size": b, "seed": 0,
-                        "reduction": red, "eps": eps, "step": step, "examples_seen": step * b,
-                        "train_loss": loss, "test_loss": loss + 1.0, "test_accuracy": np.nan,
-                        "diverged": bool(np.isnan(loss))})
+            out.append(
+                {
+                    "config_id": cid,
+                    "optimizer": opt,
+                    "learning_rate": lr,
+                    "batch_size": b,
+                    "seed": 0,
+                    "reduction": red,
+                    "eps": eps,
+                    "step": step,
+                    "examples_seen": step * b,
+                    "train_loss": loss,
+                    "test_loss": loss + 1.0,
+                    "test_accuracy": np.nan,
+                    "diverged": bool(np.isnan(loss)),
+                }
+            )
     return pd.DataFrame(out)
 
 
 def test_rescaled_gaps_pairs_sum_at_lr_with_mean_at_lr_times_b():
-    table = _results_table([
-        (0, "sgd", 0.4, 4, "mean", np.nan, [2.0, 1.0, 0.5]),
-        (1, "sgd", 0.1, 4, "sum", np.nan, [2.0, 1.0, 0.5]),            # partner 0: identical
-        (2, "sgd", 0.8, 8, "mean", np.nan, [2.0, 1.0, 0.5]),
-        (3, "sgd", 0.1, 8, "sum", np.nan, [2.0, 1.1, 0.5]),            # partner 2: off by 0.1 at step 2
-        (4, "sgd", 0.3, 8, "sum", np.nan, [2.0, 1.0, 0.5]),            # no mean at 2.4: left out
-        (5, "sgd", 1.6, 16, "mean", np.nan, [2.0, np.nan, np.nan]),
-        (6, "sgd", 0.1, 16, "sum", np.nan, [2.0, 1.0, np.nan]),        # NaN against a number: inf
-    ])
+    table = _results_table(
+        [
+            (0, "sgd", 0.4, 4, "mean", np.nan, [2.0, 1.0, 0.5]),
+            (1, "sgd", 0.1, 4, "sum", np.nan, [2.0, 1.0, 0.5]),  # partner 0: identical
+            (2, "sgd", 0.8, 8, "mean", np.nan, [2.0, 1.0, 0.5]),
+            (3, "sgd", 0.1, 8, "sum", np.nan, [2.0, 1.1, 0.5]),  # partner 2: off by 0.1 at step 2
+            (4, "sgd", 0.3, 8, "sum", np.nan, [2.0, 1.0, 0.5]),  # no mean at 2.4: left out
+            (5, "sgd", 1.6, 16, "mean", np.nan, [2.0, np.nan, np.nan]),
+            (6, "sgd", 0.1, 16, "sum", np.nan, [2.0, 1.0, np.nan]),  # NaN against a number: inf
+        ]
+    )
     gaps = studies.rescaled_gaps(table, {"learning_rate": 1}, metrics=("train_loss",))
     gaps = gaps.set_index("config_id_sum")
     assert sorted(gaps.index) == [1, 3, 6]
@@ -134,11 +162,13 @@ def test_rescaled_gaps_pairs_sum_at_lr_with_mean_at_lr_times_b():
 
 
 def test_rescaled_gaps_eps_rule_for_adam():
-    table = _results_table([
-        (0, "adam", 1e-3, 4, "mean", 1e-3, [2.0, 1.0]),
-        (1, "adam", 1e-3, 4, "sum", 4e-3, [2.0, 1.0]),
-        (2, "adam", 1e-3, 4, "sum", 1e-3, [2.0, 1.5]),
-    ])
+    table = _results_table(
+        [
+            (0, "adam", 1e-3, 4, "mean", 1e-3, [2.0, 1.0]),
+            (1, "adam", 1e-3, 4, "sum", 4e-3, [2.0, 1.0]),
+            (2, "adam", 1e-3, 4, "sum", 1e-3, [2.0, 1.5]),
+        ]
+    )
     gaps = studies.rescaled_gaps(table, {"eps": -1})
     assert gaps[["config_id_sum", "config_id_mean"]].values.tolist() == [[1, 0]]
     with pytest.raises(ValueError, match="exponents"):
@@ -152,16 +182,23 @@ def test_concat_tables_renumbers_and_keeps_metrics_last():
     b = _results_table([(0, "sgd", 0.1, 8, "sum", np.nan, [1.0])]).drop(columns="eps").assign(momentum=0.9)
     out = studies.concat_tables([a, b])
     assert out.config_id.tolist() == [0, 1, 2]
-    assert list(out.columns[-6:]) == ["step", "examples_seen", "train_loss", "test_loss", "test_accuracy",
-                                      "diverged"]
+    assert list(out.columns[-6:]) == [
+        "step",
+        "examples_seen",
+        "train_loss",
+        "test_loss",
+        "test_accuracy",
+        "diverged",
+    ]
     assert out.momentum.isna().tolist() == [True, True, False]
     assert out.eps.isna().tolist() == [True, True, True]
 
 
 def test_sweep_per_batch_size_gives_each_batch_size_its_grid_and_evaluations():
     spec = dataclasses.replace(SPEC, eval_every=100)
-    table = studies.sweep_per_batch_size(spec, [8, 16], lambda b: {"learning_rate": [0.4 / b, 0.8 / b]},
-                                         epochs=1, evals_per_epoch=2)
+    table = studies.sweep_per_batch_size(
+        spec, [8, 16], lambda b: {"learning_rate": [0.4 / b, 0.8 / b]}, epochs=1, evals_per_epoch=2
+    )
     configs = table.drop_duplicates("config_id").set_index("config_id")
     assert sorted(configs.index) == [0, 1, 2, 3]
     assert configs.learning_rate.tolist() == pytest.approx([0.05, 0.1, 0.025, 0.05])
@@ -176,11 +213,15 @@ def test_sweep_per_batch_size_gives_each_batch_size_its_grid_and_evaluations():
 
 
 def test_best_steps_by_hand():
-    table = pd.DataFrame({
-        "optimizer": ["sgd"] * 7, "batch_size": [4, 4, 4, 8, 8, 8, 16],
-        "learning_rate": [0.1, 0.2, 0.4, 0.1, 0.2, 0.4, 0.1], "seed": 0,
-        "steps_to_target": [300.0, 200.0, 200.0, np.nan, 150.0, 120.0, np.nan],
-    })
+    table = pd.DataFrame(
+        {
+            "optimizer": ["sgd"] * 7,
+            "batch_size": [4, 4, 4, 8, 8, 8, 16],
+            "learning_rate": [0.1, 0.2, 0.4, 0.1, 0.2, 0.4, 0.1],
+            "seed": 0,
+            "steps_to_target": [300.0, 200.0, 200.0, np.nan, 150.0, 120.0, np.nan],
+        }
+    )
     best = studies.best_steps(table).set_index("batch_size")
     assert best.loc[4, "learning_rate"] == 0.2 and best.loc[4, "steps_to_target"] == 200.0  # tie: smaller lr
     assert not best.loc[4, "lr_at_edge"] and best.loc[4, "num_reached"] == 3
@@ -189,24 +230,32 @@ def test_best_steps_by_hand():
 
 
 def test_best_steps_averages_seeds_and_needs_all_of_them():
-    table = pd.DataFrame({
-        "optimizer": "sgd", "batch_size": 4, "learning_rate": [0.1, 0.1, 0.2, 0.2, 0.4, 0.4],
-        "seed": [0, 1] * 3, "steps_to_target": [100.0, 300.0, 150.0, 170.0, 50.0, np.nan],
-        "b_simple_at_target": [np.nan, np.nan, 10.0, 30.0, np.nan, np.nan],
-    })
+    table = pd.DataFrame(
+        {
+            "optimizer": "sgd",
+            "batch_size": 4,
+            "learning_rate": [0.1, 0.1, 0.2, 0.2, 0.4, 0.4],
+            "seed": [0, 1] * 3,
+            "steps_to_target": [100.0, 300.0, 150.0, 170.0, 50.0, np.nan],
+            "b_simple_at_target": [np.nan, np.nan, 10.0, 30.0, np.nan, np.nan],
+        }
+    )
     best = studies.best_steps(table).iloc[0]
     assert best.learning_rate == 0.2 and best.steps_to_target == 160.0  # 0.1 averages 200; 0.4 lacks a seed
     assert best.b_simple_at_target == 20.0 and best.num_seeds == 2 and best.num_reached == 2
 
 
-@pytest.mark.parametrize("groups, first, dead, step, done", [
-    ([0, 1], [np.nan, np.nan], [False, False], 10, False),     # nobody there yet
-    ([0, 1], [10.0, np.nan], [False, False], 10, True),        # one seed per group: the first one wins
-    ([0, 0, 1, 1], [9.0, np.nan, 9.0, 10.0], [False] * 4, 10, True),     # 9.5 <= (9 + 10) / 2
-    ([0, 0, 1, 1], [6.0, np.nan, 9.0, 10.0], [False] * 4, 10, False),    # group 0 may still average < 9.5
-    ([0, 0, 1, 1], [6.0, np.nan, 9.0, 10.0], [False, True, False, False], 10, True),  # 0 diverged
-    ([0, 1], [np.nan, np.nan], [True, True], 10, True),       # everything diverged
-])
+@pytest.mark.parametrize(
+    "groups, first, dead, step, done",
+    [
+        ([0, 1], [np.nan, np.nan], [False, False], 10, False),  # nobody there yet
+        ([0, 1], [10.0, np.nan], [False, False], 10, True),  # one seed per group: the first one wins
+        ([0, 0, 1, 1], [9.0, np.nan, 9.0, 10.0], [False] * 4, 10, True),  # 9.5 <= (9 + 10) / 2
+        ([0, 0, 1, 1], [6.0, np.nan, 9.0, 10.0], [False] * 4, 10, False),  # group 0 may still average < 9.5
+        ([0, 0, 1, 1], [6.0, np.nan, 9.0, 10.0], [False, True, False, False], 10, True),  # 0 diverged
+        ([0, 1], [np.nan, np.nan], [True, True], 10, True),  # everything diverged
+    ],
+)
 def test_target_stop_rule_by_hand(groups, first, dead, step, done):
     assert studies._target_done("first", np.array(groups), np.array(first), np.array(dead), step) == done
 
@@ -295,8 +344,9 @@ def test_run_to_target_matches_numpy_gradient_descent():
     x, y, *_ = _data()
     lrs = np.array([0.1, 0.3])
     target = 0.2
-    runs = studies.run_to_target(FULL, {"learning_rate": lrs}, [0, 0], target=target, max_steps=400,
-                                 growth=1.2)
+    runs = studies.run_to_target(
+        FULL, {"learning_rate": lrs}, [0, 0], target=target, max_steps=400, growth=1.2
+    )
     init = studies.init_states(FULL, {}, [0])
     losses = [_gd_losses(lr, *_wb(init, 0), x, y, 400) for lr in lrs]
     first = [int(np.argmax(lo <= target)) + 1 for lo in losses]  # first step with loss <= target
@@ -306,8 +356,9 @@ def test_run_to_target_matches_numpy_gradient_descent():
     assert runs.stop_step == min(expected)
     assert runs.steps[1] == expected[1] and np.isnan(runs.steps[0])
     np.testing.assert_allclose(runs.train_loss[0], losses[0][runs.eval_steps - 1], rtol=1e-4)
-    runs = studies.run_to_target(FULL, {"learning_rate": lrs}, [0, 0], target=target, max_steps=400,
-                                 growth=1.2, stop="all")
+    runs = studies.run_to_target(
+        FULL, {"learning_rate": lrs}, [0, 0], target=target, max_steps=400, growth=1.2, stop="all"
+    )
     assert runs.steps.tolist() == expected and runs.stop_step == max(expected)
     # The faster config is frozen where it reached the target: its loss there, not at the stop.
     w, b = _wb(runs.states, 1)
@@ -328,8 +379,17 @@ def test_steps_to_target_table_shifts_its_window_to_the_best_lr():
         numpy_steps[k] = np.mean(evaluated)
     best_k = min(numpy_steps, key=lambda k: (numpy_steps[k], k))
     assert -6 < best_k < 2  # the best is inside the searched range, away from its start
-    table = studies.steps_to_target_table(FULL, [N], lr_start=10 ** (-7 / 4), window=(-1, 1), max_shifts=6,
-                                          seeds=(0, 1), target=0.2, max_steps=2000, noise_scale=True)
+    table = studies.steps_to_target_table(
+        FULL,
+        [N],
+        lr_start=10 ** (-7 / 4),
+        window=(-1, 1),
+        max_shifts=6,
+        seeds=(0, 1),
+        target=0.2,
+        max_steps=2000,
+        noise_scale=True,
+    )
     best = studies.best_steps(table).iloc[0]
     assert best.learning_rate == pytest.approx(10 ** (best_k / 4))
     assert best.steps_to_target == numpy_steps[best_k]

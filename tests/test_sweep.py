@@ -11,8 +11,9 @@ import pytest
 from jaxopt_lab import sweep as S
 from jaxopt_lab import train as T
 
-SPEC = dict(dataset="digits", model="mlp", model_options={"hidden": (16,), "batchnorm": True},
-            steps=40, eval_every=20)
+SPEC = dict(
+    dataset="digits", model="mlp", model_options={"hidden": (16,), "batchnorm": True}, steps=40, eval_every=20
+)
 METRICS = ["train_loss", "test_loss", "test_accuracy"]
 
 
@@ -29,8 +30,7 @@ def _assert_same(a: pd.DataFrame, b: pd.DataFrame, rtol=0.0):
 @pytest.fixture(scope="module")
 def grid():
     # SGD and momentum: Adam with batch norm amplifies float reordering (see below).
-    return S.Grid(optimizer=["sgd", "momentum"], learning_rate=[1e-2, 1e-1],
-                  batch_size=[8, 32], seed=[0, 1])
+    return S.Grid(optimizer=["sgd", "momentum"], learning_rate=[1e-2, 1e-1], batch_size=[8, 32], seed=[0, 1])
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +40,32 @@ def bucket_table(grid):
 
 def test_table_layout(bucket_table):
     assert list(bucket_table.columns) == [
-        "config_id", "optimizer", "learning_rate", "batch_size", "seed", "step",
-        "examples_seen", "train_loss", "test_loss", "test_accuracy", "diverged"]
+        "config_id",
+        "optimizer",
+        "learning_rate",
+        "batch_size",
+        "seed",
+        "step",
+        "examples_seen",
+        "train_loss",
+        "test_loss",
+        "test_accuracy",
+        "diverged",
+    ]
     assert bucket_table["config_id"].nunique() == 2 * 2 * 2 * 2
     assert len(bucket_table) == 16 * 2
-    np.testing.assert_array_equal(bucket_table["examples_seen"],
-                                  bucket_table["step"] * bucket_table["batch_size"])
+    np.testing.assert_array_equal(
+        bucket_table["examples_seen"], bucket_table["step"] * bucket_table["batch_size"]
+    )
 
 
 def test_config_in_sweep_equals_config_alone(bucket_table):
-    row = bucket_table[(bucket_table.optimizer == "momentum") & (bucket_table.batch_size == 8)
-                       & (bucket_table.learning_rate == 1e-1) & (bucket_table.seed == 1)]
+    row = bucket_table[
+        (bucket_table.optimizer == "momentum")
+        & (bucket_table.batch_size == 8)
+        & (bucket_table.learning_rate == 1e-1)
+        & (bucket_table.seed == 1)
+    ]
     spec = T.TrainSpec(**SPEC, optimizer="momentum", batch_size=8)
     alone = T.train(spec, {"learning_rate": 1e-1}, 1)
     np.testing.assert_allclose(row["train_loss"], alone.train_loss, rtol=1e-4)
@@ -64,10 +79,8 @@ def test_adam_config_in_sweep_equals_config_alone():
     spec_options = {**SPEC, "model_options": {"hidden": (16,)}}
     grid = S.Grid(optimizer=["adam"], learning_rate=[1e-3, 1e-2], batch_size=[8], seed=[1])
     table = S.sweep(spec_options, grid, progress=False).table
-    alone = T.train(T.TrainSpec(**spec_options, optimizer="adam", batch_size=8),
-                    {"learning_rate": 1e-2}, 1)
-    np.testing.assert_allclose(table[table.learning_rate == 1e-2]["train_loss"], alone.train_loss,
-                               rtol=1e-4)
+    alone = T.train(T.TrainSpec(**spec_options, optimizer="adam", batch_size=8), {"learning_rate": 1e-2}, 1)
+    np.testing.assert_allclose(table[table.learning_rate == 1e-2]["train_loss"], alone.train_loss, rtol=1e-4)
 
 
 def test_mask_equals_bucket(grid, bucket_table):
@@ -79,8 +92,14 @@ def test_mask_equals_bucket(grid, bucket_table):
 def test_mask_equals_bucket_across_epoch_boundaries():
     # 256 examples: batch 16 starts an epoch every 16 steps, batch 48 every 5, so within
     # one masked chunk configs redraw their permutation at different steps.
-    spec = dict(dataset="regression", dataset_options={"n": 256, "dim": 4, "n_test": 64},
-                model="linear", optimizer="sgd", steps=40, eval_every=10)
+    spec = dict(
+        dataset="regression",
+        dataset_options={"n": 256, "dim": 4, "n_test": 64},
+        model="linear",
+        optimizer="sgd",
+        steps=40,
+        eval_every=10,
+    )
     grid = S.Grid(learning_rate=[0.02, 0.05], batch_size=[16, 48], seed=[0, 1])
     mask = S.sweep(spec, grid, strategy="mask", progress=False).table
     bucket = S.sweep(spec, grid, strategy="bucket", progress=False).table
@@ -93,16 +112,24 @@ def test_mask_equals_bucket_across_epoch_boundaries():
 def test_weight_decay_axis_equals_configs_alone():
     # A group with a nonzero decay keeps it in the program; its zero-decay config must
     # still equal the same config alone (where zero decay is left out).
-    spec = dict(dataset="regression", dataset_options={"n": 256, "dim": 4, "n_test": 64},
-                model="linear", optimizer="sgd", batch_size=16, steps=20, eval_every=10)
-    table = S.sweep(spec, S.Grid(learning_rate=[0.05], weight_decay=[0.0, 0.5]),
-                    progress=False).table
+    spec = dict(
+        dataset="regression",
+        dataset_options={"n": 256, "dim": 4, "n_test": 64},
+        model="linear",
+        optimizer="sgd",
+        batch_size=16,
+        steps=20,
+        eval_every=10,
+    )
+    table = S.sweep(spec, S.Grid(learning_rate=[0.05], weight_decay=[0.0, 0.5]), progress=False).table
     for wd in (0.0, 0.5):
         alone = T.train(T.TrainSpec(**spec), {"learning_rate": 0.05, "weight_decay": wd}, 0)
-        np.testing.assert_allclose(table[table.weight_decay == wd]["test_loss"],
-                                   alone.test_loss, rtol=1e-5)
-    assert not np.allclose(table[table.weight_decay == 0.0]["test_loss"],
-                           table[table.weight_decay == 0.5]["test_loss"], rtol=1e-3)
+        np.testing.assert_allclose(table[table.weight_decay == wd]["test_loss"], alone.test_loss, rtol=1e-5)
+    assert not np.allclose(
+        table[table.weight_decay == 0.0]["test_loss"],
+        table[table.weight_decay == 0.5]["test_loss"],
+        rtol=1e-3,
+    )
 
 
 def test_same_seed_gives_an_identical_table(grid, bucket_table):
@@ -127,8 +154,7 @@ def test_a_diverging_config_leaves_the_others_untouched():
 
 def test_a_second_chunk_does_not_recompile(caplog):
     S._programs.cache_clear()
-    grid = S.Grid(optimizer=["sgd"], learning_rate=list(np.geomspace(1e-3, 1e-1, 9)),
-                  batch_size=[16])
+    grid = S.Grid(optimizer=["sgd"], learning_rate=list(np.geomspace(1e-3, 1e-1, 9)), batch_size=[16])
     with jax.log_compiles(), caplog.at_level(logging.WARNING):
         table = _run(grid, chunk_size=4)  # 9 configs -> 3 chunks, the last one padded
     assert table["config_id"].nunique() == 9 and len(table) == 9 * 2
@@ -177,8 +203,9 @@ def test_resume_refuses_a_different_sweep(tmp_path):
 def test_epoch_budget_becomes_steps_per_batch_size():
     grid = S.Grid(optimizer=["sgd"], learning_rate=[0.05], batch_size=[64, 128])
     for strategy in ("bucket", "mask"):
-        table = S.sweep({**SPEC, "epochs": 2, "eval_every": 10}, grid, strategy=strategy,
-                        progress=False).table
+        table = S.sweep(
+            {**SPEC, "epochs": 2, "eval_every": 10}, grid, strategy=strategy, progress=False
+        ).table
         n = 1438  # digits' training set: 80% of 1797
         last = table.groupby("batch_size")["step"].max()
         assert last[64] == 2 * (n // 64) and last[128] == 2 * (n // 128)
@@ -218,18 +245,20 @@ def test_bad_sweep_options_raise_before_writing(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("fit, group, devices, expected", [
-    (5, 32, 1, 4),     # 4 divides 32; 5 would pad the last chunk with 3 copies
-    (8, 32, 1, 8),
-    (100, 32, 1, 32),  # never more than the group
-    (6, 9, 1, 3),      # 3 chunks of 3 pad nothing; 5 would pad 1, 4 and 6 would pad 3
-    (100, 32, 4, 8),   # one device per core: 2 configs each, whatever fits
-    (1, 5, 4, 8),
-    (100, 1, 2, 2),    # one config on two devices: one padding copy, not three
-    (100, 3, 4, 4),
-])
-def test_cpu_chunk_size_fits_the_budget_with_the_least_padding(monkeypatch, fit, group,
-                                                               devices, expected):
+@pytest.mark.parametrize(
+    "fit, group, devices, expected",
+    [
+        (5, 32, 1, 4),  # 4 divides 32; 5 would pad the last chunk with 3 copies
+        (8, 32, 1, 8),
+        (100, 32, 1, 32),  # never more than the group
+        (6, 9, 1, 3),  # 3 chunks of 3 pad nothing; 5 would pad 1, 4 and 6 would pad 3
+        (100, 32, 4, 8),  # one device per core: 2 configs each, whatever fits
+        (1, 5, 4, 8),
+        (100, 1, 2, 2),  # one config on two devices: one padding copy, not three
+        (100, 3, 4, 4),
+    ],
+)
+def test_cpu_chunk_size_fits_the_budget_with_the_least_padding(monkeypatch, fit, group, devices, expected):
     monkeypatch.setattr(S, "_step_bytes", lambda spec, dataset: S._CPU_CHUNK_BYTES // fit)
     monkeypatch.setattr(S, "_CPU_CONFIGS_PER_DEVICE", 2)
     assert S._default_chunk_size(None, None, group, devices) == expected

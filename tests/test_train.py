@@ -20,8 +20,10 @@ def _numpy_sgd_linear(spec, lr, seed, weight_decay=0.0):
     init_key, data_key = jax.random.split(key)
     model = T.get_model(spec, ds)
     params, _ = model.init(init_key, ds.x_train[:1])
-    (w, b), = [(np.asarray(p["kernel"], np.float64), np.asarray(p["bias"], np.float64))
-               for p in jax.tree.leaves(params, is_leaf=lambda p: isinstance(p, dict) and "kernel" in p)]
+    ((w, b),) = [
+        (np.asarray(p["kernel"], np.float64), np.asarray(p["bias"], np.float64))
+        for p in jax.tree.leaves(params, is_leaf=lambda p: isinstance(p, dict) and "kernel" in p)
+    ]
     x, y = np.asarray(ds.x_train, np.float64), np.asarray(ds.y_train, np.float64)
     xt, yt = np.asarray(ds.x_test, np.float64), np.asarray(ds.y_test, np.float64)
     n = x.shape[0]
@@ -42,8 +44,15 @@ def _numpy_sgd_linear(spec, lr, seed, weight_decay=0.0):
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.5])  # 0 is left out of the program
 def test_train_equals_float64_numpy_sgd_on_linear_regression(weight_decay):
-    spec = T.TrainSpec(dataset="regression", dataset_options=REG, model="linear",
-                       optimizer="sgd", batch_size=16, steps=60, eval_every=20)
+    spec = T.TrainSpec(
+        dataset="regression",
+        dataset_options=REG,
+        model="linear",
+        optimizer="sgd",
+        batch_size=16,
+        steps=60,
+        eval_every=20,
+    )
     history = T.train(spec, {"learning_rate": 0.05, "weight_decay": weight_decay}, 3)
     ref_train, ref_test = _numpy_sgd_linear(spec, 0.05, 3, weight_decay)
     np.testing.assert_array_equal(history.step, [20, 40, 60])
@@ -56,9 +65,15 @@ def test_train_equals_float64_numpy_sgd_on_linear_regression(weight_decay):
 
 def test_train_equals_an_optax_python_loop_with_batchnorm_mlp():
     """Adam on an MLP with batch norm: train() against a plain optax loop."""
-    spec = T.TrainSpec(dataset="digits", model="mlp",
-                       model_options={"hidden": (16,), "batchnorm": True},
-                       optimizer="adam", batch_size=32, steps=30, eval_every=10)
+    spec = T.TrainSpec(
+        dataset="digits",
+        model="mlp",
+        model_options={"hidden": (16,), "batchnorm": True},
+        optimizer="adam",
+        batch_size=32,
+        steps=30,
+        eval_every=10,
+    )
     lr = 3e-3
     history = T.train(spec, {"learning_rate": lr, "bn_momentum": 0.9}, 1)
 
@@ -74,6 +89,7 @@ def test_train_equals_an_optax_python_loop_with_batchnorm_mlp():
         def loss_fn(p):
             out, new_state = model.apply(p, state, xb, train=True, bn_momentum=0.9)
             return optax.softmax_cross_entropy_with_integer_labels(out, yb).mean(), new_state
+
         (loss, new_state), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(g, opt_state, params)
         return optax.apply_updates(params, updates), new_state, opt_state, loss
@@ -88,7 +104,8 @@ def test_train_equals_an_optax_python_loop_with_batchnorm_mlp():
             if (t + 1) % spec.eval_every == 0:
                 out, _ = model.apply(params, state, ds.x_test, train=False)
                 test_losses.append(
-                    float(optax.softmax_cross_entropy_with_integer_labels(out, ds.y_test).mean()))
+                    float(optax.softmax_cross_entropy_with_integer_labels(out, ds.y_test).mean())
+                )
                 accs.append(float(jnp.mean(jnp.argmax(out, -1) == ds.y_test)))
     np.testing.assert_allclose(history.train_loss, np.reshape(losses, (3, 10)).mean(1), rtol=1e-4)
     np.testing.assert_allclose(history.test_loss, test_losses, rtol=1e-4)
@@ -96,8 +113,15 @@ def test_train_equals_an_optax_python_loop_with_batchnorm_mlp():
 
 
 def test_divergence_freezes_the_config_and_nans_its_metrics():
-    spec = T.TrainSpec(dataset="regression", dataset_options=REG, model="linear",
-                       optimizer="sgd", batch_size=16, steps=60, eval_every=10)
+    spec = T.TrainSpec(
+        dataset="regression",
+        dataset_options=REG,
+        model="linear",
+        optimizer="sgd",
+        batch_size=16,
+        steps=60,
+        eval_every=10,
+    )
     history = T.train(spec, {"learning_rate": 50.0}, 0)
     diverged = np.asarray(history.diverged)
     assert diverged[-1]
@@ -115,9 +139,18 @@ def test_eval_points_include_the_last_step():
 
 def test_default_hparams_follow_the_optimizer_signatures():
     assert T.default_hparams("momentum") == {
-        "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 0.0, "bn_momentum": 0.99}
+        "learning_rate": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "bn_momentum": 0.99,
+    }
     assert set(T.default_hparams("rmsprop")) == {
-        "learning_rate", "decay", "eps", "weight_decay", "bn_momentum"}
+        "learning_rate",
+        "decay",
+        "eps",
+        "weight_decay",
+        "bn_momentum",
+    }
     with pytest.raises(ValueError, match="'b1' is invalid for optimizer='sgd'"):
         T.default_hparams("sgd", b1=0.9)
 
@@ -141,26 +174,38 @@ def test_trainspec_rejects_bad_fields(field, value, match):
 def test_fast_segment_restores_configs_frozen_before_it_and_matches_the_select():
     """run_segment(freeze=False) under a named vmap: a config diverged or finished before
     the segment gets its entry state back; an active one equals the select version."""
-    spec = T.TrainSpec(dataset="regression", dataset_options=REG, model="linear",
-                       optimizer="momentum", batch_size=16, steps=30, eval_every=10)
+    spec = T.TrainSpec(
+        dataset="regression",
+        dataset_options=REG,
+        model="linear",
+        optimizer="momentum",
+        batch_size=16,
+        steps=30,
+        eval_every=10,
+    )
     ds = T.load_dataset(spec.dataset, spec.dataset_options)
     hp = {k: jnp.full((3,), v, jnp.float32) for k, v in T.default_hparams("momentum").items()}
-    state = jax.vmap(lambda h, k: T.init_state(spec, ds, h, k))(hp, jax.random.split(
-        jax.random.key(0), 3))
+    state = jax.vmap(lambda h, k: T.init_state(spec, ds, h, k))(hp, jax.random.split(jax.random.key(0), 3))
     state = state._replace(diverged=jnp.array([False, True, False]))
     stops = jnp.array([30, 30, 10], jnp.int32)  # config 2 finished at step 10
 
     def run(freeze):
-        fn = jax.vmap(lambda h, s, stop: T.run_segment(spec, ds, h, s, 10, 10, stop,
-                                                       axis_name="c", freeze=freeze),
-                      axis_name="c")
+        fn = jax.vmap(
+            lambda h, s, stop: T.run_segment(spec, ds, h, s, 10, 10, stop, axis_name="c", freeze=freeze),
+            axis_name="c",
+        )
         return jax.jit(fn)(hp, state, stops)[0]
 
     fast, select = run(False), run(True)
-    for before, f, s in zip(jax.tree.leaves(state.params), jax.tree.leaves(fast.params),
-                            jax.tree.leaves(select.params), strict=True):
+    for before, f, s in zip(
+        jax.tree.leaves(state.params),
+        jax.tree.leaves(fast.params),
+        jax.tree.leaves(select.params),
+        strict=True,
+    ):
         np.testing.assert_array_equal(f[1:], before[1:])  # frozen: exactly the entry state
         np.testing.assert_allclose(f[0], s[0], rtol=1e-6)
         assert not np.allclose(f[0], before[0])  # the active config did train
-    np.testing.assert_array_equal(jax.tree.leaves(fast.opt_state)[-1][1:],
-                                  jax.tree.leaves(state.opt_state)[-1][1:])
+    np.testing.assert_array_equal(
+        jax.tree.leaves(fast.opt_state)[-1][1:], jax.tree.leaves(state.opt_state)[-1][1:]
+    )

@@ -256,9 +256,7 @@ ZEROS = jnp.zeros(G.shape[1:], jnp.float32)
 def test_momentum_matches_float64_numpy(nesterov, ema, bias_correction):
     lr, beta = 0.03, 0.8
     tx = T.momentum(lr, beta, nesterov=nesterov, ema=ema, bias_correction=bias_correction)
-    expected = _np_momentum(
-        G_NP, lr, beta, nesterov=nesterov, ema=ema, bias_correction=bias_correction
-    )
+    expected = _np_momentum(G_NP, lr, beta, nesterov=nesterov, ema=ema, bias_correction=bias_correction)
     np.testing.assert_allclose(_trajectory(tx, ZEROS, G), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -418,9 +416,7 @@ def test_bfloat16_parameters_stay_bfloat16_with_float32_traced_hyperparameters()
     # bfloat16 keeps 8 bits: compare with optax in float32 at that precision
     grads32 = jax.tree.map(lambda x: x.astype(jnp.float32), grads)
     expected = _reference(_trajectory, optax.adam(1e-2, b1=0.9), _f32(params), grads32)
-    _assert_trees_close(
-        _f32(params_out), jax.tree.map(lambda x: x[-1], expected), rtol=2e-2, atol=2e-2
-    )
+    _assert_trees_close(_f32(params_out), jax.tree.map(lambda x: x[-1], expected), rtol=2e-2, atol=2e-2)
 
 
 # ------------------------------------------------------------------ validation
@@ -493,13 +489,23 @@ def test_registry_signatures_match_optax_defaults():
 
 def test_public_names():
     assert set(T.__all__) == {
-        "ScaleByMomentumState", "ScaleByRmsState", "ScaleByCenteredRmsState", "ScaleByAdamState",
-        "ScaleByLearningRateState", "scale_by_momentum", "scale_by_rms", "scale_by_adam",
-        "scale_by_learning_rate", "sgd", "momentum", "rmsprop", "adam", "OPTIMIZERS",
+        "ScaleByMomentumState",
+        "ScaleByRmsState",
+        "ScaleByCenteredRmsState",
+        "ScaleByAdamState",
+        "ScaleByLearningRateState",
+        "scale_by_momentum",
+        "scale_by_rms",
+        "scale_by_adam",
+        "scale_by_learning_rate",
+        "sgd",
+        "momentum",
+        "rmsprop",
+        "adam",
+        "OPTIMIZERS",
     }
     for name in T.__all__:
         assert getattr(T, name) is not getattr(optax, name, None)
-
 
 
 # ------------------------------------------------------------------ every input optax accepts
@@ -587,6 +593,7 @@ def test_complex_parameters_follow_optax_for_100_steps(name, dtype):
     lr, hp = _draw(name, 21)
     rng = np.random.default_rng(5)
     with jax.enable_x64(dtype == "complex128"), _reference_promotion():
+
         def complex_tree(tree, scale=1.0):
             return jax.tree.map(
                 lambda x: jnp.asarray(scale * (x + 1j * rng.normal(size=np.shape(x))), dtype), tree
@@ -623,8 +630,7 @@ def test_optax_style_calls_work_with_optax_defaults():
 def test_under_optax_inject_hyperparams(name):
     """``optax.inject_hyperparams`` wraps our aliases as it wraps optax's, hyperparameters
     changed between steps included."""
-    ref_alias = {"sgd": optax.sgd, "momentum": optax.sgd, "rmsprop": optax.rmsprop,
-                 "adam": optax.adam}[name]
+    ref_alias = {"sgd": optax.sgd, "momentum": optax.sgd, "rmsprop": optax.rmsprop, "adam": optax.adam}[name]
     extra = {"momentum": {"momentum": 0.9}}.get(name, {})
     ours_kwargs = {"beta": 0.9} if name == "momentum" else {}
     ours_tx = optax.inject_hyperparams(T.OPTIMIZERS[name])(learning_rate=0.05, **ours_kwargs)
