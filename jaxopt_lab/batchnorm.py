@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxopt_lab.errors import InputError
+
 __all__ = ["BatchNormParams", "BatchNormState", "init", "apply"]
 
 
@@ -66,7 +68,7 @@ def init(
         or not isinstance(num_features, (int, np.integer))
         or num_features < 1
     ):
-        raise ValueError(f"num_features={num_features!r} is invalid: expected a positive integer")
+        raise InputError(f"num_features={num_features!r} is invalid: expected a positive integer")
     stats_dtype = _at_least_float32(dtype)
     params = BatchNormParams(scale=jnp.ones((num_features,), dtype), bias=jnp.zeros((num_features,), dtype))
     state = BatchNormState(
@@ -116,7 +118,7 @@ def _moving_average(old: jax.Array, batch: jax.Array, momentum) -> jax.Array:
 
 def _check_shapes(params, state, x, mask):
     if x.ndim < 2:
-        raise ValueError(f"x has shape {x.shape}: expected at least 2 dimensions (examples, ..., features)")
+        raise InputError(f"x has shape {x.shape}: expected at least 2 dimensions (examples, ..., features)")
     features = x.shape[-1:]
     for name, value in (
         ("params.scale", params.scale),
@@ -125,16 +127,16 @@ def _check_shapes(params, state, x, mask):
         ("state.var", state.var),
     ):
         if jnp.shape(value) != features:
-            raise ValueError(
+            raise InputError(
                 f"{name} has shape {jnp.shape(value)} but x has shape {x.shape}; expected {features}"
             )
     if mask is not None and jnp.shape(mask) not in (x.shape[:1], x.shape[:-1], x.shape[:-1] + (1,)):
-        raise ValueError(
+        raise InputError(
             f"mask has shape {jnp.shape(mask)} but x has shape {x.shape}; "
             f"expected {x.shape[:1]}, {x.shape[:-1]} or {x.shape[:-1] + (1,)}"
         )
     if jnp.iscomplexobj(x) and not jnp.issubdtype(state.mean.dtype, jnp.complexfloating):
-        raise ValueError(
+        raise InputError(
             f"x has dtype {x.dtype} but state.mean has dtype {state.mean.dtype}: the running mean "
             f"of complex inputs is complex; expected batchnorm.init(num_features, dtype={x.dtype})"
         )

@@ -7,8 +7,9 @@ A sweep is described by a *definition*, the dict that ``sweep.toml`` holds
 beside the results, so ``jaxopt-lab sweep --config runs/x/sweep.toml`` runs the
 same sweep again.
 
-Bad input ends the command with one line on stderr and exit code 2, before
-anything is written.
+Bad input (an :class:`jaxopt_lab.errors.InputError`) ends the command with one
+line on stderr and exit code 2, before anything is written. Any other exception
+is a bug, not the user's mistake, and ends the command with its traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import os
 import sys
 
 import numpy as np
+
+from jaxopt_lab.errors import InputError
 
 __all__ = ["main", "DEFAULT_SWEEP"]
 
@@ -54,8 +57,8 @@ DEFAULT_SWEEP = {
 _DEFAULT_OUT = {"sweep": os.path.join("runs", "default"), "run": os.path.join("runs", "run")}
 
 
-class _UsageError(Exception):
-    pass
+class _UsageError(InputError):
+    """A flag's value that the parser itself rejects."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -217,7 +220,7 @@ def _run_definition(definition: dict, out: str, args) -> None:
     options = dict(definition.get("sweep", {}))
     unknown = sorted(set(options) - {"strategy", "chunk_size"})
     if unknown:
-        raise ValueError(f"[sweep] key {unknown[0]!r} is invalid: expected 'strategy' or 'chunk_size'")
+        raise InputError(f"[sweep] key {unknown[0]!r} is invalid: expected 'strategy' or 'chunk_size'")
     result = sweep(
         spec,
         Grid(**definition["grid"]),
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         definition = _definition_from_args(args)
         out = args.out or _DEFAULT_OUT[args.command]
         _run_definition(definition, out, args)
-    except (_UsageError, ValueError) as err:
+    except InputError as err:  # the user's mistake; anything else is a bug and keeps its traceback
         print(f"jaxopt-lab: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxopt_lab.errors import InputError
+
 __all__ = [
     "Dataset",
     "DATASETS",
@@ -118,13 +120,13 @@ def load(name: str, **options: Any) -> Dataset:
       ((256, 4), (256, 1), 0)
     """
     if not isinstance(name, str):
-        raise ValueError(f"dataset={name!r} is invalid: expected a string")
+        raise InputError(f"dataset={name!r} is invalid: expected a string")
     if name.startswith("npz:"):
         _check_options(name, options, ("standardize",))
         return _load_npz(name, **options)
     loaders = {"mnist1d": _load_mnist1d, "digits": _load_digits, "regression": _load_regression}
     if name not in loaders:
-        raise ValueError(
+        raise InputError(
             f"dataset={name!r} is invalid: expected one of {', '.join(map(repr, DATASETS))}, or 'npz:PATH'"
         )
     if name != "mnist1d":  # mnist1d's options are the generator's, checked there
@@ -140,7 +142,7 @@ def cache_dir() -> str:
 def _check_options(dataset: str, options: Mapping[str, Any], valid) -> None:
     for key in options:
         if key not in valid:
-            raise ValueError(
+            raise InputError(
                 f"option {key!r} is invalid for dataset={dataset!r}: expected one of "
                 f"{', '.join(map(repr, sorted(valid)))}"
             )
@@ -148,14 +150,14 @@ def _check_options(dataset: str, options: Mapping[str, Any], valid) -> None:
 
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r} is invalid: expected an integer >= {minimum}")
+        raise InputError(f"{name}={value!r} is invalid: expected an integer >= {minimum}")
     return int(value)
 
 
 def _standardize(x_train: np.ndarray, x_test: np.ndarray, how: str):
     """Standardize both splits with the training set's statistics (in float64)."""
     if how not in STANDARDIZE:
-        raise ValueError(
+        raise InputError(
             f"standardize={how!r} is invalid: expected one of {', '.join(map(repr, STANDARDIZE))}"
         )
     x_train = x_train.astype(np.float64)
@@ -276,7 +278,7 @@ def _load_mnist1d(**options) -> Dataset:
     if arrays is None:
         arrays = _build_mnist1d(args)
         if min(len(arrays["y_train"]), len(arrays["y_test"])) == 0:
-            raise ValueError(
+            raise InputError(
                 f"num_samples={args['num_samples']}, train_split={args['train_split']} "
                 "is invalid: leaves the training or the test set empty"
             )
@@ -294,7 +296,7 @@ def _load_digits(seed: int = 0, test_fraction: float = 0.2, standardize: str = "
 
     seed = _check_int("seed", seed, 0)
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction={test_fraction!r} is invalid: expected a number in (0, 1)")
+        raise InputError(f"test_fraction={test_fraction!r} is invalid: expected a number in (0, 1)")
     bunch = load_digits()
     x = np.asarray(bunch.data, np.float64) / 16.0  # pixel intensities 0..16 -> [0, 1]
     y = np.asarray(bunch.target, np.int32)
@@ -322,7 +324,7 @@ def _load_regression(
     n_test = _check_int("n_test", n_test, 1)
     seed = _check_int("seed", seed, 0)
     if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise={noise!r} is invalid: expected a finite number >= 0")
+        raise InputError(f"noise={noise!r} is invalid: expected a finite number >= 0")
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(dim, 1)) / np.sqrt(dim)
     x_train = rng.normal(size=(n, dim))
@@ -341,13 +343,13 @@ _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 def _load_npz(name: str, standardize: str = "none") -> Dataset:
     path = os.path.expanduser(name[len("npz:") :])
     if not os.path.isfile(path):
-        raise ValueError(f"dataset={name!r} is invalid: no such file {path!r}")
+        raise InputError(f"dataset={name!r} is invalid: no such file {path!r}")
     try:
         with np.load(path, allow_pickle=False) as f:
             found = list(f.files)
             missing = [k for k in _NPZ_KEYS if k not in found]
             if missing:
-                raise ValueError(
+                raise InputError(
                     f"dataset={name!r}: {path!r} lacks key(s) {', '.join(map(repr, missing))} "
                     f"(found {', '.join(map(repr, found)) or 'none'}; expected "
                     f"{', '.join(map(repr, _NPZ_KEYS))})"
@@ -356,9 +358,9 @@ def _load_npz(name: str, standardize: str = "none") -> Dataset:
     except ValueError as e:
         if str(e).startswith(f"dataset={name!r}"):
             raise
-        raise ValueError(f"dataset={name!r}: cannot read {path!r} as .npz: {e}") from e
+        raise InputError(f"dataset={name!r}: cannot read {path!r} as .npz: {e}") from e
     except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"dataset={name!r}: cannot read {path!r} as .npz: {e}") from e
+        raise InputError(f"dataset={name!r}: cannot read {path!r} as .npz: {e}") from e
 
     def bad(message):
         return ValueError(f"dataset={name!r}: in {path!r}, {message}")
@@ -424,9 +426,9 @@ def steps_per_epoch(num_examples: int, batch_size):
     """
     if isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool):
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} is invalid: expected a positive integer")
+            raise InputError(f"batch_size={batch_size!r} is invalid: expected a positive integer")
         if batch_size > num_examples:
-            raise ValueError(
+            raise InputError(
                 f"batch_size={batch_size} is larger than the training set ({num_examples} examples)"
             )
     return num_examples // batch_size
@@ -489,14 +491,14 @@ def batch_indices(key: jax.Array, step, num_examples: int, batch_size, max_batch
         steps_per_epoch(num_examples, batch_size)
     if max_batch_size is None:
         if not static:
-            raise ValueError(
+            raise InputError(
                 "max_batch_size=None is invalid when batch_size is an array: "
                 "expected the number of rows to gather"
             )
         max_batch_size = int(batch_size)
     max_batch_size = _check_int("max_batch_size", max_batch_size, 1)
     if static and batch_size > max_batch_size:
-        raise ValueError(
+        raise InputError(
             f"max_batch_size={max_batch_size} is invalid: expected at least batch_size={batch_size}"
         )
     batch_size = batch_size if static else jnp.asarray(batch_size, jnp.int32)

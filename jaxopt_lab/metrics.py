@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from jaxopt_lab.errors import InputError
+
 __all__ = [
     "NoiseScale",
     "HessianEigen",
@@ -130,15 +132,15 @@ def _sq_norm(tree, *, leading_axes: int = 0) -> jax.Array:
 def _num_examples(grads, name: str) -> int:
     leaves = jax.tree.leaves(grads)
     if not leaves:
-        raise ValueError(f"{name} must have at least one array leaf, got {grads!r}")
+        raise InputError(f"{name} must have at least one array leaf, got {grads!r}")
     sizes = {np.shape(a)[0] if np.ndim(a) else None for a in leaves}
     if len(sizes) != 1 or None in sizes:
-        raise ValueError(
+        raise InputError(
             f"{name} leaves must share a leading example axis, got leading sizes {sorted(sizes, key=str)}"
         )
     (n,) = sizes
     if n < 2:
-        raise ValueError(f"{name} needs at least 2 examples to estimate a variance, got {n}")
+        raise InputError(f"{name} needs at least 2 examples to estimate a variance, got {n}")
     return n
 
 
@@ -221,7 +223,7 @@ def noise_scale(
     if chunk_size is None:
         return noise_scale_from_per_example(per_example_grads(loss_fn, params, batch))
     if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        raise InputError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     num_full = n // chunk_size
     full = jax.tree.map(
         lambda a: jnp.reshape(a[: num_full * chunk_size], (num_full, chunk_size) + a.shape[1:]), batch
@@ -262,7 +264,7 @@ def _check_batch_sizes(b_small, b_big):
     # Only concrete sizes can be checked; traced ones are the caller's business.
     if isinstance(b_small, (int, float, np.number)) and isinstance(b_big, (int, float, np.number)):
         if not 0 < b_small < b_big:
-            raise ValueError(
+            raise InputError(
                 f"batch sizes must satisfy 0 < b_small < b_big, got b_small={b_small}, b_big={b_big}"
             )
 
@@ -357,7 +359,7 @@ def gradient_noise_scale(
     """
     for name, value in (("b_small", b_small), ("b_big", b_big), ("num_draws", num_draws)):
         if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise InputError(f"{name} must be a positive int, got {value!r}")
     _check_batch_sizes(b_small, b_big)
     num_examples = jax.tree.leaves(data)[0].shape[0]
     grad_fn = jax.grad(loss_fn)
@@ -438,7 +440,7 @@ def hessian_top_eigenvalue(
       A :class:`HessianEigen` ``(eigenvalue, eigenvector, residual)``.
     """
     if not isinstance(num_iters, (int, np.integer)) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
+        raise InputError(f"num_iters must be a positive int, got {num_iters!r}")
     flat, unravel = ravel_pytree(params)
     _, hvp = jax.linearize(jax.grad(lambda p: loss_fn(unravel(p))), flat)
     shift = jnp.asarray(shift, flat.dtype)
@@ -477,7 +479,7 @@ def _broadcasts_to(shape, to) -> bool:
 
 def _first_reached(index, values, target, mode: str, index_name: str):
     if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {_MODES}, got {mode!r}")
     if any(isinstance(a, jax.Array) for a in (index, values, target)):
         xp = jnp
         values = jnp.asarray(values)
@@ -490,13 +492,13 @@ def _first_reached(index, values, target, mode: str, index_name: str):
         xp = np
         index, values, target = _as_host(index), _as_host(values), _as_host(target)
     if values.ndim == 0 or values.shape[-1] == 0:
-        raise ValueError(f"values must have a non-empty last (evaluation) axis, got shape {values.shape}")
+        raise InputError(f"values must have a non-empty last (evaluation) axis, got shape {values.shape}")
     if not _broadcasts_to(index.shape, values.shape):
-        raise ValueError(
+        raise InputError(
             f"{index_name} must broadcast to the shape of values {values.shape}, got shape {index.shape}"
         )
     if not _broadcasts_to(target.shape, values.shape[:-1]):
-        raise ValueError(
+        raise InputError(
             f"target must be a scalar or broadcast to the leading shape of values {values.shape[:-1]}, "
             f"got shape {target.shape}"
         )

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_lab import batchnorm as bn
+from jaxopt_lab.errors import InputError
 
 __all__ = [
     "Model",
@@ -125,7 +126,7 @@ def _flatten(x: jax.Array) -> jax.Array:
 
 def _check_num_outputs(num_outputs) -> int:
     if isinstance(num_outputs, bool) or not isinstance(num_outputs, (int, np.integer)) or num_outputs < 1:
-        raise ValueError(f"num_outputs={num_outputs!r} is invalid: expected a positive integer")
+        raise InputError(f"num_outputs={num_outputs!r} is invalid: expected a positive integer")
     return int(num_outputs)
 
 
@@ -134,19 +135,19 @@ def _check_sizes(name: str, values) -> tuple[int, ...]:
     if not isinstance(values, Sequence) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
     ):
-        raise ValueError(f"{name}={values!r} is invalid: expected a sequence of positive integers")
+        raise InputError(f"{name}={values!r} is invalid: expected a sequence of positive integers")
     return tuple(values)
 
 
 def _check_positive(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} is invalid: expected a positive integer")
+        raise InputError(f"{name}={value!r} is invalid: expected a positive integer")
     return value
 
 
 def _activation(name: str):
     if name not in ACTIVATIONS:
-        raise ValueError(
+        raise InputError(
             f"activation={name!r} is invalid: expected one of {', '.join(map(repr, ACTIVATIONS))}"
         )
     return ACTIVATIONS[name]
@@ -291,7 +292,7 @@ def cnn1d(
         if x.ndim == 2:
             return x[:, :, None]
         if x.ndim != 3:
-            raise ValueError(f"x.shape={x.shape} is invalid for cnn1d: expected (N, L) or (N, L, C)")
+            raise InputError(f"x.shape={x.shape} is invalid for cnn1d: expected (N, L) or (N, L, C)")
         return x
 
     def init(key, x):
@@ -360,11 +361,11 @@ def create(name: str, num_outputs: int, **options) -> Model:
       ValueError: for an unknown name or option, or a bad option value.
     """
     if name not in MODELS:
-        raise ValueError(f"model={name!r} is invalid: expected one of {', '.join(map(repr, MODELS))}")
+        raise InputError(f"model={name!r} is invalid: expected one of {', '.join(map(repr, MODELS))}")
     valid = [p for p in inspect.signature(MODELS[name]).parameters if p != "num_outputs"]
     for key in options:
         if key not in valid:
-            raise ValueError(
+            raise InputError(
                 f"option {key!r} is invalid for model={name!r}: expected one of {', '.join(map(repr, valid))}"
             )
     num_outputs = _check_num_outputs(num_outputs)
@@ -417,14 +418,14 @@ def _from_flax(module) -> Model:
     try:
         takes_train = "train" in inspect.signature(module.__call__).parameters
     except (TypeError, ValueError, AttributeError) as e:
-        raise ValueError(f"module={module!r} is invalid: expected a flax.linen Module") from e
+        raise InputError(f"module={module!r} is invalid: expected a flax.linen Module") from e
     train_kwargs = (lambda train: {"train": train}) if takes_train else (lambda train: {})
 
     def init(key, x):
         variables = dict(module.init(key, x, **train_kwargs(False)))
         other = sorted(set(variables) - {"params", "batch_stats"})
         if other:
-            raise ValueError(
+            raise InputError(
                 f"module={type(module).__name__} has collections {other}: from_flax supports "
                 "only 'params' and 'batch_stats'"
             )
@@ -434,7 +435,7 @@ def _from_flax(module) -> Model:
         del bn_momentum  # the module's own BatchNorm momentum applies
         has_stats = bool(jax.tree.leaves(state))
         if mask is not None and train and has_stats:
-            raise ValueError(
+            raise InputError(
                 f"mask is invalid for the flax module {type(module).__name__} with batch "
                 "statistics: it cannot exclude padded rows; use the 'bucket' batch-size strategy"
             )

@@ -27,6 +27,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter
 
 from jaxopt_lab import results as results_lib
+from jaxopt_lab.errors import InputError
 
 __all__ = ["PLOT_METRICS", "heatmap", "heatmap_data", "curves", "format_lr"]
 
@@ -78,7 +79,7 @@ def _lr_labels(values) -> list[str]:
 
 def _check(table: pd.DataFrame, metric: str) -> None:
     if metric not in PLOT_METRICS:
-        raise ValueError(
+        raise InputError(
             f"metric={metric!r} is invalid: expected one of {', '.join(map(repr, PLOT_METRICS))}"
         )
     results_lib._check_table(table)

@@ -43,6 +43,7 @@ from jaxopt_lab import batchnorm as bn
 from jaxopt_lab import data as data_lib
 from jaxopt_lab import models as models_lib
 from jaxopt_lab import train as train_lib
+from jaxopt_lab.errors import InputError
 
 __all__ = [
     "EmaStatistics",
@@ -70,7 +71,7 @@ def _is_int(value) -> bool:
 
 def _check_positive_int(name: str, value) -> int:
     if not _is_int(value) or value < 1:
-        raise ValueError(f"{name}={value!r} is invalid: expected a positive integer")
+        raise InputError(f"{name}={value!r} is invalid: expected a positive integer")
     return int(value)
 
 
@@ -134,11 +135,11 @@ def ema_running_statistics(
     """
     population = jnp.asarray(population)
     if population.ndim != 2:
-        raise ValueError(f"population.shape={population.shape} is invalid: expected (examples, features)")
+        raise InputError(f"population.shape={population.shape} is invalid: expected (examples, features)")
     batch_size = _check_positive_int("batch_size", batch_size)
     num_chains = _check_positive_int("num_chains", num_chains)
     if _is_int(num_steps) and _is_int(burn_in) and not 0 <= burn_in < num_steps:
-        raise ValueError(
+        raise InputError(
             f"burn_in={burn_in!r}, num_steps={num_steps!r} is invalid: expected 0 <= burn_in < num_steps"
         )
     n, features = population.shape
@@ -234,7 +235,7 @@ def ema_check(
       An :class:`EmaCheck`.
     """
     if not isinstance(momentum, (float, int, np.floating)) or not 0 < momentum < 1:
-        raise ValueError(f"momentum={momentum!r} is invalid: expected a float in (0, 1)")
+        raise InputError(f"momentum={momentum!r} is invalid: expected a float in (0, 1)")
     window = _check_positive_int("window", window)
     pop64 = np.asarray(population, np.float64)
     mu, var = pop64.mean(0), pop64.var(0)
@@ -384,11 +385,11 @@ def make_track_batchnorm(
     """
     eval_batch_size = _check_positive_int("eval_batch_size", eval_batch_size)
     if not dataset.num_classes:
-        raise ValueError(f"dataset={dataset.name!r} is invalid: expected a classification dataset")
+        raise InputError(f"dataset={dataset.name!r} is invalid: expected a classification dataset")
     model = train_lib.get_model(spec, dataset)
     _, state_shape = jax.eval_shape(model.init, jax.random.key(0), dataset.x_train[:1])
     if not jax.tree.leaves(state_shape):
-        raise ValueError(
+        raise InputError(
             f"spec.model_options={spec.model_options!r} is invalid: expected a model with batch norm"
         )
     points = train_lib.eval_steps(spec.steps, spec.eval_every)
@@ -439,7 +440,7 @@ def full_batch_loss(
       ``loss_fn(params) -> scalar``.
     """
     if loss not in LOSSES:
-        raise ValueError(f"loss={loss!r} is invalid: expected one of {', '.join(map(repr, LOSSES))}")
+        raise InputError(f"loss={loss!r} is invalid: expected one of {', '.join(map(repr, LOSSES))}")
 
     def loss_fn(params):
         outputs, _ = model.apply(params, {}, x, train=False)
@@ -538,7 +539,7 @@ def gradient_descent_sharpness(
     power_iters = _check_positive_int("power_iters", power_iters)
     first_power_iters = _check_positive_int("first_power_iters", first_power_iters)
     if num_steps % sharpness_every:
-        raise ValueError(
+        raise InputError(
             f"num_steps={num_steps} is invalid: expected a multiple of sharpness_every={sharpness_every}"
         )
     flat, unravel = ravel_pytree(params)

@@ -49,6 +49,7 @@ import numpy as np
 import optax
 
 from jaxopt_lab import batchnorm, metrics
+from jaxopt_lab.errors import InputError
 
 __all__ = [
     "Trajectory",
@@ -99,7 +100,7 @@ def quadratic(h: jax.typing.ArrayLike) -> LossFn:
         return lambda x: 0.5 * jnp.sum(h.astype(x.dtype) * jnp.square(x))
     if h.ndim == 2 and h.shape[0] == h.shape[1]:
         return lambda x: 0.5 * jnp.dot(x, h.astype(x.dtype) @ x)
-    raise ValueError(f"h has shape {h.shape}: expected (d,) (diagonal) or (d, d) (a matrix)")
+    raise InputError(f"h has shape {h.shape}: expected (d,) (diagonal) or (d, d) (a matrix)")
 
 
 def rosenbrock(a: jax.typing.ArrayLike = 1.0, b: jax.typing.ArrayLike = 100.0) -> LossFn:
@@ -162,7 +163,7 @@ def bias_batchnorm_loss(u: jax.Array, y: jax.Array, *, stop_gradient_stats: bool
     """
     u, y = jnp.asarray(u), jnp.asarray(y)
     if u.ndim != 2 or y.shape != u.shape:
-        raise ValueError(f"u has shape {u.shape} and y {y.shape}: expected both (N, C)")
+        raise InputError(f"u has shape {u.shape} and y {y.shape}: expected both (N, C)")
     params, state = batchnorm.init(u.shape[1], u.dtype)
 
     def loss_fn(b):
@@ -249,9 +250,9 @@ def optimize(
              [0.25  , 0.9025]], dtype=float32)
     """
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps={steps!r} is invalid: expected a Python int >= 0")
+        raise InputError(f"steps={steps!r} is invalid: expected a Python int >= 0")
     if (grad_fn is None) != (key is None):
-        raise ValueError(
+        raise InputError(
             "grad_fn and key must be given together: "
             f"got grad_fn={'set' if grad_fn is not None else None}, key={'set' if key is not None else None}"
         )
@@ -306,7 +307,7 @@ def sweep_learning_rates(
     """
     lrs = jnp.asarray(learning_rates)
     if lrs.ndim != 1 or lrs.shape[0] == 0:
-        raise ValueError(f"learning_rates has shape {lrs.shape}: expected a non-empty 1-D array")
+        raise InputError(f"learning_rates has shape {lrs.shape}: expected a non-empty 1-D array")
     return _sweep(loss_fn, make_optimizer, x0, steps, lrs)
 
 
@@ -349,7 +350,7 @@ def best_learning_rate(
     lrs = np.asarray(learning_rates, np.float64)
     losses = np.asarray(losses, np.float64)
     if losses.ndim != 2 or lrs.shape != losses.shape[:1]:
-        raise ValueError(
+        raise InputError(
             f"losses has shape {losses.shape} and learning_rates {lrs.shape}: expected (L, T + 1) and (L,)"
         )
     steps = metrics.steps_to_target(np.arange(losses.shape[1]), losses, tol)
@@ -462,7 +463,7 @@ def nqm_curvatures(dim: int, dtype: jax.typing.DTypeLike = jnp.float32) -> jax.A
       ValueError: if ``dim`` is not a positive int.
     """
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim={dim!r} is invalid: expected a positive int")
+        raise InputError(f"dim={dim!r} is invalid: expected a positive int")
     return 1.0 / jnp.arange(1, dim + 1, dtype=dtype)
 
 
@@ -610,7 +611,7 @@ def nqm_expected_loss(
       Sizes? Insights From a Noisy Quadratic Model", section 3 and appendix.
     """
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps={steps!r} is invalid: expected a Python int >= 0")
+        raise InputError(f"steps={steps!r} is invalid: expected a Python int >= 0")
     f = _nqm_map(h, learning_rate, batch_size, beta, precond_power)
     m0 = _nqm_init(x0, h)
 
@@ -671,9 +672,9 @@ def nqm_steps_to_target(
         or not isinstance(max_log2_steps, (int, np.integer))
         or not 1 <= max_log2_steps <= 60
     ):
-        raise ValueError(f"max_log2_steps={max_log2_steps!r} is invalid: expected an int in [1, 60]")
+        raise InputError(f"max_log2_steps={max_log2_steps!r} is invalid: expected an int in [1, 60]")
     if isinstance(exact_steps, bool) or not isinstance(exact_steps, (int, np.integer)) or exact_steps < 0:
-        raise ValueError(f"exact_steps={exact_steps!r} is invalid: expected an int >= 0")
+        raise InputError(f"exact_steps={exact_steps!r} is invalid: expected an int >= 0")
     dtype = h.dtype
     target = jnp.asarray(target, dtype)
     one = _nqm_map(h, learning_rate, batch_size, beta, precond_power)
@@ -752,7 +753,7 @@ def nqm_steps_grid(
     bs = np.asarray(batch_sizes, np.float64)
     betas = np.asarray(betas, np.float64)
     if lrs.ndim != 1 or bs.ndim != 1 or betas.ndim != 1:
-        raise ValueError(
+        raise InputError(
             f"learning_rates {lrs.shape}, batch_sizes {bs.shape} and betas {betas.shape}: expected 1-D arrays"
         )
     grid_b, grid_lr, grid_beta = np.meshgrid(bs, lrs, betas, indexing="ij")
@@ -844,7 +845,7 @@ def nqm_best_steps(
       ValueError: if ``refine`` is not a positive int.
     """
     if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 1:
-        raise ValueError(f"refine={refine!r} is invalid: expected an int >= 1")
+        raise InputError(f"refine={refine!r} is invalid: expected an int >= 1")
     lrs = np.asarray(learning_rates, np.float64)
     bs = np.asarray(batch_sizes, np.float64)
     betas = np.asarray(betas, np.float64)
@@ -941,14 +942,14 @@ def critical_batch_size(batch_sizes: Any, steps: Any, factor: float = 2.0) -> fl
     b = np.asarray(batch_sizes, np.float64)
     s = np.asarray(steps, np.float64)
     if b.ndim != 1 or s.shape != b.shape or b.size < 2 or np.any(np.diff(b) <= 0):
-        raise ValueError(
+        raise InputError(
             f"batch_sizes {b.shape} and steps {s.shape}: expected two 1-D arrays of the same "
             "length >= 2 with increasing batch sizes"
         )
     if not factor > 1:
-        raise ValueError(f"factor={factor} is invalid: expected factor > 1")
+        raise InputError(f"factor={factor} is invalid: expected factor > 1")
     if not np.isfinite(s[0]) or s[0] <= 0:
-        raise ValueError(f"steps[0]={s[0]} is invalid: the smallest batch size must reach the target")
+        raise InputError(f"steps[0]={s[0]} is invalid: the smallest batch size must reach the target")
     ratio = s * b / (s[0] * b[0])
     above = np.flatnonzero(ratio >= factor)
     if above.size == 0:

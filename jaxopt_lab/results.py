@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jaxopt_lab.errors import InputError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on Python 3.10
@@ -79,16 +81,16 @@ def _choices(names) -> str:
 
 def _check_table(table: pd.DataFrame) -> None:
     if not isinstance(table, pd.DataFrame):
-        raise ValueError(f"table of type {type(table).__name__} is invalid: expected a DataFrame")
+        raise InputError(f"table of type {type(table).__name__} is invalid: expected a DataFrame")
     missing = [c for c in _REQUIRED_COLUMNS + METRIC_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"table is missing column(s) {_choices(missing)}: a results table has "
             f"{_choices(_REQUIRED_COLUMNS)}, its other hyperparameters, and "
             f"{_choices(METRIC_COLUMNS)}"
         )
     if table.empty:
-        raise ValueError("table is empty: expected at least one row")
+        raise InputError("table is empty: expected at least one row")
 
 
 def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
@@ -176,13 +178,13 @@ def best_learning_rates(
     """
     _check_table(table)
     if metric not in SUMMARY_METRICS:
-        raise ValueError(f"metric={metric!r} is invalid: expected one of {_choices(SUMMARY_METRICS)}")
+        raise InputError(f"metric={metric!r} is invalid: expected one of {_choices(SUMMARY_METRICS)}")
     by = [by] if isinstance(by, str) else list(by)
     hparams = hyperparameter_columns(table)
     valid_by = [c for c in hparams if c not in ("learning_rate", "seed")]
     for name in by:
         if name not in valid_by:
-            raise ValueError(f"by={name!r} is invalid: expected one of {_choices(valid_by)}")
+            raise InputError(f"by={name!r} is invalid: expected one of {_choices(valid_by)}")
     larger_is_better = SUMMARY_METRICS[metric]
     nuisance = [c for c in hparams if c not in by and c not in ("learning_rate", "seed")]
 
@@ -299,7 +301,7 @@ def load(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
     out_dir = os.fspath(out_dir)
     for name in ("results.parquet", "sweep.toml"):
         if not os.path.isfile(os.path.join(out_dir, name)):
-            raise ValueError(f"out_dir {out_dir!r} is invalid: it has no {name}")
+            raise InputError(f"out_dir {out_dir!r} is invalid: it has no {name}")
     table = pd.read_parquet(os.path.join(out_dir, "results.parquet"))
     return table, read_definition(os.path.join(out_dir, "sweep.toml"))
 
@@ -328,20 +330,20 @@ def read_definition(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"path {path!r} is invalid: no such file")
+        raise InputError(f"path {path!r} is invalid: no such file")
     with open(path, "rb") as f:
         raw = f.read()
     try:
         definition = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise ValueError(f"malformed TOML in {path}: not UTF-8 text ({err.reason})") from None
+        raise InputError(f"malformed TOML in {path}: not UTF-8 text ({err.reason})") from None
     except tomllib.TOMLDecodeError as err:
         message = " ".join(str(err).split())
-        raise ValueError(f"malformed TOML in {path}: {message}") from None
+        raise InputError(f"malformed TOML in {path}: {message}") from None
     for name, value in definition.items():
         if name not in DEFINITION_TABLES or not isinstance(value, dict):
             kind = "table" if isinstance(value, dict) else "key"
-            raise ValueError(
+            raise InputError(
                 f"unknown top-level {kind} {name!r} in {path}: expected tables {_choices(DEFINITION_TABLES)}"
             )
     return definition
@@ -349,17 +351,17 @@ def read_definition(path: str | os.PathLike) -> dict[str, Any]:
 
 def _format_definition(definition: Mapping[str, Any]) -> str:
     if not isinstance(definition, Mapping):
-        raise ValueError(
+        raise InputError(
             f"definition of type {type(definition).__name__} is invalid: expected a dict of tables"
         )
     lines: list[str] = []
     for name, table in definition.items():
         if name not in DEFINITION_TABLES:
-            raise ValueError(
+            raise InputError(
                 f"definition table {name!r} is invalid: expected one of {_choices(DEFINITION_TABLES)}"
             )
         if not isinstance(table, Mapping):
-            raise ValueError(
+            raise InputError(
                 f"definition[{name!r}] of type {type(table).__name__} is invalid: expected a dict"
             )
         _format_table([name], table, lines)
@@ -374,7 +376,7 @@ def _format_table(path: list[str], table: Mapping[str, Any], lines: list[str]) -
     subtables = []
     for key, value in table.items():
         if not isinstance(key, str):
-            raise ValueError(f"key {key!r} in [{'.'.join(path)}] is invalid: expected a string")
+            raise InputError(f"key {key!r} in [{'.'.join(path)}] is invalid: expected a string")
         if isinstance(value, Mapping):
             subtables.append((key, value))
         else:
@@ -422,7 +424,7 @@ def _format_value(value: Any, path: list[str]) -> str:
         return "[" + ", ".join(_format_value(v, path) for v in value) + "]"
     where = ".".join(path)
     if value is None:
-        raise ValueError(f"{where} is None: TOML has no null, leave the key out instead")
-    raise ValueError(
+        raise InputError(f"{where} is None: TOML has no null, leave the key out instead")
+    raise InputError(
         f"{where} of type {type(value).__name__} is invalid: expected a str, bool, int, float, list or dict"
     )

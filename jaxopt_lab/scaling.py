@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxopt_lab.errors import InputError
+
 __all__ = ["REDUCTIONS", "LR_RULES", "reduce_loss", "scale_learning_rate"]
 
 REDUCTIONS = ("mean", "sum")
@@ -39,7 +41,7 @@ def _choices(names) -> str:
 
 def _check_choice(argument: str, value, valid) -> None:
     if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"{argument}={value!r} is invalid: expected one of {_choices(valid)}")
+        raise InputError(f"{argument}={value!r} is invalid: expected one of {_choices(valid)}")
 
 
 def reduce_loss(
@@ -85,7 +87,7 @@ def reduce_loss(
     mask = jnp.asarray(mask)
     if mask.shape != loss.shape:
         if loss.ndim < 1 or mask.shape != loss.shape[:1]:
-            raise ValueError(
+            raise InputError(
                 f"mask has shape {mask.shape} but per_example_loss has shape {loss.shape}; "
                 f"expected {loss.shape[:1]} or {loss.shape}"
             )
@@ -100,9 +102,9 @@ def reduce_loss(
 
 def _check_positive_if_concrete(argument: str, value) -> None:
     if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{argument}={value!r} is invalid: expected a positive number")
+        raise InputError(f"{argument}={value!r} is invalid: expected a positive number")
     if isinstance(value, (int, float, np.integer, np.floating)) and not value > 0:
-        raise ValueError(f"{argument}={value!r} is invalid: expected a positive number")
+        raise InputError(f"{argument}={value!r} is invalid: expected a positive number")
 
 
 def scale_learning_rate(

@@ -49,6 +49,7 @@ from jaxopt_lab import metrics as metrics_lib
 from jaxopt_lab import results as results_lib
 from jaxopt_lab import sweep as sweep_lib
 from jaxopt_lab import train as train_lib
+from jaxopt_lab.errors import InputError
 
 __all__ = [
     "log_grid",
@@ -98,11 +99,11 @@ def log_grid(low: float, high: float, per_decade: int = 4) -> np.ndarray:
       A float64 array, increasing.
     """
     if not (isinstance(low, (int, float, np.number)) and low > 0):
-        raise ValueError(f"low={low!r} is invalid: expected a positive number")
+        raise InputError(f"low={low!r} is invalid: expected a positive number")
     if not (isinstance(high, (int, float, np.number)) and high >= low):
-        raise ValueError(f"high={high!r} is invalid: expected a number >= low={low!r}")
+        raise InputError(f"high={high!r} is invalid: expected a number >= low={low!r}")
     if isinstance(per_decade, bool) or not isinstance(per_decade, (int, np.integer)) or per_decade < 1:
-        raise ValueError(f"per_decade={per_decade!r} is invalid: expected a positive integer")
+        raise InputError(f"per_decade={per_decade!r} is invalid: expected a positive integer")
     # The tolerance keeps the end points themselves when they are grid points.
     first = math.ceil(math.log10(low) * per_decade - 1e-9)
     last = math.floor(math.log10(high) * per_decade + 1e-9)
@@ -118,10 +119,10 @@ def log_slope(x, y) -> float:
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be 1-D of the same length, got shapes {x.shape} and {y.shape}")
+        raise InputError(f"x and y must be 1-D of the same length, got shapes {x.shape} and {y.shape}")
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if np.unique(x[ok]).size < 2:
-        raise ValueError(f"log_slope needs at least two distinct positive x with finite y, got x={x}, y={y}")
+        raise InputError(f"log_slope needs at least two distinct positive x with finite y, got x={x}, y={y}")
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
 
 
@@ -160,20 +161,20 @@ def sweep_per_batch_size(
       batch sizes' grids are NaN in their rows.
     """
     if len(batch_sizes) == 0:
-        raise ValueError("batch_sizes=[] is invalid: expected at least one batch size")
+        raise InputError("batch_sizes=[] is invalid: expected at least one batch size")
     if evals_per_epoch is not None and (
         isinstance(evals_per_epoch, bool)
         or not isinstance(evals_per_epoch, (int, np.integer))
         or evals_per_epoch < 1
     ):
-        raise ValueError(f"evals_per_epoch={evals_per_epoch!r} is invalid: expected a positive integer")
+        raise InputError(f"evals_per_epoch={evals_per_epoch!r} is invalid: expected a positive integer")
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
     num_examples = int(dataset.x_train.shape[0])
     tables = []
     for batch_size in batch_sizes:
         grid_axes = dict(axes(batch_size) if callable(axes) else axes)
         if "batch_size" in grid_axes:
-            raise ValueError("axes must not contain 'batch_size': it is given by batch_sizes")
+            raise InputError("axes must not contain 'batch_size': it is given by batch_sizes")
         b_spec = dataclasses.replace(spec, batch_size=int(batch_size))
         if evals_per_epoch is not None:
             per_epoch = num_examples // int(batch_size) if batch_size <= num_examples else 1
@@ -198,11 +199,11 @@ def concat_tables(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     missing from a table are NaN in its rows; metric columns go last.
     """
     if len(tables) == 0:
-        raise ValueError("tables=[] is invalid: expected at least one results table")
+        raise InputError("tables=[] is invalid: expected at least one results table")
     shifted, offset = [], 0
     for table in tables:
         if "config_id" not in table.columns:
-            raise ValueError("every table needs a 'config_id' column")
+            raise InputError("every table needs a 'config_id' column")
         table = table.copy()
         ids = table["config_id"].to_numpy()
         table["config_id"] = ids - (ids.min() if ids.size else 0) + offset
@@ -250,15 +251,15 @@ def rescaled_gaps(
       partner are left out.
     """
     if "reduction" not in table.columns:
-        raise ValueError("table has no 'reduction' column: sweep with a reduction axis")
+        raise InputError("table has no 'reduction' column: sweep with a reduction axis")
     exponents = dict(exponents or {})
     hparams = [c for c in results_lib.hyperparameter_columns(table) if c != "reduction"]
     for name in exponents:
         if name not in hparams:
-            raise ValueError(f"exponents key {name!r} is invalid: expected one of {hparams}")
+            raise InputError(f"exponents key {name!r} is invalid: expected one of {hparams}")
     for name in metrics:
         if name not in table.columns:
-            raise ValueError(f"metric {name!r} is invalid: expected a column of the table")
+            raise InputError(f"metric {name!r} is invalid: expected a column of the table")
     configs = table.drop_duplicates("config_id")[["config_id", "reduction", *hparams]]
     mean = configs[configs["reduction"] == "mean"].copy()
     total = configs[configs["reduction"] == "sum"].copy()
@@ -319,9 +320,9 @@ def _config_arrays(spec: train_lib.TrainSpec, hparams: Mapping[str, Any], seeds)
     """Stacked hyperparameters (defaults filled in) and keys for ``len(seeds)`` configs."""
     seeds = np.asarray(seeds)
     if seeds.ndim != 1 or seeds.size == 0 or not np.issubdtype(seeds.dtype, np.integer):
-        raise ValueError(f"seeds={seeds.tolist()!r} is invalid: expected a non-empty 1-D list of ints")
+        raise InputError(f"seeds={seeds.tolist()!r} is invalid: expected a non-empty 1-D list of ints")
     if "batch_size" in hparams:
-        raise ValueError("hparams must not contain 'batch_size': it is spec.batch_size")
+        raise InputError("hparams must not contain 'batch_size': it is spec.batch_size")
     defaults = train_lib.default_hparams(spec.optimizer, **dict(hparams))
     n = seeds.size
     stacked = {}
@@ -330,7 +331,7 @@ def _config_arrays(spec: train_lib.TrainSpec, hparams: Mapping[str, Any], seeds)
         if value.ndim == 0:
             value = np.full((n,), value, np.float32)
         if value.shape != (n,):
-            raise ValueError(
+            raise InputError(
                 f"hparams[{name!r}] has shape {value.shape}: expected a scalar or one value per seed ({n})"
             )
         stacked[name] = jnp.asarray(value)
@@ -507,7 +508,7 @@ def sharpness(spec: train_lib.TrainSpec, states, *, num_iters: int = 30, seed: i
       (arXiv:1609.04836).
     """
     if isinstance(num_iters, bool) or not isinstance(num_iters, (int, np.integer)) or num_iters < 1:
-        raise ValueError(f"num_iters={num_iters!r} is invalid: expected a positive integer")
+        raise InputError(f"num_iters={num_iters!r} is invalid: expected a positive integer")
     program = _sharpness_program(_measure_key(spec), int(num_iters))
     eig, res = program(*_measured(states), jax.random.key(seed))
     return Sharpness(np.asarray(eig, np.float64), np.asarray(res, np.float64))
@@ -560,7 +561,7 @@ def noise_scales(spec: train_lib.TrainSpec, states, *, chunk_size: int = 500) ->
       (arXiv:1812.06162), section 2.2.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r} is invalid: expected a positive integer")
+        raise InputError(f"chunk_size={chunk_size!r} is invalid: expected a positive integer")
     key = _measure_key(spec)
     num_examples = int(_model_and_data(key)[1].x_train.shape[0])
     out = jax.device_get(_noise_program(key, int(chunk_size))(*_measured(states)))
@@ -581,9 +582,9 @@ def geometric_steps(max_steps: int, growth: float = 1.05) -> np.ndarray:
     (exactly, while consecutive steps are evaluated).
     """
     if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise ValueError(f"max_steps={max_steps!r} is invalid: expected a positive integer")
+        raise InputError(f"max_steps={max_steps!r} is invalid: expected a positive integer")
     if not (isinstance(growth, (int, float, np.number)) and growth > 1):
-        raise ValueError(f"growth={growth!r} is invalid: expected a number > 1")
+        raise InputError(f"growth={growth!r} is invalid: expected a number > 1")
     points = [1]
     while points[-1] < max_steps:
         points.append(min(int(max_steps), max(points[-1] + 1, math.floor(points[-1] * growth))))
@@ -667,13 +668,13 @@ def run_to_target(
       once a config is frozen).
     """
     if stop not in STOP_RULES:
-        raise ValueError(f"stop={stop!r} is invalid: expected one of {', '.join(map(repr, STOP_RULES))}")
+        raise InputError(f"stop={stop!r} is invalid: expected one of {', '.join(map(repr, STOP_RULES))}")
     if not (isinstance(target, (int, float, np.number)) and math.isfinite(target)):
-        raise ValueError(f"target={target!r} is invalid: expected a finite number")
+        raise InputError(f"target={target!r} is invalid: expected a finite number")
     num_configs = len(seeds)
     groups = np.arange(num_configs) if groups is None else np.asarray(groups)
     if groups.shape != (num_configs,):
-        raise ValueError(f"groups has shape {groups.shape}: expected one label per seed ({num_configs})")
+        raise InputError(f"groups has shape {groups.shape}: expected one label per seed ({num_configs})")
     points = geometric_steps(max_steps, growth)
     # Budgets are traced arguments, not spec.steps, so every budget shares one program.
     spec = dataclasses.replace(spec, steps=1, eval_every=1)
@@ -777,14 +778,14 @@ def steps_to_target_table(
       own best learning rate.
     """
     if not (isinstance(lr_start, (int, float, np.number)) and lr_start > 0):
-        raise ValueError(f"lr_start={lr_start!r} is invalid: expected a positive number")
+        raise InputError(f"lr_start={lr_start!r} is invalid: expected a positive number")
     if len(window) != 2 or not int(window[0]) <= int(window[1]):
-        raise ValueError(f"window={window!r} is invalid: expected (first, last) offsets with first <= last")
+        raise InputError(f"window={window!r} is invalid: expected (first, last) offsets with first <= last")
     if isinstance(max_shifts, bool) or not isinstance(max_shifts, (int, np.integer)) or max_shifts < 0:
-        raise ValueError(f"max_shifts={max_shifts!r} is invalid: expected a non-negative integer")
+        raise InputError(f"max_shifts={max_shifts!r} is invalid: expected a non-negative integer")
     seeds = [int(v) for v in seeds]
     if not seeds:
-        raise ValueError("seeds=[] is invalid: expected at least one seed")
+        raise InputError("seeds=[] is invalid: expected at least one seed")
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
     num_examples = int(dataset.x_train.shape[0])
     width = int(window[1]) - int(window[0]) + 1
@@ -886,7 +887,7 @@ def best_steps(table: pd.DataFrame, by: Sequence[str] = ("optimizer", "batch_siz
     by = list(by)
     missing = [c for c in [*by, "learning_rate", "seed", "steps_to_target"] if c not in table.columns]
     if missing:
-        raise ValueError(f"table is missing column(s) {missing}")
+        raise InputError(f"table is missing column(s) {missing}")
     numeric = [c for c in table.select_dtypes("number").columns if c not in [*by, "learning_rate", "seed"]]
     cells = (
         table.groupby([*by, "learning_rate"], sort=True)
@@ -963,16 +964,16 @@ def fit_critical_batch_size(batch_sizes, steps) -> CriticalBatchFit:
     batch = np.asarray(batch_sizes, np.float64)
     steps = np.asarray(steps, np.float64)
     if batch.shape != steps.shape or batch.ndim != 1:
-        raise ValueError(
+        raise InputError(
             f"batch_sizes and steps must be 1-D of the same length, got shapes {batch.shape} "
             f"and {steps.shape}"
         )
     if np.any(~(batch > 0)):
-        raise ValueError(f"batch_sizes={batch.tolist()} is invalid: expected positive numbers")
+        raise InputError(f"batch_sizes={batch.tolist()} is invalid: expected positive numbers")
     ok = np.isfinite(steps) & (steps > 0)
     batch, log_steps = batch[ok], np.log(steps[ok])
     if np.unique(batch).size < 2:
-        raise ValueError(
+        raise InputError(
             f"need finite positive steps at two distinct batch sizes or more, got {int(ok.sum())} point(s)"
         )
     lo, hi = math.log(batch.min()) - 4 * math.log(10), math.log(batch.max()) + 4 * math.log(10)

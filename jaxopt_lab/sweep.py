@@ -35,6 +35,7 @@ import pandas as pd
 from jaxopt_lab import results as results_lib
 from jaxopt_lab import train as train_lib
 from jaxopt_lab import transforms
+from jaxopt_lab.errors import InputError
 
 __all__ = [
     "Grid",
@@ -98,24 +99,24 @@ class Grid:
         valid = STATIC_AXES + DYNAMIC_AXES
         for name, values in axes.items():
             if name not in valid:
-                raise ValueError(f"grid axis {name!r} is invalid: expected one of {_choices(valid)}")
+                raise InputError(f"grid axis {name!r} is invalid: expected one of {_choices(valid)}")
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
                 values = [values]
             if len(values) == 0:
-                raise ValueError(f"grid axis {name!r} is empty: give it at least one value")
+                raise InputError(f"grid axis {name!r} is empty: give it at least one value")
             axes[name] = tuple(values)
         for value in axes.get("optimizer", ()):
             if value not in transforms.OPTIMIZERS:
-                raise ValueError(
+                raise InputError(
                     f"optimizer={value!r} is invalid: expected one of {_choices(transforms.OPTIMIZERS)}"
                 )
         for name in ("learning_rate", "batch_size", "base_batch_size"):
             for value in axes.get(name, ()):
                 if not isinstance(value, (int, float, np.number)) or not value > 0:
-                    raise ValueError(f"{name}={value!r} is invalid: expected a positive number")
+                    raise InputError(f"{name}={value!r} is invalid: expected a positive number")
         for value in axes.get("batch_size", ()):
             if int(value) != value:
-                raise ValueError(f"batch_size={value!r} is invalid: expected a positive integer")
+                raise InputError(f"batch_size={value!r} is invalid: expected a positive integer")
         self.axes: dict[str, tuple] = dict(axes)
 
     def __repr__(self) -> str:
@@ -209,7 +210,7 @@ def _choose_strategy(spec, configs: pd.DataFrame, steps: np.ndarray) -> str:
 def plan(spec: train_lib.TrainSpec, configs: pd.DataFrame, steps: np.ndarray, strategy: str):
     """Split configs into compiled groups; returns ``(groups, strategy)``."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is invalid: expected one of {_choices(STRATEGIES)}")
+        raise InputError(f"strategy={strategy!r} is invalid: expected one of {_choices(STRATEGIES)}")
     if strategy == "auto":
         strategy = _choose_strategy(spec, configs, steps)
     static = [c for c in ("optimizer", "reduction", "lr_rule", "base_batch_size") if c in configs]
@@ -340,7 +341,7 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
     def init(arrays, hparams, key):
         return train_lib.init_state(spec, with_arrays(arrays), hparams, key)
 
-    def segment(arrays, hparams, state, start, num_steps, stop_step):
+    def segment(arrays, hparams, state, start, num_steps, stop_step, interval_start, reset):
         return train_lib.run_segment(
             spec,
             with_arrays(arrays),
@@ -351,9 +352,11 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
             stop_step,
             axis_name="config",
             freeze=False,
+            interval_start=interval_start,
+            reset=reset,
         )
 
-    def replay_segment(arrays, hparams, state, start, num_steps, stop_step):
+    def replay_segment(arrays, hparams, state, start, num_steps, stop_step, interval_start, reset):
         return train_lib.run_segment(
             spec,
             with_arrays(arrays),
@@ -363,10 +366,12 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
             num_steps,
             stop_step,
             axis_name="config",
+            interval_start=interval_start,
+            reset=reset,
         )
 
     def vmapped(fn):
-        return jax.vmap(fn, in_axes=(None, 0, 0, None, None, 0), axis_name="config")
+        return jax.vmap(fn, in_axes=(None, 0, 0, None, None, 0, 0, 0), axis_name="config")
 
     init_p = jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=by_config)
     # The fast segment keeps its input state, from which a segment where a config
@@ -423,8 +428,13 @@ def _run_chunk(
     frames = []
     start = 0
     diverged = np.zeros(len(configs), bool)
+    # A chunk stops at every config's evaluation points; a config's training loss is
+    # averaged over its own interval, which may span several of those segments.
+    interval_start = np.zeros(len(configs), np.int32)
     for end in boundaries:
-        args = (arrays, hparams, state, np.int32(start), np.int32(end - start), stops)
+        keep = np.array([end in points for points in per_config_points])
+        intervals = jax.device_put((interval_start, keep), by_config)
+        args = (arrays, hparams, state, np.int32(start), np.int32(end - start), stops, *intervals)
         new_state, metrics = segment_p(*args)
         metrics = jax.device_get(metrics)
         newly = np.asarray(metrics.diverged) & ~diverged
@@ -439,7 +449,7 @@ def _run_chunk(
             )
         state, diverged = new_state, np.asarray(metrics.diverged)
         on_segment(int(np.clip(np.minimum(end, stop_steps[:num_real]) - start, 0, None).sum()), 0)
-        keep = np.array([end in points for points in per_config_points])
+        interval_start = np.where(keep, end, interval_start).astype(np.int32)
         keep[num_real:] = False
         frames.append(
             pd.DataFrame(
@@ -466,7 +476,7 @@ def _spec_from(spec_or_options) -> tuple[train_lib.TrainSpec, float | None]:
     fields = {f.name for f in dataclasses.fields(train_lib.TrainSpec)}
     unknown = sorted(set(options) - fields)
     if unknown:
-        raise ValueError(f"option {unknown[0]!r} is invalid: expected one of {_choices(sorted(fields))}")
+        raise InputError(f"option {unknown[0]!r} is invalid: expected one of {_choices(sorted(fields))}")
     return train_lib.TrainSpec(**options), epochs
 
 
@@ -498,19 +508,19 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
 
 def _check_out_dir(out: str, resume: bool, overwrite: bool, definition: dict) -> None:
     if resume and overwrite:
-        raise ValueError("resume and overwrite are exclusive: give at most one")
+        raise InputError("resume and overwrite are exclusive: give at most one")
     if os.path.isdir(out) and os.listdir(out):
         if overwrite:
             return
         if not resume:
-            raise ValueError(
+            raise InputError(
                 f"output folder {out!r} is not empty: pass --resume to finish it or --overwrite to replace it"
             )
         path = os.path.join(out, "sweep.toml")
         if not os.path.exists(path) or results_lib.read_definition(path) != definition:
-            raise ValueError(f"cannot resume {out!r}: its sweep.toml does not match this sweep's definition")
+            raise InputError(f"cannot resume {out!r}: its sweep.toml does not match this sweep's definition")
     elif os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"output folder {out!r} is a file: expected a folder")
+        raise InputError(f"output folder {out!r} is a file: expected a folder")
 
 
 def sweep(
@@ -555,18 +565,18 @@ def sweep(
     spec, spec_epochs = _spec_from(spec_or_options)
     epochs = spec_epochs if epochs is None else epochs
     if epochs is not None and not epochs > 0:
-        raise ValueError(f"epochs={epochs!r} is invalid: expected a positive number")
+        raise InputError(f"epochs={epochs!r} is invalid: expected a positive number")
     if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
-        raise ValueError(f"chunk_size={chunk_size!r} is invalid: expected a positive integer")
+        raise InputError(f"chunk_size={chunk_size!r} is invalid: expected a positive integer")
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is invalid: expected one of {_choices(STRATEGIES)}")
+        raise InputError(f"strategy={strategy!r} is invalid: expected one of {_choices(STRATEGIES)}")
     configs = grid.configs(spec)
-    _check_hparams(configs)
+    _check_hparams(configs, spec.optimizer_flags)
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
     num_examples = int(dataset.x_train.shape[0])
     too_big = configs["batch_size"][configs["batch_size"] > num_examples]
     if len(too_big):
-        raise ValueError(
+        raise InputError(
             f"batch_size={int(too_big.iloc[0])} is larger than the training set ({num_examples} examples)"
         )
     steps = np.array([_budget_steps(spec, int(b), epochs, num_examples) for b in configs["batch_size"]])
@@ -628,22 +638,25 @@ def sweep(
     return SweepResult(table=table, definition=definition, strategy=chosen)
 
 
-def _check_hparams(configs: pd.DataFrame) -> None:
-    """Build each distinct optimizer once from Python numbers, so bad values raise here.
+def _check_hparams(configs: pd.DataFrame, flags: tuple) -> None:
+    """Build each distinct optimizer once from Python numbers and the spec's flags,
+    so bad values and flags an optimizer does not take raise here.
 
     Inside the sweep they are traced arrays, which the optimizers cannot check.
     """
     names = [c for c in configs.columns if c in DYNAMIC_AXES and c != "seed"]
     for cfg in configs[["optimizer", *names]].drop_duplicates().to_dict("records"):
+        train_lib.check_optimizer_flags(cfg["optimizer"], flags)
         given = {k: v for k, v in cfg.items() if k in names and pd.notna(v)}
         hp = train_lib.default_hparams(cfg["optimizer"], **given)
         transforms.OPTIMIZERS[cfg["optimizer"]](
             float(hp["learning_rate"]),
             **{arg: float(hp[name]) for name, arg in _alias_names(cfg["optimizer"]).items()},
+            **dict(flags),
         )
         for name in ("weight_decay", "bn_momentum"):
             if not 0 <= hp[name] < (1 if name == "bn_momentum" else math.inf):
-                raise ValueError(
+                raise InputError(
                     f"{name}={hp[name]!r} is invalid: expected "
                     + ("0 <= bn_momentum < 1" if name == "bn_momentum" else "weight_decay >= 0")
                 )

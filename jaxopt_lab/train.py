@@ -30,6 +30,7 @@ import optax
 from jaxopt_lab import data as data_lib
 from jaxopt_lab import models as models_lib
 from jaxopt_lab import scaling, transforms
+from jaxopt_lab.errors import InputError
 
 __all__ = [
     "TrainSpec",
@@ -37,6 +38,7 @@ __all__ = [
     "History",
     "default_hparams",
     "make_optimizer",
+    "check_optimizer_flags",
     "init_state",
     "run_segment",
     "make_train",
@@ -87,28 +89,28 @@ class TrainSpec:
 
     def __post_init__(self):
         if self.optimizer not in transforms.OPTIMIZERS:
-            raise ValueError(
+            raise InputError(
                 f"optimizer={self.optimizer!r} is invalid: expected one of "
                 f"{', '.join(map(repr, transforms.OPTIMIZERS))}"
             )
         if isinstance(self.model, str) and self.model not in models_lib.MODELS:
-            raise ValueError(
+            raise InputError(
                 f"model={self.model!r} is invalid: expected one of {', '.join(map(repr, models_lib.MODELS))}"
             )
         if self.reduction not in scaling.REDUCTIONS:
-            raise ValueError(
+            raise InputError(
                 f"reduction={self.reduction!r} is invalid: expected one of "
                 f"{', '.join(map(repr, scaling.REDUCTIONS))}"
             )
         if self.lr_rule not in scaling.LR_RULES:
-            raise ValueError(
+            raise InputError(
                 f"lr_rule={self.lr_rule!r} is invalid: expected one of "
                 f"{', '.join(map(repr, scaling.LR_RULES))}"
             )
         for name in ("batch_size", "steps", "eval_every", "base_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}={value!r} is invalid: expected a positive integer")
+                raise InputError(f"{name}={value!r} is invalid: expected a positive integer")
         # Options arrive as dicts from users; keep them hashable and ordered.
         for name in ("dataset_options", "model_options", "optimizer_flags"):
             value = getattr(self, name)
@@ -187,7 +189,7 @@ def default_hparams(optimizer: str, **overrides) -> dict[str, float]:
 'weight_decay': 0.0, 'bn_momentum': 0.99}
     """
     if optimizer not in transforms.OPTIMIZERS:
-        raise ValueError(
+        raise InputError(
             f"optimizer={optimizer!r} is invalid: expected one of "
             f"{', '.join(map(repr, transforms.OPTIMIZERS))}"
         )
@@ -198,12 +200,27 @@ def default_hparams(optimizer: str, **overrides) -> dict[str, float]:
     out.update(_COMMON_HPARAMS)
     unknown = set(overrides) - set(out) - {"batch_size"}
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"hyperparameter {sorted(unknown)[0]!r} is invalid for optimizer={optimizer!r}: "
             f"expected one of {', '.join(map(repr, out))}"
         )
     out.update(overrides)
     return out
+
+
+def check_optimizer_flags(optimizer: str, flags: Mapping[str, Any] | tuple) -> None:
+    """Raise :class:`InputError` for a flag that ``optimizer``'s alias does not take.
+
+    The flags are the alias's keyword-only arguments (``nesterov``, ``ema``,
+    ``centered``, ``bias_correction``, ...); the message names the flag, the
+    optimizer and the flags it takes.
+    """
+    alias = transforms.OPTIMIZERS[optimizer]
+    valid = [p.name for p in inspect.signature(alias).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    for name in dict(flags):
+        if name not in valid:
+            takes = f"expected one of {', '.join(map(repr, valid))}" if valid else "it takes none"
+            raise InputError(f"optimizer flag {name!r} is invalid for optimizer={optimizer!r}: {takes}")
 
 
 def make_optimizer(spec: TrainSpec, hparams: Mapping[str, Any], batch_size) -> optax.GradientTransformation:
@@ -364,6 +381,8 @@ def run_segment(
     stop_step=None,
     axis_name=None,
     freeze=True,
+    interval_start=None,
+    reset=True,
 ):
     """Advance ``state`` by ``num_steps`` steps from step ``start``, then evaluate.
 
@@ -384,6 +403,12 @@ def run_segment(
     state it started from. The select is what an optimizer's update would
     otherwise need to compute twice: it costs up to a fifth of a small step on
     a CPU.
+
+    ``interval_start`` and ``reset`` let a config's evaluation interval span
+    several segments (a sweep's chunk stops at the union of its configs'
+    evaluation points): ``train_loss`` is the mean over the active steps since
+    ``interval_start`` (default ``start``), and ``loss_sum`` is cleared only where
+    ``reset`` (default: always), at the config's own evaluation points.
 
     Returns:
       ``(state, metrics)``: the new state with ``loss_sum`` reset, and
@@ -409,7 +434,8 @@ def run_segment(
                 for name in ("params", "model_state", "opt_state")
             }
         )
-    active_steps = jnp.clip(jnp.minimum(start + num_steps, stop_step) - start, 1, None)
+    interval_start = start if interval_start is None else interval_start
+    active_steps = jnp.clip(jnp.minimum(start + num_steps, stop_step) - interval_start, 1, None)
     train_loss = state.loss_sum / active_steps.astype(jnp.float32)
     test_loss, accuracy = _evaluate(model, dataset, state)
     nan = jnp.full((), jnp.nan, jnp.float32)
@@ -419,7 +445,8 @@ def run_segment(
         test_accuracy=jnp.where(state.diverged, nan, accuracy),
         diverged=state.diverged,
     )
-    return state._replace(loss_sum=jnp.zeros_like(state.loss_sum)), metrics
+    loss_sum = jnp.where(reset, jnp.zeros_like(state.loss_sum), state.loss_sum)
+    return state._replace(loss_sum=loss_sum), metrics
 
 
 def eval_steps(steps: int, eval_every: int) -> list[int]:
@@ -495,6 +522,7 @@ def train(spec: TrainSpec, hparams: Mapping[str, Any] | None = None, key=0) -> H
     Returns:
       A :class:`History` with one entry per evaluation point.
     """
+    check_optimizer_flags(spec.optimizer, spec.optimizer_flags)
     hp = default_hparams(spec.optimizer, **dict(hparams or {}))
     if hp["weight_decay"] == 0:  # as a sweep does: the same numbers without the extra pass
         del hp["weight_decay"]

@@ -52,6 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_lab.errors import InputError
+
 __all__ = [
     "ScaleByMomentumState",
     "ScaleByRmsState",
@@ -117,21 +119,21 @@ def _is_number(value) -> bool:
 
 def _check_decay(name: str, value) -> None:
     if _is_number(value) and not 0 <= value < 1:
-        raise ValueError(f"{name}={value} is invalid: expected 0 <= {name} < 1")
+        raise InputError(f"{name}={value} is invalid: expected 0 <= {name} < 1")
 
 
 def _check_nonnegative(name: str, value) -> None:
     if _is_number(value) and not value >= 0:
-        raise ValueError(f"{name}={value} is invalid: expected {name} >= 0")
+        raise InputError(f"{name}={value} is invalid: expected {name} >= 0")
 
 
 def _check_learning_rate(value) -> None:
     expected = "a positive number, a JAX scalar or an optax schedule"
     if _is_number(value):
         if not value > 0:
-            raise ValueError(f"learning_rate={value} is invalid: expected learning_rate > 0 ({expected})")
+            raise InputError(f"learning_rate={value} is invalid: expected learning_rate > 0 ({expected})")
     elif not (callable(value) or isinstance(value, (jax.Array, np.ndarray, np.generic))):
-        raise ValueError(f"learning_rate={value!r} is invalid: expected {expected}")
+        raise InputError(f"learning_rate={value!r} is invalid: expected {expected}")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -262,3 +262,289 @@ def test_cpu_chunk_size_fits_the_budget_with_the_least_padding(monkeypatch, fit,
     monkeypatch.setattr(S, "_step_bytes", lambda spec, dataset: S._CPU_CHUNK_BYTES // fit)
     monkeypatch.setattr(S, "_CPU_CONFIGS_PER_DEVICE", 2)
     assert S._default_chunk_size(None, None, group, devices) == expected
+
+
+# ------------------------------------------------------------------ the engine's wiring, end to end
+# Each sweep below is compared, config by config, with a plain optax loop written in
+# tests/_reference.py (optax's own optimizers, the loss and the reduction written again).
+
+import flax.linen as nn  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from _reference import assert_config_matches, model_fns, optax_loop  # noqa: E402
+
+from jaxopt_lab import data as D  # noqa: E402
+from jaxopt_lab import models as M  # noqa: E402
+from jaxopt_lab.errors import InputError  # noqa: E402
+
+REG = {"n": 256, "dim": 4, "n_test": 64, "noise": 0.1}
+
+
+def _linear_regression_loop(tx, batch_size, steps, seed=0, reduction="mean", eval_every=10, options=REG):
+    ds = D.load("regression", **options)
+    return optax_loop(
+        ds,
+        *model_fns(M.create("linear", 1)),
+        tx,
+        batch_size=batch_size,
+        steps=steps,
+        eval_every=eval_every,
+        seed=seed,
+        reduction=reduction,
+    )
+
+
+def test_sum_reduction_and_lr_rules_across_batch_sizes_equal_an_optax_loop():
+    spec = dict(dataset="regression", dataset_options=REG, model="linear", steps=30, eval_every=10)
+    grid = S.Grid(
+        optimizer=["sgd"],
+        reduction=["mean", "sum"],
+        lr_rule=["none", "linear", "sqrt"],
+        base_batch_size=[16],
+        batch_size=[8, 32],
+        learning_rate=[0.004],
+    )
+    table = S.sweep(spec, grid, strategy="bucket", progress=False).table
+    assert len(table) == 12 * 3
+    factor = {"none": lambda b: 1.0, "linear": lambda b: b / 16, "sqrt": lambda b: np.sqrt(b / 16)}
+    for reduction in ("mean", "sum"):
+        for rule, scale in factor.items():
+            for b in (8, 32):
+                curves = _linear_regression_loop(optax.sgd(0.004 * scale(b)), b, 30, reduction=reduction)
+                assert_config_matches(table, dict(reduction=reduction, lr_rule=rule, batch_size=b), curves)
+
+
+@pytest.mark.parametrize("flags", ["nesterov", "ema_bias_correction"])
+def test_optimizer_flags_equal_optax(flags):
+    options = {"nesterov": {"nesterov": True}, "ema_bias_correction": {"ema": True, "bias_correction": True}}
+    spec = dict(
+        dataset="regression",
+        dataset_options=REG,
+        model="linear",
+        steps=30,
+        eval_every=10,
+        optimizer="momentum",
+        optimizer_flags=options[flags],
+        batch_size=16,
+    )
+    grid = S.Grid(learning_rate=[0.01, 0.05], momentum=[0.5, 0.9])
+    table = S.sweep(spec, grid, progress=False).table
+    for lr in (0.01, 0.05):
+        for beta in (0.5, 0.9):
+            if flags == "nesterov":
+                tx = optax.sgd(lr, momentum=beta, nesterov=True)
+            else:  # a bias-corrected moving average of the gradients, times -lr
+                tx = optax.chain(optax.ema(beta, debias=True), optax.scale_by_learning_rate(lr))
+            assert_config_matches(
+                table, dict(learning_rate=lr, momentum=beta), _linear_regression_loop(tx, 16, 30)
+            )
+
+
+def test_a_flag_that_an_optimizer_of_the_grid_does_not_take_is_one_line():
+    spec = dict(
+        dataset="regression",
+        dataset_options=REG,
+        model="linear",
+        steps=10,
+        optimizer_flags={"nesterov": True},
+    )
+    grid = S.Grid(optimizer=["momentum", "adam"], learning_rate=[0.01])
+    with pytest.raises(
+        InputError,
+        match=r"^optimizer flag 'nesterov' is invalid for optimizer='adam': "
+        r"expected one of 'bias_correction'$",
+    ):
+        S.sweep(spec, grid, progress=False)
+    with pytest.raises(InputError, match=r"optimizer flag 'centered' is invalid for optimizer='sgd'"):
+        T.train(
+            T.TrainSpec(
+                dataset="regression",
+                model="linear",
+                optimizer="sgd",
+                optimizer_flags={"centered": True},
+                steps=2,
+            )
+        )
+
+
+@pytest.mark.parametrize("batchnorm", [False, True], ids=["plain", "batchnorm"])
+def test_cnn1d_sweep_equals_an_optax_loop(batchnorm):
+    options = {"channels": (4, 4), "batchnorm": batchnorm}
+    spec = dict(
+        dataset="digits",
+        model="cnn1d",
+        model_options=options,
+        steps=20,
+        eval_every=10,
+        optimizer="momentum",
+        batch_size=32,
+    )
+    grid = S.Grid(learning_rate=[0.01, 0.05], bn_momentum=[0.9], seed=[0, 1])
+    table = S.sweep(spec, grid, progress=False).table
+    ds = D.load("digits")
+    model = M.create("cnn1d", 10, **options)
+    for lr in (0.01, 0.05):
+        for seed in (0, 1):
+            curves = optax_loop(
+                ds,
+                *model_fns(model, 0.9),
+                optax.sgd(lr, momentum=0.9),
+                batch_size=32,
+                steps=20,
+                eval_every=10,
+                seed=seed,
+            )
+            assert_config_matches(table, dict(learning_rate=lr, seed=seed), curves, accuracy_atol=1.5e-3)
+
+
+class _FlaxNet(nn.Module):  # the README's example, narrower
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(16)(x))
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        return nn.Dense(10)(x)
+
+
+def test_a_flax_module_with_batchnorm_in_a_sweep_equals_a_flax_optax_loop():
+    module = _FlaxNet()
+    spec = {"dataset": "digits", "model": M.from_flax(module), "steps": 20, "eval_every": 10}
+    grid = S.Grid(optimizer=["sgd", "momentum"], learning_rate=[0.01, 0.1], batch_size=[16, 32])
+    result = S.sweep(spec, grid, progress=False)
+    assert result.strategy == "bucket"  # a flax module cannot be told which rows are padding
+
+    def init(key, x):
+        variables = module.init(key, x, train=False)
+        return variables["params"], variables["batch_stats"]
+
+    def apply(params, stats, x, train):
+        variables = {"params": params, "batch_stats": stats}
+        if train:
+            out, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
+            return out, updates["batch_stats"]
+        return module.apply(variables, x, train=False), stats
+
+    ds = D.load("digits")
+    for name, make in (("sgd", optax.sgd), ("momentum", lambda lr: optax.sgd(lr, momentum=0.9))):
+        for lr in (0.01, 0.1):
+            for b in (16, 32):
+                curves = optax_loop(ds, init, apply, make(lr), batch_size=b, steps=20, eval_every=10, seed=0)
+                assert_config_matches(
+                    result.table,
+                    dict(optimizer=name, learning_rate=lr, batch_size=b),
+                    curves,
+                    accuracy_atol=1.5e-3,
+                )
+
+
+@pytest.mark.parametrize(
+    "batch_sizes, steps, expected",
+    [((8, 9), 30, "mask"), ((8, 256), 450, "bucket")],
+    ids=["close-sizes-mask", "far-sizes-bucket"],
+)
+def test_auto_chooses_each_strategy_and_both_equal_an_optax_loop(batch_sizes, steps, expected):
+    options = {**REG, "n": 512}
+    spec = dict(
+        dataset="regression",
+        dataset_options=options,
+        model="linear",
+        steps=steps,
+        eval_every=steps // 3,
+        optimizer="sgd",
+    )
+    grid = S.Grid(learning_rate=[0.01, 0.03], batch_size=list(batch_sizes))
+    result = S.sweep(spec, grid, progress=False)
+    assert result.strategy == expected
+    for lr in (0.01, 0.03):
+        for b in batch_sizes:
+            curves = _linear_regression_loop(optax.sgd(lr), b, steps, eval_every=steps // 3, options=options)
+            assert_config_matches(result.table, dict(learning_rate=lr, batch_size=b), curves)
+
+
+def test_an_epochs_budget_equals_an_optax_loop_of_that_many_steps():
+    spec = dict(dataset="regression", dataset_options=REG, model="linear", eval_every=8, optimizer="adam")
+    grid = S.Grid(learning_rate=[0.01], batch_size=[16, 32])
+    table = S.sweep(spec, grid, epochs=2, progress=False).table
+    for b in (16, 32):
+        steps = 2 * (256 // b)
+        curves = _linear_regression_loop(optax.adam(0.01), b, steps, eval_every=8)
+        assert_config_matches(table, dict(batch_size=b), curves)
+
+
+def _npz(tmp_path, rng):
+    arrays = {
+        "x_train": rng.normal(size=(200, 6)).astype(np.float32),
+        "y_train": rng.integers(0, 3, size=200).astype(np.int64),
+        "x_test": rng.normal(size=(50, 6)).astype(np.float32),
+        "y_test": rng.integers(0, 3, size=50).astype(np.int64),
+    }
+    arrays["x_train"][:, 0] += arrays["y_train"]  # something to learn
+    arrays["x_test"][:, 0] += arrays["y_test"]
+    path = tmp_path / "mine.npz"
+    np.savez(path, **arrays)
+    # the dataset as the file defines it: raw arrays (npz is not standardized), 3 classes
+    ds = D.Dataset(
+        jnp.asarray(arrays["x_train"]),
+        jnp.asarray(arrays["y_train"], jnp.int32),
+        jnp.asarray(arrays["x_test"]),
+        jnp.asarray(arrays["y_test"], jnp.int32),
+        3,
+        "npz",
+    )
+    return path, ds
+
+
+def test_an_npz_dataset_from_the_command_equals_an_optax_loop(tmp_path):
+    """`jaxopt-lab sweep` on a user's .npz with sum reduction, the sqrt rule and an epochs budget."""
+    from jaxopt_lab import cli
+
+    path, ds = _npz(tmp_path, np.random.default_rng(0))
+    out = tmp_path / "out"
+    code = cli.main(
+        [
+            "sweep",
+            "--dataset",
+            f"npz:{path}",
+            "--model",
+            "mlp",
+            "--hidden",
+            "8",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.002,0.005",
+            "--batch-size",
+            "16,32",
+            "--seeds",
+            "1",
+            "--reduction",
+            "sum",
+            "--lr-rule",
+            "sqrt",
+            "--base-batch-size",
+            "16",
+            "--epochs",
+            "2",
+            "--eval-every",
+            "5",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    table = pd.read_parquet(out / "results.parquet")
+    model = M.create("mlp", 3, hidden=(8,))
+    for lr in (0.002, 0.005):
+        for b in (16, 32):
+            tx = optax.sgd(lr * np.sqrt(b / 16))
+            curves = optax_loop(
+                ds,
+                *model_fns(model),
+                tx,
+                batch_size=b,
+                steps=2 * (200 // b),
+                eval_every=5,
+                seed=0,
+                reduction="sum",
+            )
+            assert_config_matches(table, dict(learning_rate=lr, batch_size=b), curves, accuracy_atol=1e-6)
