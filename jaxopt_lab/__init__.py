@@ -8,6 +8,7 @@ batch size × seed × optimizer) is one compiled, vmapped, sharded program.
 from jaxopt_lab import (
     batchnorm,
     data,
+    errors,
     metrics,
     models,
     plots,
@@ -22,6 +23,7 @@ from jaxopt_lab import (
 )
 from jaxopt_lab.batchnorm import BatchNormParams, BatchNormState
 from jaxopt_lab.data import Dataset, load
+from jaxopt_lab.errors import InputError
 from jaxopt_lab.metrics import (
     hessian_top_eigenvalue,
     noise_scale,
@@ -55,6 +57,7 @@ __all__ = [
     # modules
     "batchnorm",
     "data",
+    "errors",
     "metrics",
     "models",
     "plots",
@@ -88,6 +91,7 @@ __all__ = [
     "BatchNormState",
     # data and models
     "Dataset",
+    "InputError",
     "load",
     "Model",
     "linear",

@@ -162,3 +162,36 @@ def test_sweep_splits_a_cpu_into_one_device_per_core():
     chosen = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
     one_device_per_cpu_core(chosen)
     assert chosen == {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
+
+
+def test_an_unknown_optimizer_flag_in_a_file_is_one_line_and_exit_2(tmp_path, capsys):
+    config = tmp_path / "flags.toml"
+    config.write_text(
+        '[spec]\ndataset = "digits"\nsteps = 5\n[optimizer_flags]\nnesterov = true\n'
+        '[grid]\noptimizer = ["momentum", "adam"]\nlearning_rate = [0.01]\n'
+    )
+    out = tmp_path / "out"
+    assert cli.main(["sweep", "--config", str(config), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "jaxopt-lab: error: optimizer flag 'nesterov' is invalid for optimizer='adam': "
+        "expected one of 'bias_correction'\n"
+    )
+    assert not out.exists()
+
+
+def test_a_bug_is_not_reported_as_bad_input(tmp_path, monkeypatch, capsys):
+    """A ValueError from inside the program (not an InputError) keeps its traceback: exit code
+    is not 2, and the message is not dressed as the user's mistake."""
+    from jaxopt_lab import sweep as sweep_lib
+
+    def broken(*args, **kwargs):
+        raise ValueError("not enough values to unpack (expected 2, got 1)")
+
+    monkeypatch.setattr(sweep_lib, "sweep", broken)
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        cli.main(["sweep", *TINY, "--out", str(tmp_path / "out")])
+    assert "jaxopt-lab: error" not in capsys.readouterr().err
+    monkeypatch.undo()  # the user's mistakes still are one line and exit 2
+    assert cli.main(["sweep", *TINY, "--strategy", "fast", "--out", str(tmp_path / "o")]) == 2
+    assert "strategy='fast' is invalid" in capsys.readouterr().err
