@@ -341,7 +341,7 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
     def init(arrays, hparams, key):
         return train_lib.init_state(spec, with_arrays(arrays), hparams, key)
 
-    def segment(arrays, hparams, state, start, num_steps, stop_step, interval_start, reset):
+    def segment(arrays, hparams, state, start, num_steps, stop_step, interval_start, reset, *, freeze):
         return train_lib.run_segment(
             spec,
             with_arrays(arrays),
@@ -351,21 +351,7 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
             num_steps,
             stop_step,
             axis_name="config",
-            freeze=False,
-            interval_start=interval_start,
-            reset=reset,
-        )
-
-    def replay_segment(arrays, hparams, state, start, num_steps, stop_step, interval_start, reset):
-        return train_lib.run_segment(
-            spec,
-            with_arrays(arrays),
-            hparams,
-            state,
-            start,
-            num_steps,
-            stop_step,
-            axis_name="config",
+            freeze=freeze,
             interval_start=interval_start,
             reset=reset,
         )
@@ -376,8 +362,14 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
     init_p = jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=by_config)
     # The fast segment keeps its input state, from which a segment where a config
     # diverged is replayed; the replay (compiled only if one is needed) can donate it.
-    segment_p = jax.jit(vmapped(segment), out_shardings=(by_config, by_config))
-    replay_p = jax.jit(vmapped(replay_segment), out_shardings=(by_config, by_config), donate_argnums=(2,))
+    segment_p = jax.jit(
+        vmapped(functools.partial(segment, freeze=False)), out_shardings=(by_config, by_config)
+    )
+    replay_p = jax.jit(
+        vmapped(functools.partial(segment, freeze=True)),
+        out_shardings=(by_config, by_config),
+        donate_argnums=(2,),
+    )
     arrays = jax.device_put((dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test), replicated)
     return init_p, segment_p, replay_p, arrays, by_config
 
