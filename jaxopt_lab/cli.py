@@ -69,21 +69,29 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _number_list(text: str, flag: str, kind=float) -> list:
+    """A comma list of numbers; for real-valued flags also START:STOP:COUNT, log-spaced.
+
+    Every value must be finite; integer flags take integers only (a log-spaced
+    range of them would not be integers).
+    """
+    if kind is int:
+        expected = "expected a comma list of integers, e.g. 8,32,128"
+    else:
+        expected = "expected a comma list or START:STOP:COUNT (log-spaced, e.g. 1e-3:1:7) of finite numbers"
     try:
         if ":" in text:
             parts = text.split(":")
-            if len(parts) != 3:
+            if kind is int or len(parts) != 3:
                 raise ValueError
             start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
-            if start <= 0 or stop <= 0 or count < 1:
+            if not (0 < start < math.inf and 0 < stop < math.inf and count >= 1):
                 raise ValueError
             return [float(v) for v in np.logspace(math.log10(start), math.log10(stop), count)]
         values = [kind(v) for v in text.split(",") if v.strip()]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError
     except ValueError:
-        raise _UsageError(
-            f"{flag} {text!r} is invalid: expected a comma list or START:STOP:COUNT "
-            "(log-spaced, e.g. 1e-3:1:7)"
-        ) from None
+        raise _UsageError(f"{flag} {text!r} is invalid: {expected}") from None
     if not values:
         raise _UsageError(f"{flag} {text!r} is invalid: expected at least one value")
     return values
@@ -148,7 +156,7 @@ def _definition_from_args(args) -> dict:
     from jaxopt_lab import results
 
     single = args.command == "run"
-    if args.config:
+    if args.config is not None:
         if not os.path.isfile(args.config):
             raise _UsageError(f"--config {args.config!r} is invalid: no such file")
         definition = results.read_definition(args.config)
@@ -273,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             from jaxopt_lab.sweep import one_device_per_cpu_core
 
             one_device_per_cpu_core()
+        if args.out is not None and not args.out.strip():
+            raise _UsageError(f"--out {args.out!r} is invalid: expected a folder name")
         definition = _definition_from_args(args)
-        out = args.out or _DEFAULT_OUT[args.command]
+        out = _DEFAULT_OUT[args.command] if args.out is None else args.out
         _run_definition(definition, out, args)
     except InputError as err:  # the user's mistake; anything else is a bug and keeps its traceback
         print(f"jaxopt-lab: error: {err}", file=sys.stderr)

@@ -110,13 +110,25 @@ class Grid:
                 raise InputError(
                     f"optimizer={value!r} is invalid: expected one of {_choices(transforms.OPTIMIZERS)}"
                 )
+        # Every numeric value is checked here, where it enters: a NaN would otherwise read
+        # as "not given" further on and run with the default.
+        for name in DYNAMIC_AXES + ("batch_size", "base_batch_size"):
+            for value in axes.get(name, ()):
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                    raise InputError(f"{name}={value!r} is invalid: expected a number")
+                if not math.isfinite(value):
+                    raise InputError(f"{name}={value!r} is invalid: expected a finite number")
         for name in ("learning_rate", "batch_size", "base_batch_size"):
             for value in axes.get(name, ()):
-                if not isinstance(value, (int, float, np.number)) or not value > 0:
+                if not value > 0:
                     raise InputError(f"{name}={value!r} is invalid: expected a positive number")
-        for value in axes.get("batch_size", ()):
-            if int(value) != value:
-                raise InputError(f"batch_size={value!r} is invalid: expected a positive integer")
+        for name in ("batch_size", "base_batch_size", "seed"):
+            for value in axes.get(name, ()):
+                if int(value) != value:
+                    raise InputError(f"{name}={value!r} is invalid: expected an integer")
+        for value in axes.get("seed", ()):
+            if not 0 <= value < 2**32:
+                raise InputError(f"seed={value!r} is invalid: expected an integer in [0, 2**32)")
         self.axes: dict[str, tuple] = dict(axes)
 
     def __repr__(self) -> str:
@@ -556,8 +568,8 @@ def sweep(
     """
     spec, spec_epochs = _spec_from(spec_or_options)
     epochs = spec_epochs if epochs is None else epochs
-    if epochs is not None and not epochs > 0:
-        raise InputError(f"epochs={epochs!r} is invalid: expected a positive number")
+    if epochs is not None and not (isinstance(epochs, (int, float, np.number)) and 0 < epochs < math.inf):
+        raise InputError(f"epochs={epochs!r} is invalid: expected a positive finite number")
     if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
         raise InputError(f"chunk_size={chunk_size!r} is invalid: expected a positive integer")
     if strategy not in STRATEGIES:

@@ -101,6 +101,34 @@ def _npz(tmp_path, **arrays):
         (["sweep", "--b1", "1.5", "--optimizer", "adam"], "b1=1.5"),
         (["sweep", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["run", "--lr", "0.1,0.2"], "--lr takes one value in `run`, got 2"),
+        # NaN and infinities are refused for every numeric hyperparameter, not read as "not given"
+        *[
+            (["sweep", *pre, flag, bad], f"{flag} '{bad}' is invalid: expected a comma list")
+            for flag, pre in [
+                ("--lr", []),
+                ("--momentum", ["--optimizer", "momentum"]),
+                ("--b1", ["--optimizer", "adam"]),
+                ("--b2", ["--optimizer", "adam"]),
+                ("--eps", ["--optimizer", "adam"]),
+                ("--decay", ["--optimizer", "rmsprop"]),
+                ("--weight-decay", []),
+                ("--bn-momentum", []),
+            ]
+            for bad in ("nan", "inf")
+        ],
+        (["sweep", "--lr", "1e-3:inf:3"], "--lr '1e-3:inf:3' is invalid: expected a comma list or START"),
+        # integer options take integer lists, not ranges that parse to 7.99999
+        (
+            ["sweep", "--batch-size", "8:128:5"],
+            "--batch-size '8:128:5' is invalid: expected a comma list of integers",
+        ),
+        (["sweep", "--seed", "1.5"], "--seed '1.5' is invalid: expected a comma list of integers"),
+        (
+            ["sweep", "--seed", "99999999999999999999"],
+            "seed=99999999999999999999 is invalid: expected an integer in [0, 2**32)",
+        ),
+        (["sweep", "--epochs", "inf"], "epochs=inf is invalid: expected a positive finite number"),
+        (["sweep", "--config", ""], "--config '' is invalid: no such file"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
@@ -110,6 +138,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv,
     assert err.count("\n") == 1 and err.startswith("jaxopt-lab: error: ")
     assert message in err
     assert not out.exists()
+
+
+def test_an_empty_output_folder_name_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", *TINY, "--out", ""]) == 2
+    assert capsys.readouterr().err == "jaxopt-lab: error: --out '' is invalid: expected a folder name\n"
+    assert _files(tmp_path) == []
 
 
 def test_bad_files_are_reported(tmp_path, capsys):

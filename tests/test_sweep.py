@@ -226,6 +226,13 @@ def test_grid_drops_hyperparameters_an_optimizer_does_not_take():
         (dict(optimizer=["adagrad"]), "optimizer='adagrad' is invalid: expected one of 'sgd'"),
         (dict(learning_rate=[0.1, -1.0]), "learning_rate=-1.0 is invalid"),
         (dict(batch_size=[0]), "batch_size=0 is invalid"),
+        # a NaN would read as "not given" and run with the default
+        (dict(momentum=[0.9, float("nan")]), "momentum=nan is invalid: expected a finite number"),
+        (dict(weight_decay=[float("inf")]), "weight_decay=inf is invalid: expected a finite number"),
+        (dict(learning_rate=[float("inf")]), "learning_rate=inf is invalid: expected a finite number"),
+        (dict(b1=["0.9"]), "b1='0.9' is invalid: expected a number"),
+        (dict(seed=[2**32]), r"seed=4294967296 is invalid: expected an integer in \[0, 2\*\*32\)"),
+        (dict(seed=[1.5]), "seed=1.5 is invalid: expected an integer"),
     ],
 )
 def test_bad_grids_raise(axes, match):
