@@ -363,7 +363,7 @@ def _load_npz(name: str, standardize: str = "none") -> Dataset:
         raise InputError(f"dataset={name!r}: cannot read {path!r} as .npz: {e}") from e
 
     def bad(message):
-        return ValueError(f"dataset={name!r}: in {path!r}, {message}")
+        return InputError(f"dataset={name!r}: in {path!r}, {message}")
 
     shapes = {k: arrays[k].shape for k in _NPZ_KEYS}
     for k in _NPZ_KEYS:
@@ -382,6 +382,15 @@ def _load_npz(name: str, standardize: str = "none") -> Dataset:
     for k in ("x_train", "x_test"):
         if not (np.issubdtype(arrays[k].dtype, np.number) or arrays[k].dtype == np.bool_):
             raise bad(f"{k} has dtype {arrays[k].dtype}: expected a numeric dtype")
+
+    for k in _NPZ_KEYS:  # a NaN would make every config "diverge"
+        non_finite = ~np.isfinite(arrays[k]) if np.issubdtype(arrays[k].dtype, np.inexact) else None
+        if non_finite is not None and non_finite.any():
+            first = tuple(int(i) for i in np.unravel_index(np.argmax(non_finite), non_finite.shape))
+            raise bad(
+                f"{k} holds {int(non_finite.sum())} non-finite values (NaN or inf), the first "
+                f"{arrays[k][first]} at index {first}: expected finite numbers"
+            )
 
     y_train, y_test = arrays["y_train"], arrays["y_test"]
     integer = [np.issubdtype(y.dtype, np.integer) for y in (y_train, y_test)]

@@ -10,6 +10,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from jaxopt_lab import data
+from jaxopt_lab.errors import InputError
 
 # ----------------------------------------------------------------- mnist1d
 
@@ -243,11 +244,21 @@ def _npz(tmp_path, **overrides):
         ({"x_test": np.zeros((4, 2))}, ["x_train", "x_test", "(10, 3)", "(4, 2)"]),
         ({"y_test": np.zeros(4)}, ["y_train", "y_test", "int64", "float64"]),
         ({"y_train": -np.ones(10, np.int64)}, ["labels", "-1"]),
+        # non-finite values: counted, with the first one's position
+        (
+            {"x_train": np.where(np.arange(30).reshape(10, 3) % 7 == 5, np.nan, 0.0)},
+            ["x_train holds 4 non-finite values", "the first nan at index (1, 2)"],
+        ),
+        ({"x_test": np.full((4, 3), np.inf)}, ["x_test holds 12 non-finite values", "inf at index (0, 0)"]),
+        (
+            {"y_train": np.r_[np.zeros(9), -np.inf], "y_test": np.zeros(4)},
+            ["y_train holds 1 non-finite values", "-inf at index (9,)"],
+        ),
     ],
 )
 def test_npz_errors_name_the_file_keys_and_shapes(tmp_path, overrides, fragments):
     path = _npz(tmp_path, **overrides)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(InputError) as info:
         data.load(f"npz:{path}")
     message = str(info.value)
     for fragment in [str(path), *fragments]:
