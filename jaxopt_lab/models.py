@@ -365,9 +365,8 @@ def create(name: str, num_outputs: int, **options) -> Model:
     valid = [p for p in inspect.signature(MODELS[name]).parameters if p != "num_outputs"]
     for key in options:
         if key not in valid:
-            raise InputError(
-                f"option {key!r} is invalid for model={name!r}: expected one of {', '.join(map(repr, valid))}"
-            )
+            takes = f"expected one of {', '.join(map(repr, valid))}" if valid else "it takes none"
+            raise InputError(f"option {key!r} is invalid for model={name!r}: {takes}")
     num_outputs = _check_num_outputs(num_outputs)
     frozen = tuple(sorted((k, _freeze(v)) for k, v in options.items()))
     try:

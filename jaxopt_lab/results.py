@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -50,6 +51,13 @@ __all__ = [
     "write_definition",
     "atomic_write_bytes",
     "atomic_write_parquet",
+    "SWEEP_FILES",
+    "CHUNK_DIR",
+    "chunk_file_name",
+    "foreign_entries",
+    "remove_sweep_files",
+    "remove_temporary_files",
+    "read_chunk",
 ]
 
 METRIC_COLUMNS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy", "diverged")
@@ -304,6 +312,89 @@ def load(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
             raise InputError(f"out_dir {out_dir!r} is invalid: it has no {name}")
     table = pd.read_parquet(os.path.join(out_dir, "results.parquet"))
     return table, read_definition(os.path.join(out_dir, "sweep.toml"))
+
+
+# --------------------------------------------------------------------------- the output folder
+
+# What a sweep writes into its output folder, and nothing else: `overwrite` removes
+# only these, and refuses a folder that holds anything more.
+SWEEP_FILES = ("sweep.toml", "results.parquet", "summary.csv", "heatmap.png", "curves.png")
+CHUNK_DIR = "chunks"
+_CHUNK_FILE = re.compile(r"group\d{3,}-chunk\d{4,}\.parquet(\.corrupt)?")
+_TEMPORARY_FILE = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # atomic_write_bytes's
+
+
+def chunk_file_name(group: int, chunk: int) -> str:
+    """The file of a sweep's chunk ``chunk`` of compiled group ``group``, under ``chunks/``."""
+    return f"group{group:03d}-chunk{chunk:04d}.parquet"
+
+
+def foreign_entries(out_dir: str | os.PathLike) -> list[str]:
+    """What ``out_dir`` holds that a sweep does not write, as paths relative to it."""
+    out_dir = os.fspath(out_dir)
+    foreign = []
+    for name in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, name)
+        if name == CHUNK_DIR and os.path.isdir(path) and not os.path.islink(path):
+            for inner in sorted(os.listdir(path)):
+                inner_path = os.path.join(path, inner)
+                if not (
+                    os.path.isfile(inner_path)
+                    and (_CHUNK_FILE.fullmatch(inner) or _TEMPORARY_FILE.fullmatch(inner))
+                ):
+                    foreign.append(os.path.join(name, inner))
+        elif not (os.path.isfile(path) and (name in SWEEP_FILES or _TEMPORARY_FILE.fullmatch(name))):
+            foreign.append(name)
+    return foreign
+
+
+def remove_sweep_files(out_dir: str | os.PathLike) -> None:
+    """Remove what a sweep wrote into ``out_dir`` (it must hold nothing else); keep the folder."""
+    out_dir = os.fspath(out_dir)
+    if foreign_entries(out_dir):
+        raise InputError(f"out_dir {out_dir!r} holds files a sweep does not write: not removing them")
+    chunks = os.path.join(out_dir, CHUNK_DIR)
+    if os.path.isdir(chunks):
+        for name in os.listdir(chunks):
+            os.remove(os.path.join(chunks, name))
+        os.rmdir(chunks)
+    for name in os.listdir(out_dir):
+        os.remove(os.path.join(out_dir, name))
+
+
+def remove_temporary_files(out_dir: str | os.PathLike) -> None:
+    """Remove the temporary files an interrupted atomic write left in ``out_dir`` and its chunks."""
+    for folder in (os.fspath(out_dir), os.path.join(os.fspath(out_dir), CHUNK_DIR)):
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if _TEMPORARY_FILE.fullmatch(name):
+                    os.remove(os.path.join(folder, name))
+
+
+def read_chunk(path: str | os.PathLike, expected_columns: Sequence[str]) -> pd.DataFrame | None:
+    """A finished chunk's rows, or ``None`` when the file is missing, truncated or corrupt.
+
+    An unreadable file is renamed ``<name>.corrupt`` (kept, so nothing is lost) and a
+    warning names it, so the chunk is computed again.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return None
+    try:
+        frame = pd.read_parquet(path)
+        missing = [c for c in expected_columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"it lacks the columns {missing}")
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        aside = path + ".corrupt"
+        os.replace(path, aside)
+        warnings.warn(
+            f"chunk file {path} is unreadable ({type(err).__name__}: {err}); moved it to {aside} "
+            "and computing the chunk again",
+            stacklevel=2,
+        )
+        return None
+    return frame
 
 
 # --------------------------------------------------------------------------- TOML

@@ -22,7 +22,6 @@ import functools
 import itertools
 import math
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,6 +62,15 @@ DYNAMIC_AXES = (
     "bn_momentum",
 )
 _FIRST_COLUMNS = ("optimizer", "learning_rate", "batch_size", "seed")
+_CHUNK_COLUMNS = (
+    "config_id",
+    "step",
+    "examples_seen",
+    "train_loss",
+    "test_loss",
+    "test_accuracy",
+    "diverged",
+)
 _METRICS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy", "diverged")
 # A compile costs about as much as this many example-steps of arithmetic on a small
 # model; `auto` weighs it against the rows the `mask` strategy computes and throws away.
@@ -515,6 +523,13 @@ def _check_out_dir(out: str, resume: bool, overwrite: bool, definition: dict) ->
         raise InputError("resume and overwrite are exclusive: give at most one")
     if os.path.isdir(out) and os.listdir(out):
         if overwrite:
+            foreign = results_lib.foreign_entries(out)
+            if foreign:
+                shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
+                raise InputError(
+                    f"output folder {out!r} holds files a sweep does not write ({shown}): overwrite "
+                    "replaces only a sweep's own files; choose another folder"
+                )
             return
         if not resume:
             raise InputError(
@@ -577,6 +592,7 @@ def sweep(
     configs = grid.configs(spec)
     _check_hparams(configs, spec.optimizer_flags)
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
+    train_lib.get_model(spec, dataset)  # bad model options raise here, before anything is written
     num_examples = int(dataset.x_train.shape[0])
     too_big = configs["batch_size"][configs["batch_size"] > num_examples]
     if len(too_big):
@@ -591,9 +607,16 @@ def sweep(
     chunk_dir = None
     if out is not None:
         _check_out_dir(out, resume, overwrite, definition)
-        if overwrite and os.path.isdir(out):
-            shutil.rmtree(out)
-        chunk_dir = os.path.join(out, "chunks")
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"out={out!r} is invalid: cannot create that folder ({err.strerror})") from None
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise InputError(f"out={out!r} is invalid: the folder is not writable")
+        if overwrite:
+            results_lib.remove_sweep_files(out)
+        results_lib.remove_temporary_files(out)  # left by a write that was killed
+        chunk_dir = os.path.join(out, results_lib.CHUNK_DIR)
         os.makedirs(chunk_dir, exist_ok=True)
         results_lib.write_definition(os.path.join(out, "sweep.toml"), definition)
 
@@ -608,9 +631,10 @@ def sweep(
             for c in range(math.ceil(len(rows) / size)):
                 chunk = rows.iloc[c * size : (c + 1) * size]
                 chunk_steps = steps[chunk["config_id"].to_numpy()]
-                path = chunk_dir and os.path.join(chunk_dir, f"group{g:03d}-chunk{c:04d}.parquet")
-                if path and resume and os.path.exists(path):
-                    frames.append(pd.read_parquet(path))
+                path = chunk_dir and os.path.join(chunk_dir, results_lib.chunk_file_name(g, c))
+                done = results_lib.read_chunk(path, _CHUNK_COLUMNS) if path and resume else None
+                if done is not None:
+                    frames.append(done)
                     bar.advance(int(chunk_steps.sum()), len(chunk))
                     continue
                 # Pad with copies of the first config so the chunk's shape never changes.

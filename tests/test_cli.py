@@ -230,3 +230,24 @@ def test_a_bug_is_not_reported_as_bad_input(tmp_path, monkeypatch, capsys):
     monkeypatch.undo()  # the user's mistakes still are one line and exit 2
     assert cli.main(["sweep", *TINY, "--strategy", "fast", "--out", str(tmp_path / "o")]) == 2
     assert "strategy='fast' is invalid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+def test_a_folder_of_the_users_files_is_left_byte_for_byte(tmp_path, capsys, flag, monkeypatch):
+    """`--out . --overwrite` in a working directory must not wipe it; nor may a resume."""
+    (tmp_path / "paper.tex").write_text("\\section{Results}")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.npy").write_bytes(b"\x93NUMPY")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["sweep", *TINY, "--out", ".", flag]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jaxopt-lab: error: ")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "paper.tex"]
+
+
+def test_an_out_under_a_regular_file_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert cli.main(["run", *TINY, "--out", str(tmp_path / "f" / "run")]) == 2
+    assert "cannot create that folder" in capsys.readouterr().err

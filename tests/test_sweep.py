@@ -555,3 +555,81 @@ def test_an_npz_dataset_from_the_command_equals_an_optax_loop(tmp_path):
                 reduction="sum",
             )
             assert_config_matches(table, dict(learning_rate=lr, batch_size=b), curves, accuracy_atol=1e-6)
+
+
+# ------------------------------------------------------------------ the output folder is the user's
+
+
+def _tree_bytes(folder):
+    """Every file under ``folder`` with its bytes: a folder left alone has the same."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+TINY_GRID = dict(optimizer=["sgd"], learning_rate=[1e-2, 1e-1], batch_size=[8])
+
+
+def test_overwrite_replaces_only_a_sweeps_own_files(tmp_path):
+    out = tmp_path / "out"
+    _run(S.Grid(**TINY_GRID), out=out, plots=False)
+    (out / "notes.txt").write_text("my notes")
+    before = _tree_bytes(out)
+    with pytest.raises(InputError, match=r"holds files a sweep does not write \('notes.txt'\)"):
+        _run(S.Grid(**TINY_GRID), out=out, overwrite=True, plots=False)
+    assert _tree_bytes(out) == before  # nothing touched
+    (out / "notes.txt").unlink()
+    (out / "chunks" / "mine.parquet").write_bytes(b"x")
+    with pytest.raises(InputError, match=r"'chunks/mine.parquet'"):
+        _run(S.Grid(**TINY_GRID), out=out, overwrite=True, plots=False)
+    (out / "chunks" / "mine.parquet").unlink()
+    # a folder holding only a sweep's files is replaced by the new sweep
+    other = S.Grid(optimizer=["sgd"], learning_rate=[0.05], batch_size=[8])
+    table = _run(other, out=out, overwrite=True, plots=False)
+    assert sorted(p.name for p in out.iterdir()) == ["chunks", "results.parquet", "summary.csv", "sweep.toml"]
+    assert list(pd.read_parquet(out / "results.parquet")["learning_rate"].unique()) == [0.05]
+    assert len(table) == 2
+
+
+def test_resume_sets_a_corrupt_chunk_aside_recomputes_it_and_removes_stray_temporary_files(tmp_path):
+    grid = S.Grid(optimizer=["sgd"], learning_rate=[1e-2, 3e-2, 1e-1, 3e-1], batch_size=[8])
+    full = _run(grid, chunk_size=4, out=tmp_path, plots=False)
+    chunks = sorted((tmp_path / "chunks").iterdir())
+    assert len(chunks) == 1
+    good = chunks[0].read_bytes()
+    chunks[0].write_bytes(good[: len(good) // 2])  # a chunk file cut short by a kill
+    (tmp_path / "results.parquet").unlink()
+    stray = tmp_path / "chunks" / ".group000-chunk0001.parquet.0123abcd.tmp"
+    stray.write_bytes(b"half a write")
+    with pytest.warns(
+        UserWarning, match=r"chunk file .*group000-chunk0000.parquet is unreadable.*moved it to"
+    ):
+        resumed = _run(grid, chunk_size=4, out=tmp_path, resume=True, plots=False)
+    _assert_same(resumed, full)
+    assert not stray.exists()
+    assert (tmp_path / "chunks" / "group000-chunk0000.parquet.corrupt").read_bytes() == good[: len(good) // 2]
+    assert len(pd.read_parquet(chunks[0])) == len(full)  # computed again and written whole
+
+
+def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a regular file")
+    with pytest.raises(InputError, match=r"out='.*file/sub' is invalid: cannot create that folder"):
+        _run(S.Grid(**TINY_GRID), out=blocker / "sub", plots=False)
+    assert blocker.read_text() == "a regular file"
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (
+            dict(model="linear", model_options={"hidden": (64,)}),
+            "option 'hidden' is invalid for model='linear': it takes none",
+        ),
+        (dict(model_options={"hidden": (0,)}), "hidden="),
+        (dict(model_options={"widths": (8,)}), "option 'widths' is invalid for model='mlp': expected one of"),
+    ],
+)
+def test_bad_model_options_raise_before_anything_is_written(tmp_path, options, match):
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=match):
+        S.sweep({**SPEC, **options}, S.Grid(**TINY_GRID), out=out, progress=False)
+    assert not out.exists()
