@@ -86,15 +86,26 @@ def _number_list(text: str, flag: str, kind=float) -> list:
             start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
             if not (0 < start < math.inf and 0 < stop < math.inf and count >= 1):
                 raise ValueError
+            _check_axis_length(count)
             return [float(v) for v in np.logspace(math.log10(start), math.log10(stop), count)]
         values = [kind(v) for v in text.split(",") if v.strip()]
         if not all(math.isfinite(v) for v in values):
             raise ValueError
+    except InputError:
+        raise
     except ValueError:
         raise _UsageError(f"{flag} {text!r} is invalid: {expected}") from None
     if not values:
         raise _UsageError(f"{flag} {text!r} is invalid: expected at least one value")
     return values
+
+
+def _check_axis_length(count: int) -> None:
+    """An axis of ``count`` values is at least ``count`` configs: refuse what cannot fit
+    before building the list."""
+    from jaxopt_lab.sweep import check_size
+
+    check_size(count)
 
 
 def _name_list(text: str) -> list[str]:
@@ -209,6 +220,7 @@ def _definition_from_args(args) -> dict:
     if not single and args.seeds is not None:
         if args.seeds < 1:
             raise _UsageError(f"--seeds {args.seeds} is invalid: expected a positive count")
+        _check_axis_length(args.seeds)
         grid["seed"] = list(range(args.seeds))
     if args.strategy is not None:
         definition["sweep"]["strategy"] = args.strategy

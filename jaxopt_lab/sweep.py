@@ -42,6 +42,7 @@ __all__ = [
     "sweep",
     "plan",
     "one_device_per_cpu_core",
+    "check_size",
     "STRATEGIES",
     "STATIC_AXES",
     "DYNAMIC_AXES",
@@ -89,6 +90,38 @@ _CPU_CONFIGS_PER_DEVICE = 2
 
 def _choices(names) -> str:
     return ", ".join(map(repr, names))
+
+
+# What the host holds per config before and after it runs: its row in the plan (a
+# pandas row of Python objects, grouping) and a row of the results table per
+# evaluation point. Generous round numbers: the check is there to refuse sweeps
+# that cannot fit by orders of magnitude, before they start.
+_HOST_BYTES_PER_CONFIG = 4096
+_HOST_BYTES_PER_ROW = 256
+
+
+def _host_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return 8 << 30
+
+
+def check_size(num_configs: int, points_per_config: int = 1) -> None:
+    """Refuse a sweep whose tables cannot fit half of this machine's memory.
+
+    Raises:
+      InputError: naming the number of configs and evaluation points, the
+        estimate and the machine's memory.
+    """
+    need = num_configs * (_HOST_BYTES_PER_CONFIG + points_per_config * _HOST_BYTES_PER_ROW)
+    have = _host_memory_bytes()
+    if need > have // 2:
+        raise InputError(
+            f"the sweep is too large for this machine: {num_configs:,} configs x {points_per_config:,} "
+            f"evaluation points need about {need / 2**30:,.1f} GiB of host memory for their tables, "
+            f"more than half of its {have / 2**30:,.1f} GiB: expected fewer configs or a larger eval_every"
+        )
 
 
 class Grid:
@@ -146,6 +179,7 @@ class Grid:
         """One row per config, with every static and dynamic value filled in."""
         spec = spec or train_lib.TrainSpec()
         axes = {"optimizer": (spec.optimizer,), **self.axes}
+        check_size(math.prod(len(v) for v in axes.values()))
         names = list(axes)
         rows = []
         seen = set()
@@ -600,6 +634,11 @@ def sweep(
             f"batch_size={int(too_big.iloc[0])} is larger than the training set ({num_examples} examples)"
         )
     steps = np.array([_budget_steps(spec, int(b), epochs, num_examples) for b in configs["batch_size"]])
+    if steps.max() >= 2**31:
+        raise InputError(
+            f"epochs={epochs!r} is invalid: it makes {int(steps.max()):,} steps, expected fewer than 2**31"
+        )
+    check_size(len(configs), int(-(-steps.max() // spec.eval_every)))
     groups, chosen = plan(spec, configs, steps, strategy)
     definition = _definition(spec, grid, strategy, chunk_size, epochs)
 
@@ -627,7 +666,8 @@ def sweep(
         for g, group in enumerate(groups):
             rows = configs.set_index("config_id").loc[list(group.config_ids)].reset_index()
             size = chunk_size or _default_chunk_size(group.spec, dataset, len(rows), len(devices))
-            size = _round_up(size, len(devices))
+            # never pad a chunk beyond the configs that exist
+            size = min(_round_up(size, len(devices)), _round_up(len(rows), len(devices)))
             for c in range(math.ceil(len(rows) / size)):
                 chunk = rows.iloc[c * size : (c + 1) * size]
                 chunk_steps = steps[chunk["config_id"].to_numpy()]

@@ -109,8 +109,11 @@ class TrainSpec:
             )
         for name in ("batch_size", "steps", "eval_every", "base_batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{name}={value!r} is invalid: expected a positive integer")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value < 2**31:
+                raise InputError(
+                    f"{name}={value!r} is invalid: expected a positive integer below 2**31 "
+                    "(steps and sizes are int32 in the compiled program)"
+                )
         # Options arrive as dicts from users; keep them hashable and ordered.
         for name in ("dataset_options", "model_options", "optimizer_flags"):
             value = getattr(self, name)

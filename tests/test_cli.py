@@ -129,6 +129,21 @@ def _npz(tmp_path, **arrays):
         ),
         (["sweep", "--epochs", "inf"], "epochs=inf is invalid: expected a positive finite number"),
         (["sweep", "--config", ""], "--config '' is invalid: no such file"),
+        # unbounded work is refused before it starts, with the numbers
+        (
+            ["sweep", "--steps", "1000000000000"],
+            "steps=1000000000000 is invalid: expected a positive integer below 2**31",
+        ),
+        (["sweep", "--epochs", "1e12"], "epochs=1000000000000.0 is invalid: it makes"),
+        (["sweep", "--seeds", "100000000"], "the sweep is too large for this machine: 100,000,000 configs"),
+        (
+            ["sweep", "--lr", "1e-3:1:100000000"],
+            "the sweep is too large for this machine: 100,000,000 configs",
+        ),
+        (
+            ["sweep", "--steps", "2000000000", "--eval-every", "1"],
+            "the sweep is too large for this machine: 162 configs x 2,000,000,000 evaluation points",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):

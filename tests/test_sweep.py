@@ -633,3 +633,30 @@ def test_bad_model_options_raise_before_anything_is_written(tmp_path, options, m
     with pytest.raises(InputError, match=match):
         S.sweep({**SPEC, **options}, S.Grid(**TINY_GRID), out=out, progress=False)
     assert not out.exists()
+
+
+def test_a_chunk_is_never_padded_beyond_the_configs_that_exist(monkeypatch):
+    widths = []
+    real = S._run_chunk
+
+    def recording(group, configs, *args, **kwargs):
+        widths.append(len(configs))
+        return real(group, configs, *args, **kwargs)
+
+    monkeypatch.setattr(S, "_run_chunk", recording)
+    grid = S.Grid(optimizer=["sgd"], learning_rate=[0.01], batch_size=[8])
+    table = _run(grid, chunk_size=1_000_000, plots=False)
+    assert widths == [len(jax.devices())]  # one config per device at most, not a million
+    assert table["config_id"].nunique() == 1
+
+
+def test_a_sweep_that_cannot_fit_the_machine_is_refused_with_the_numbers(monkeypatch):
+    monkeypatch.setattr(S, "_host_memory_bytes", lambda: 1 << 20)  # a 1 MiB machine
+    with pytest.raises(
+        InputError,
+        match=r"too large for this machine: 400 configs x 1 evaluation points need "
+        r"about 0\.0 GiB .* than half of its 0\.0 GiB",
+    ):
+        S.Grid(learning_rate=list(np.logspace(-3, 0, 20)), seed=list(range(20))).configs()
+    with pytest.raises(InputError, match=r"2 configs x 2,000 evaluation points"):
+        S.sweep({**SPEC, "steps": 2000, "eval_every": 1}, S.Grid(learning_rate=[0.1, 0.2]), progress=False)
