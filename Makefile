@@ -21,14 +21,17 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# `make sweep ARGS='--optimizer adam --lr 1e-3:1e-1:5'` passes options through; a second
+# `make sweep` with no ARGS finishes (or just reports) the one in runs/default.
+SWEEP_OUT := runs/default
 sweep: install
-	$(VENV)/bin/jaxopt-lab sweep --out runs/default
+	$(VENV)/bin/jaxopt-lab sweep --out $(SWEEP_OUT) $(or $(ARGS),$(if $(wildcard $(SWEEP_OUT)/sweep.toml),--resume))
 
 bench: install
-	$(PY) experiments/bench_sweep.py
+	$(PY) experiments/bench_sweep.py $(ARGS)
 
 experiments: install
-	$(PY) experiments/run_all.py
+	$(PY) experiments/run_all.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

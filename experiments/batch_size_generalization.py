@@ -20,6 +20,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+from _results import OUT
 from matplotlib.figure import Figure
 
 from jaxopt_lab import studies
@@ -53,7 +54,7 @@ def main():
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
     table["gap"] = table.train_accuracy - table.test_accuracy
-    table.to_csv("experiments/results/batch_size_generalization.csv", index=False)
+    table.to_csv(OUT / "batch_size_generalization.csv", index=False)
     mean = table[table.best].groupby("batch_size").mean(numeric_only=True)
 
     fig = Figure(figsize=(16, 4.6), layout="constrained")
@@ -80,7 +81,7 @@ def main():
         title="Final test accuracy against lr (mean of 2 seeds)",
     )
     ax[2].legend(fontsize=8, ncol=2)
-    fig.savefig("experiments/results/batch_size_generalization.png", dpi=120)
+    fig.savefig(OUT / "batch_size_generalization.png", dpi=120)
 
     small, large = mean.loc[BATCH_SIZES[0]], mean.loc[BATCH_SIZES[-1]]
     ok = large.sharpness > small.sharpness and large.test_accuracy < small.test_accuracy

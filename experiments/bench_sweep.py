@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _results import OUT as RESULTS
 from flax.training import train_state
 
 from jaxopt_lab import data
@@ -52,7 +53,7 @@ SEEDS = (0, 1)
 STEPS, EVAL_EVERY = 300, 100  # the whole benchmark stays under 10 minutes on 2 CPU cores
 SUBSET_LRS = 4  # configs per cell for the loop baselines (they run one config at a time)
 QUICK = dict(lrs=LRS[::5], seeds=(0,), steps=60, eval_every=30, batchnorm=(False,), subset=1)
-OUT = "experiments/results/bench_sweep"
+OUT = str(RESULTS / "bench_sweep")
 
 
 # ------------------------------------------------------------------ measurement helpers
@@ -411,6 +412,11 @@ def measure(fn, configs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a one-minute version")
+    parser.add_argument(
+        "--update-results",
+        action="store_true",
+        help="write the tracked experiments/results/ (default: runs/)",
+    )
     parser.add_argument(
         "--methods",
         default="all",

@@ -14,12 +14,11 @@ positive slope and the loss changes by < 1e-4 relative; with the true
 gradient, |b| stays below 1e-5.
 """
 
-from pathlib import Path
-
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from _results import OUT
 
 import jaxopt_lab
 from jaxopt_lab import problems
@@ -27,7 +26,6 @@ from jaxopt_lab import problems
 N, C = 64, 4  # a small batch; the drift does not depend on the size
 TARGET_MEAN = 1.0  # the stopped gradient on b is -mean(y) / (C sigma): nonzero
 LR, STEPS = 0.1, 1000  # plain SGD, long enough to see |b| grow by tens
-OUT = Path(__file__).parent / "results"
 
 
 def main():

@@ -17,12 +17,11 @@ the end is below its value at step 5/(1-m) = 500. (That layer's input mean is ~0
 inputs being standardized, so its mean error is sampling noise and is only reported.)
 """
 
-from pathlib import Path
-
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from _results import OUT
 
 from jaxopt_lab import probes, train
 
@@ -37,7 +36,6 @@ SPEC = train.TrainSpec(
 )  # the engine's default MLP width
 HPARAMS = {"learning_rate": 1e-3, "bn_momentum": 0.99}  # Adam's default lr, flax's default m
 SEED = 1  # seed 0 was the calibration run
-OUT = Path(__file__).parent / "results"
 
 
 def main():

@@ -22,6 +22,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+from _results import OUT
 from matplotlib.figure import Figure
 
 from jaxopt_lab import studies
@@ -50,7 +51,7 @@ def main():
         ],
         ignore_index=True,
     )
-    table.to_csv("experiments/results/critical_batch_size.csv", index=False)
+    table.to_csv(OUT / "critical_batch_size.csv", index=False)
     best = studies.best_steps(table)
     by_opt = dict(list(best.groupby("optimizer")))
     fits = {o: studies.fit_critical_batch_size(g.batch_size, g.steps_to_target) for o, g in by_opt.items()}
@@ -84,7 +85,7 @@ def main():
         ylabel=f"steps to train loss {TARGET}", title="S(B) at the best lr per B; fit S_min(1 + B_crit/B)"
     )
     axes[1].set(ylabel=f"examples to train loss {TARGET}", title="E(B) = S(B) B; perfect scaling is flat")
-    fig.savefig("experiments/results/critical_batch_size.png", dpi=120)
+    fig.savefig(OUT / "critical_batch_size.png", dpi=120)
 
     sgd = fits["sgd"].b_crit
     ok = all(abs(r - 1) <= TOL for r in ratios.values()) and b_init <= sgd <= b_target

@@ -16,12 +16,12 @@ is within 20% of 2/lr.
 """
 
 import functools
-from pathlib import Path
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from _results import OUT
 
 from jaxopt_lab import data, metrics, models, probes
 
@@ -29,7 +29,6 @@ N, HIDDEN, LOSS = 500, (100, 100), "mse"  # a small subset: progressive sharpeni
 LEARNING_RATES = (0.1, 0.075)  # 2/lr = 20 and 26.7; the initial sharpness is ~17
 STEPS, EVERY, POWER_ITERS = 8000, 20, 20  # 401 sharpness points; 10 warm iterations left a 0.6% gap
 TOL, SEED = 0.2, 0
-OUT = Path(__file__).parent / "results"
 
 
 def main():

@@ -19,6 +19,7 @@ every B (a wrong reduction or lr rule fails all three).
 import dataclasses
 
 import numpy as np
+from _results import OUT
 from matplotlib.figure import Figure
 
 from jaxopt_lab import results, studies
@@ -74,7 +75,7 @@ def main():
             for o, r, bs, f, g in RUNS
         ]
     )
-    results.summary(table).to_csv("experiments/results/mean_vs_sum.csv", index=False)  # one row per config
+    results.summary(table).to_csv(OUT / "mean_vs_sum.csv", index=False)  # one row per config
     adam = table.optimizer == "adam"
     gaps = [
         studies.rescaled_gaps(table[table.optimizer == "sgd"], {"learning_rate": 1}),
@@ -123,7 +124,7 @@ def main():
     )
     for a in ax:
         a.legend(fontsize=7, ncol=1 if a is ax[0] else 2)
-    fig.savefig("experiments/results/mean_vs_sum.png", dpi=120)
+    fig.savefig(OUT / "mean_vs_sum.png", dpi=120)
 
     ok = finite.max() <= TOL and same_divergence and off.max() <= 1 + 1e-6
     print(

@@ -15,6 +15,7 @@ CNN's is at least 85% (an MLP-level CNN, a broken loss or a broken optimizer all
 """
 
 import pandas as pd
+from _results import OUT
 from matplotlib.figure import Figure
 
 from jaxopt_lab import studies, sweep
@@ -32,7 +33,7 @@ def main():
         for m, o in MODELS.items()
     ]
     table = studies.concat_tables(tables)
-    table.to_csv("experiments/results/mnist1d_anchor.csv", index=False)
+    table.to_csv(OUT / "mnist1d_anchor.csv", index=False)
     last = table[table.step == SPEC["steps"]]
     final = last.groupby("model").test_accuracy.agg(["mean", "min", "max"]) * 100
     best = table.groupby(["model", "seed"]).test_accuracy.max().groupby("model").mean() * 100
@@ -59,7 +60,7 @@ def main():
         title="MNIST-1D, Adam lr 1e-2, batch 100: ours (solid) vs reported (dashed, dotted)",
     )
     ax.legend(fontsize=8, ncol=2, loc="lower right")
-    fig.savefig("experiments/results/mnist1d_anchor.png", dpi=120)
+    fig.savefig(OUT / "mnist1d_anchor.png", dpi=120)
 
     mlp, cnn = final.loc["mlp", "mean"], final.loc["cnn1d", "mean"]
     ok = abs(mlp - REPORTED["mlp"][0]) <= 6 and cnn >= 85

@@ -15,13 +15,12 @@ and the first step with v_t >= 1 - 1/e equals ceil(-1/ln beta), within one
 step of 1/(1 - beta).
 """
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from _results import OUT
 
 from jaxopt_lab import problems, transforms
 
@@ -30,7 +29,6 @@ jax.config.update("jax_enable_x64", True)
 BETAS = (0.9, 0.99)  # the usual momentum and a long (100-step) window
 STEPS = 500  # five windows of the slower beta
 TOL = 1e-12  # float64: rounding stays below ~1e-14 over 500 steps
-OUT = Path(__file__).parent / "results"
 
 
 def main():

@@ -6,11 +6,11 @@ elementwise fusions (Adam's update is most of them), to the epoch permutation's 
 copies? It traces a second, already compiled `sweep()` call with `jax.profiler` and sums
 the op events of XLA's CPU threads, classified by XLA's op names (`dot`, `ynn_fusion`:
 matmuls; `sort`; `copy`; any other fusion: elementwise). Numbers are per config-step.
-Writes experiments/results/profile_step.csv and prints the table and the top ops.
+Writes profile_step.csv (experiments/_results.py says where) and prints the table and the top ops.
 With --chunks it times the same sweep at several chunk sizes instead (configs per compiled
 call, spread over the devices; best of 2 runs after a compile) and writes
-experiments/results/profile_chunks.csv: the evidence behind the engine's CPU chunk size.
-Usage: python experiments/profile_step.py [--chunks] [batch sizes...]   (default: 8 64 256)
+profile_chunks.csv: the evidence behind the engine's CPU chunk size.
+Usage: python experiments/profile_step.py [--chunks] [--update-results] [batch sizes...]   (default: 8 64 256)
 """
 
 import collections
@@ -22,12 +22,13 @@ import time
 
 import jax
 import pandas as pd
+from _results import OUT as RESULTS
 from bench_sweep import EVAL_EVERY, LRS, SEEDS, STEPS, spec  # the benchmark's workload
 
 from jaxopt_lab.sweep import Grid, sweep
 
-OUT = "experiments/results/profile_step.csv"
-CHUNKS_OUT = "experiments/results/profile_chunks.csv"
+OUT = str(RESULTS / "profile_step.csv")
+CHUNKS_OUT = str(RESULTS / "profile_chunks.csv")
 CHUNK_SIZES = (2, 4, 8, 16, 32)
 
 
@@ -99,7 +100,7 @@ def chunk_rates(batch_sizes):
 
 def main():
     args = sys.argv[1:]
-    batch_sizes = [int(x) for x in args if x != "--chunks"] or [8, 64, 256]
+    batch_sizes = [int(x) for x in args if x not in ("--chunks", "--update-results")] or [8, 64, 256]
     if "--chunks" in args:
         return chunk_rates(batch_sizes)
     rows, config_steps = [], len(LRS) * len(SEEDS) * STEPS

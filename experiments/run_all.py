@@ -1,12 +1,14 @@
 """Run every experiment, each in its own process, and print their verdict lines.
 
-Each script writes experiments/results/<name>.csv and <name>.png and ends with
-one line `<name>: PASS|FAIL <numbers>`. A FAIL is a finding, reported as it is;
+Each script writes <name>.csv and <name>.png and ends with one line
+`<name>: PASS|FAIL <numbers>`. The files go to runs/experiments/, and to the
+tracked experiments/results/ only with --update-results. A FAIL is a finding, reported as it is;
 a script that crashes or prints no verdict makes this command exit non-zero.
 
-Usage: python experiments/run_all.py [name ...]
+Usage: python experiments/run_all.py [--update-results] [name ...]
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -29,6 +31,10 @@ EXPERIMENTS = (
 
 
 def main(names: list[str]) -> int:
+    env = dict(os.environ)
+    if "--update-results" in names:
+        names = [n for n in names if n != "--update-results"]
+        env["JAXOPT_LAB_UPDATE_RESULTS"] = "1"
     unknown = sorted(set(names) - set(EXPERIMENTS))
     if unknown:
         print(
@@ -40,7 +46,9 @@ def main(names: list[str]) -> int:
     start = time.perf_counter()
     for name in names or EXPERIMENTS:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(HERE / f"{name}.py")], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, str(HERE / f"{name}.py")], capture_output=True, text=True, env=env
+        )
         seconds = time.perf_counter() - t0
         lines = [line for line in proc.stdout.splitlines() if line.startswith(f"{name}: ")]
         if proc.returncode != 0 or not lines:
