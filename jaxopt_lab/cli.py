@@ -142,8 +142,11 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
     p.add_argument("--strategy", help="auto, bucket or mask")
     p.add_argument("--chunk-size", type=int, help="configs per compiled call")
     p.add_argument("--out", help="output folder")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace a sweep's files in --out (nothing else there)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -241,6 +244,10 @@ def _run_definition(definition: dict, out: str, args) -> None:
     unknown = sorted(set(options) - {"strategy", "chunk_size"})
     if unknown:
         raise InputError(f"[sweep] key {unknown[0]!r} is invalid: expected 'strategy' or 'chunk_size'")
+    if not (args.resume or args.overwrite) and os.path.isdir(out) and os.listdir(out):
+        raise _UsageError(
+            f"output folder {out!r} is not empty: pass --resume to finish it or --overwrite to replace it"
+        )
     result = sweep(
         spec,
         Grid(**definition["grid"]),

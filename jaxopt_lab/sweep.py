@@ -552,28 +552,65 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
     }
 
 
-def _check_out_dir(out: str, resume: bool, overwrite: bool, definition: dict) -> None:
+# Options that change only how fast a sweep runs: a resume keeps the folder's.
+_SPEED_ONLY = (("sweep", "chunk_size"),)
+
+
+def _definition_difference(stored: dict, now: dict) -> str | None:
+    """The first key in which two definitions differ, in words; ``None`` if they agree.
+
+    The order of a grid axis's values does not count, nor do options that change
+    only speed (``chunk_size``).
+    """
+
+    def canonical(table, key, value):
+        if table == "grid" and isinstance(value, list):
+            return sorted(value, key=repr)
+        return value
+
+    for table in sorted(set(stored) | set(now)):
+        old, new = stored.get(table, {}), now.get(table, {})
+        for key in sorted(set(old) | set(new)):
+            if (table, key) in _SPEED_ONLY:
+                continue
+            a, b = canonical(table, key, old.get(key)), canonical(table, key, new.get(key))
+            if a != b:
+                shown = [repr(v) if v is not None else "absent" for v in (old.get(key), new.get(key))]
+                return f"[{table}] {key} is {shown[0]} in the folder and {shown[1]} now"
+    return None
+
+
+def _check_out_dir(out: str, resume: bool, overwrite: bool, definition: dict) -> dict | None:
+    """Check what ``out`` holds against the request; reads only. Returns the folder's
+    definition when resuming one, else ``None``."""
     if resume and overwrite:
-        raise InputError("resume and overwrite are exclusive: give at most one")
-    if os.path.isdir(out) and os.listdir(out):
-        if overwrite:
-            foreign = results_lib.foreign_entries(out)
-            if foreign:
-                shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
-                raise InputError(
-                    f"output folder {out!r} holds files a sweep does not write ({shown}): overwrite "
-                    "replaces only a sweep's own files; choose another folder"
-                )
-            return
-        if not resume:
-            raise InputError(
-                f"output folder {out!r} is not empty: pass --resume to finish it or --overwrite to replace it"
-            )
-        path = os.path.join(out, "sweep.toml")
-        if not os.path.exists(path) or results_lib.read_definition(path) != definition:
-            raise InputError(f"cannot resume {out!r}: its sweep.toml does not match this sweep's definition")
-    elif os.path.exists(out) and not os.path.isdir(out):
+        raise InputError("resume=True and overwrite=True are exclusive: give at most one")
+    if os.path.exists(out) and not os.path.isdir(out):
         raise InputError(f"output folder {out!r} is a file: expected a folder")
+    if not (os.path.isdir(out) and os.listdir(out)):
+        return None
+    if overwrite:
+        foreign = results_lib.foreign_entries(out)
+        if foreign:
+            shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
+            raise InputError(
+                f"output folder {out!r} holds files a sweep does not write ({shown}): overwrite "
+                "replaces only a sweep's own files; choose another folder"
+            )
+        return None
+    if not resume:
+        raise InputError(
+            f"output folder {out!r} is not empty: pass resume=True to finish it or overwrite=True "
+            "to replace it"
+        )
+    path = os.path.join(out, "sweep.toml")
+    if not os.path.exists(path):
+        raise InputError(f"cannot resume {out!r}: it holds no sweep.toml")
+    stored = results_lib.read_definition(path)
+    difference = _definition_difference(stored, definition)
+    if difference:
+        raise InputError(f"cannot resume {out!r}: its sweep differs from this one: {difference}")
+    return stored
 
 
 def sweep(
@@ -623,6 +660,11 @@ def sweep(
         raise InputError(f"chunk_size={chunk_size!r} is invalid: expected a positive integer")
     if strategy not in STRATEGIES:
         raise InputError(f"strategy={strategy!r} is invalid: expected one of {_choices(STRATEGIES)}")
+    out = os.fspath(out) if out is not None else None
+    if out is not None:
+        stored = _check_out_dir(out, resume, overwrite, _definition(spec, grid, strategy, chunk_size, epochs))
+        if stored is not None:  # resume in the folder's order and chunking: its chunk files are those
+            grid, chunk_size = Grid(**stored["grid"]), stored.get("sweep", {}).get("chunk_size")
     configs = grid.configs(spec)
     _check_hparams(configs, spec.optimizer_flags)
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
@@ -642,10 +684,8 @@ def sweep(
     groups, chosen = plan(spec, configs, steps, strategy)
     definition = _definition(spec, grid, strategy, chunk_size, epochs)
 
-    out = os.fspath(out) if out is not None else None
     chunk_dir = None
     if out is not None:
-        _check_out_dir(out, resume, overwrite, definition)
         try:
             os.makedirs(out, exist_ok=True)
         except OSError as err:

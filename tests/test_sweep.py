@@ -196,8 +196,37 @@ def test_resume_refuses_a_different_sweep(tmp_path):
     grid = S.Grid(optimizer=["sgd"], learning_rate=[1e-2], batch_size=[8])
     _run(grid, out=tmp_path, plots=False)
     other = S.Grid(optimizer=["sgd"], learning_rate=[1e-1], batch_size=[8])
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(
+        ValueError,
+        match=r"its sweep differs from this one: \[grid\] learning_rate is \[0\.01\] "
+        r"in the folder and \[0\.1\] now",
+    ):
         _run(other, out=tmp_path, resume=True, plots=False)
+    with pytest.raises(ValueError, match=r"not empty: pass resume=True to finish it or overwrite=True"):
+        _run(grid, out=tmp_path, plots=False)
+
+
+def test_a_resume_ignores_list_order_and_chunk_size_and_keeps_the_folders(tmp_path, monkeypatch):
+    grid = S.Grid(optimizer=["sgd", "momentum"], learning_rate=[1e-2, 1e-1], batch_size=[8])
+    calls = {"n": 0}
+    real = S._run_chunk
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(S, "_run_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(grid, chunk_size=2, strategy="bucket", out=tmp_path, plots=False)
+    calls["n"] = -100
+    reordered = S.Grid(optimizer=["momentum", "sgd"], learning_rate=[1e-1, 1e-2], batch_size=[8])
+    resumed = _run(reordered, chunk_size=4, strategy="bucket", out=tmp_path, resume=True, plots=False)
+    assert calls["n"] == -100 + 1  # the one unfinished chunk, at the folder's chunk size
+    full = _run(grid, chunk_size=2, strategy="bucket", plots=False)
+    _assert_same(resumed, full)  # the folder's config ids and order
+    assert S.results_lib.read_definition(tmp_path / "sweep.toml")["sweep"]["chunk_size"] == 2
 
 
 def test_epoch_budget_becomes_steps_per_batch_size():
