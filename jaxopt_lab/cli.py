@@ -112,42 +112,72 @@ def _name_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _show(value) -> str:
+    if isinstance(value, list):
+        return ",".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
 def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
+    """The options of ``sweep`` and ``run``; each help line ends with the default it runs."""
     many = "" if single else " (comma list)"
-    p.add_argument("--config", help="a sweep.toml to start from")
-    p.add_argument("--dataset", help="mnist1d, digits, regression or npz:PATH")
-    p.add_argument("--model", help="linear, mlp or cnn1d")
-    p.add_argument("--hidden", help="mlp hidden widths, e.g. 256,256")
-    p.add_argument("--batchnorm", action="store_true", default=None, help="batch norm in the model")
-    p.add_argument("--optimizer", help="sgd, momentum, rmsprop or adam" + many)
-    p.add_argument(
-        "--lr", help="learning rate" + ("" if single else ": comma list or START:STOP:COUNT log-spaced")
+    spec = DEFAULT_SWEEP["spec"]
+    grid = {} if single else DEFAULT_SWEEP["grid"]
+
+    own = "the optimizer's own"
+
+    def add(*flags, help, shown=None, **kwargs):
+        p.add_argument(*flags, help=help if shown is None else f"{help} (default: {shown})", **kwargs)
+
+    add(
+        "--config",
+        help="a sweep.toml to start from",
+        shown="the built-in sweep" if not single else "the built-in defaults",
     )
-    p.add_argument("--batch-size", help="batch size" + many)
+    add("--dataset", help="mnist1d, digits, regression or npz:PATH", shown=spec["dataset"])
+    add("--model", help="linear, mlp or cnn1d", shown=spec["model"])
+    add("--hidden", help="mlp hidden widths, e.g. 256,256", shown="256,256")
+    add("--batchnorm", action="store_true", default=None, help="batch norm in the model", shown="off")
+    add(
+        "--optimizer",
+        help="sgd, momentum, rmsprop or adam" + many,
+        shown=_show(grid.get("optimizer", spec["optimizer"])),
+    )
+    add(
+        "--lr",
+        help="learning rate" + ("" if single else ": comma list or START:STOP:COUNT log-spaced"),
+        shown=_show(grid["learning_rate"]) if "learning_rate" in grid else "the optimizer's default",
+    )
+    add("--batch-size", help="batch size" + many, shown=_show(grid.get("batch_size", spec["batch_size"])))
     if single:
-        p.add_argument("--seed", help="seed")
+        add("--seed", help="seed", shown="0")
     else:
         seeds = p.add_mutually_exclusive_group()
-        seeds.add_argument("--seeds", type=int, help="number of seeds: 0..N-1")
+        seeds.add_argument(
+            "--seeds", type=int, help=f"number of seeds: 0..N-1 (default: {len(grid['seed'])})"
+        )
         seeds.add_argument("--seed", help="seeds, comma list")
     for name in ("momentum", "b1", "b2", "eps", "decay", "weight-decay", "bn-momentum"):
-        p.add_argument(f"--{name}", help=f"{name.replace('-', '_')}{many}")
+        shown = {"weight-decay": "0", "bn-momentum": "0.99"}.get(name, own)
+        add(f"--{name}", help=f"{name.replace('-', '_')}{many}", shown=shown)
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="optimizer steps")
+    budget.add_argument("--steps", type=int, help=f"optimizer steps (default: {spec['steps']})")
     budget.add_argument("--epochs", type=float, help="epochs (steps depend on batch size)")
-    p.add_argument("--eval-every", type=int, help="steps between evaluations")
-    p.add_argument("--reduction", help="mean or sum of per-example losses")
-    p.add_argument("--lr-rule", help="none, linear or sqrt scaling of lr with batch size")
-    p.add_argument("--base-batch-size", type=int, help="batch size the given lr refers to")
-    p.add_argument("--strategy", help="auto, bucket or mask")
-    p.add_argument("--chunk-size", type=int, help="configs per compiled call")
-    p.add_argument("--out", help="output folder")
+    add("--eval-every", type=int, help="steps between evaluations", shown=spec["eval_every"])
+    add("--reduction", help="mean or sum of per-example losses", shown=spec["reduction"])
+    add("--lr-rule", help="none, linear or sqrt scaling of lr with batch size", shown=spec["lr_rule"])
+    add(
+        "--base-batch-size", type=int, help="batch size the given lr refers to", shown=spec["base_batch_size"]
+    )
+    add("--strategy", help="auto, bucket or mask", shown=DEFAULT_SWEEP["sweep"]["strategy"])
+    add("--chunk-size", type=int, help="configs per compiled call", shown="sized to the devices")
+    add("--out", help="output folder", shown=_DEFAULT_OUT["run" if single else "sweep"])
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
     existing.add_argument(
         "--overwrite", action="store_true", help="replace a sweep's files in --out (nothing else there)"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="a line per finished group, no progress bar")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -254,7 +284,7 @@ def _run_definition(definition: dict, out: str, args) -> None:
         out=out,
         resume=args.resume,
         overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress="lines" if args.no_progress else True,
         **options,
     )
     print(

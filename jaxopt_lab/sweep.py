@@ -22,6 +22,8 @@ import functools
 import itertools
 import math
 import os
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 STRATEGIES = ("auto", "bucket", "mask")
+PROGRESS = (True, False, "lines")
 STATIC_AXES = ("optimizer", "batch_size", "reduction", "lr_rule", "base_batch_size")
 DYNAMIC_AXES = (
     "learning_rate",
@@ -623,7 +626,7 @@ def sweep(
     out: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
     devices: Sequence[jax.Device] | None = None,
     plots: bool = True,
 ) -> SweepResult:
@@ -645,7 +648,9 @@ def sweep(
         ``sweep.toml``, ``heatmap.png``, ``curves.png`` and each finished chunk.
       resume: finish an interrupted sweep in ``out`` without redoing its chunks.
       overwrite: replace what ``out`` holds.
-      progress: show a progress bar.
+      progress: ``True``: a progress bar on a terminal (one line per finished
+        group when stderr is not one); ``"lines"``: one line per finished group;
+        ``False``: nothing.
       devices: the devices to shard configs over (default: all).
       plots: draw the heatmap and curves into ``out``.
 
@@ -660,6 +665,8 @@ def sweep(
         raise InputError(f"chunk_size={chunk_size!r} is invalid: expected a positive integer")
     if strategy not in STRATEGIES:
         raise InputError(f"strategy={strategy!r} is invalid: expected one of {_choices(STRATEGIES)}")
+    if progress not in PROGRESS:
+        raise InputError(f"progress={progress!r} is invalid: expected one of {_choices(PROGRESS)}")
     out = os.fspath(out) if out is not None else None
     if out is not None:
         stored = _check_out_dir(out, resume, overwrite, _definition(spec, grid, strategy, chunk_size, epochs))
@@ -700,7 +707,7 @@ def sweep(
         results_lib.write_definition(os.path.join(out, "sweep.toml"), definition)
 
     devices = tuple(devices or jax.devices())
-    bar = _Progress(progress, int(steps.sum()), len(configs))
+    bar = _Progress(progress, int(steps.sum()), len(configs), len(groups))
     frames = []
     try:
         for g, group in enumerate(groups):
@@ -732,6 +739,7 @@ def sweep(
                 if path:
                     results_lib.atomic_write_parquet(frame, path)
                 frames.append(frame)
+            bar.group_done(g, group)
     finally:
         bar.close()
     metrics = pd.concat(frames, ignore_index=True)
@@ -792,18 +800,23 @@ def _assemble(configs, metrics, grid, spec) -> pd.DataFrame:
 
 
 class _Progress:
-    """A tqdm bar over config-steps (rate and time left), with configs done in its label."""
+    """Progress of a sweep: a tqdm bar over config-steps on a terminal, or one line per
+    finished group (``"lines"``, and a bar's stand-in when stderr is not a terminal,
+    where a bar's carriage returns would fill a log), or nothing."""
 
-    def __init__(self, enabled: bool, total_config_steps: int, num_configs: int):
+    def __init__(self, mode, total_config_steps: int, num_configs: int, num_groups: int):
         from tqdm.auto import tqdm
 
-        self._num_configs = num_configs
+        if mode is True and not sys.stderr.isatty():
+            mode = "lines"
+        self._mode, self._num_configs, self._num_groups = mode, num_configs, num_groups
         self._configs_done = 0
+        self._started = time.perf_counter()
         self._bar = tqdm(
             total=total_config_steps,
             unit="step",
             unit_scale=True,
-            disable=not enabled,
+            disable=mode is not True,
             desc=self._label(),
             dynamic_ncols=True,
         )
@@ -816,6 +829,17 @@ class _Progress:
             self._configs_done += configs_done
             self._bar.set_description_str(self._label(), refresh=False)
         self._bar.update(config_steps)
+
+    def group_done(self, index: int, group: _Group) -> None:
+        if self._mode == "lines":
+            static = ", ".join(f"{k}={getattr(group.spec, k)}" for k in ("optimizer", "batch_size"))
+            seconds = time.perf_counter() - self._started
+            print(
+                f"group {index + 1}/{self._num_groups} done ({static}, {len(group.config_ids)} configs): "
+                f"{self._configs_done}/{self._num_configs} configs in {seconds:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         self._bar.close()

@@ -266,3 +266,19 @@ def test_an_out_under_a_regular_file_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert cli.main(["run", *TINY, "--out", str(tmp_path / "f" / "run")]) == 2
     assert "cannot create that folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["sweep", "run"])
+def test_help_shows_every_default(command):
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
+    options = sub.choices[command]._actions
+    no_default = {"help", "seed", "epochs", "resume", "overwrite", "no_progress"}
+    if command == "run":
+        no_default -= {"seed"}
+    for action in options:
+        if action.dest in no_default:
+            continue
+        assert "(default: " in action.help, action.dest
+    text = " ".join(sub.choices[command].format_help().split())
+    assert "(default: mnist1d)" in text and "(default: 1500)" in text

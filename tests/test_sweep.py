@@ -689,3 +689,19 @@ def test_a_sweep_that_cannot_fit_the_machine_is_refused_with_the_numbers(monkeyp
         S.Grid(learning_rate=list(np.logspace(-3, 0, 20)), seed=list(range(20))).configs()
     with pytest.raises(InputError, match=r"2 configs x 2,000 evaluation points"):
         S.sweep({**SPEC, "steps": 2000, "eval_every": 1}, S.Grid(learning_rate=[0.1, 0.2]), progress=False)
+
+
+@pytest.mark.parametrize("progress", [True, "lines"])
+def test_progress_off_a_terminal_is_one_line_per_group_without_carriage_returns(capsys, progress):
+    grid = S.Grid(optimizer=["sgd", "momentum"], learning_rate=[0.01], batch_size=[8])
+    S.sweep(SPEC, grid, strategy="bucket", progress=progress)
+    err = capsys.readouterr().err  # captured: not a terminal
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("group 1/2 done (optimizer=sgd, batch_size=8, 1 configs): 1/2 configs in ")
+    assert lines[1].startswith("group 2/2 done (optimizer=momentum, batch_size=8, 1 configs): 2/2 configs")
+    S.sweep(SPEC, grid, strategy="bucket", progress=False)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(InputError, match=r"progress='bar' is invalid: expected one of True, False, 'lines'"):
+        S.sweep(SPEC, grid, progress="bar")
