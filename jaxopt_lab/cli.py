@@ -255,6 +255,15 @@ def _definition_from_args(args) -> dict:
             raise _UsageError(f"--seeds {args.seeds} is invalid: expected a positive count")
         _check_axis_length(args.seeds)
         grid["seed"] = list(range(args.seeds))
+    if single:  # record every value the run uses, the optimizer's defaults included
+        from jaxopt_lab.train import default_hparams
+
+        optimizer = grid.get("optimizer", [spec.get("optimizer", DEFAULT_SWEEP["spec"]["optimizer"])])[0]
+        grid["optimizer"] = [optimizer]
+        for name, value in default_hparams(optimizer).items():
+            grid.setdefault(name, [value])
+        grid.setdefault("batch_size", [spec.get("batch_size", DEFAULT_SWEEP["spec"]["batch_size"])])
+        grid.setdefault("seed", [0])
     if args.strategy is not None:
         definition["sweep"]["strategy"] = args.strategy
     if args.chunk_size is not None:
@@ -291,7 +300,28 @@ def _run_definition(definition: dict, out: str, args) -> None:
         f"wrote {len(result.table)} rows for {result.table['config_id'].nunique()} configs "
         f"to {out}/ (results.parquet, summary.csv, sweep.toml, heatmap.png, curves.png)"
     )
-    _print_best(results.best_learning_rates(result.table))
+    if args.command == "run" and result.table["config_id"].nunique() == 1:
+        _print_config(results.summary(result.table).iloc[0], results.hyperparameter_columns(result.table))
+    else:
+        _print_best(results.best_learning_rates(result.table))
+
+
+def _print_config(row, hparams) -> None:
+    """One config's values and results, for `jaxopt-lab run`."""
+    values = ", ".join(
+        f"{name}={row[name]:.4g}" if isinstance(row[name], float) else f"{name}={row[name]}"
+        for name in hparams
+        if row[name] == row[name]
+    )  # NaN: not this optimizer's
+    print(values)
+    if row["diverged"]:
+        print(f"diverged; last evaluation at step {int(row['final_step'])}")
+        return
+    print(
+        f"step {int(row['final_step'])}: train loss {row['final_train_loss']:.4g}, test loss "
+        f"{row['final_test_loss']:.4g}, test accuracy {row['final_test_accuracy']:.4g}; best test loss "
+        f"{row['best_test_loss']:.4g} at step {int(row['best_step'])}"
+    )
 
 
 def _print_best(best) -> None:

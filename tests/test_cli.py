@@ -57,7 +57,16 @@ def test_run_writes_the_sweep_files(tmp_path, capsys):
         ["sgd", 0.1, 16, 3]
     ]
     assert list(table["step"]) == [10, 20]
-    assert "learning_rate" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # a one-config summary, not a best-learning-rate table
+    assert "learning_rate=0.1, batch_size=16, seed=3" in printed and "test accuracy" in printed
+    assert "lr_at_edge" not in printed
+    # every value the run used is recorded, so `--config` runs exactly it again
+    from jaxopt_lab import results
+
+    grid = results.read_definition(out / "sweep.toml")["grid"]
+    assert grid["optimizer"] == ["sgd"] and grid["learning_rate"] == [0.1] and grid["seed"] == [3]
+    assert grid["weight_decay"] == [0.0] and grid["bn_momentum"] == [0.99] and grid["batch_size"] == [16]
 
 
 def test_sweep_config_file_runs_the_same_sweep_again(tmp_path, capsys):
