@@ -169,6 +169,12 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
     add(
         "--base-batch-size", type=int, help="batch size the given lr refers to", shown=spec["base_batch_size"]
     )
+    add(
+        "--diverge-above",
+        type=float,
+        help="training loss past which a config has diverged (inf: only non-finite losses)",
+        shown="100 times its first training loss",
+    )
     add("--strategy", help="auto, bucket or mask", shown=DEFAULT_SWEEP["sweep"]["strategy"])
     add("--chunk-size", type=int, help="configs per compiled call", shown="sized to the devices")
     add("--out", help="output folder", shown=_DEFAULT_OUT["run" if single else "sweep"])
@@ -218,6 +224,7 @@ def _definition_from_args(args) -> dict:
         ("lr_rule", "lr_rule"),
         ("eval_every", "eval_every"),
         ("base_batch_size", "base_batch_size"),
+        ("diverge_above", "diverge_above"),
     ):
         value = getattr(args, flag)
         if value is not None:

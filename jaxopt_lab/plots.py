@@ -166,11 +166,27 @@ def _matrices(table, metric):
     return values, diverged
 
 
+def _outlier_fence(finite: np.ndarray, larger_is_better: bool) -> float:
+    """Where the colour scale stops on the bad side: Tukey's fence, 1.5 interquartile
+    ranges beyond the quartile (of log values for positive losses), so a few cells
+    far from the rest (a loss of 2.5e6 beside losses near 1) do not flatten the others."""
+    logs = not larger_is_better and finite.min() > 0
+    x = np.log10(finite) if logs else finite
+    q1, q3 = np.percentile(x, [25, 75])
+    fence = q1 - 1.5 * (q3 - q1) if larger_is_better else q3 + 1.5 * (q3 - q1)
+    return float(10**fence) if logs else float(fence)
+
+
 def _norm(values: np.ndarray, larger_is_better: bool):
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return None
     lo, hi = float(finite.min()), float(finite.max())
+    fence = _outlier_fence(finite, larger_is_better)
+    if larger_is_better:
+        lo = max(lo, fence)
+    else:
+        hi = min(hi, fence)
     if lo == hi:
         pad = abs(lo) * 0.05 or 0.5
         lo, hi = lo - pad, hi + pad
@@ -279,6 +295,10 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Fig
                             zorder=3,
                         )
                     )
+            if norm is not None:  # outliers: beyond the colour scale, drawn at its end and marked
+                beyond = matrix < norm.vmin if larger_is_better else matrix > norm.vmax
+                for i, j in zip(*np.nonzero(np.isfinite(matrix) & beyond), strict=True):
+                    ax.text(j + 0.3, i + 0.28, "▲", ha="center", va="center", fontsize=7, color="#d62728")
             if annotate and norm is not None:
                 for i, j in zip(*np.nonzero(np.isfinite(matrix)), strict=True):
                     ax.text(
@@ -303,8 +323,13 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Fig
         axes[0].set_ylabel("batch size")
         label = _LABELS[metric]
         word = "max" if larger_is_better else "min"
+        outliers = norm is not None and any(
+            ((v < norm.vmin) if larger_is_better else (v > norm.vmax)).to_numpy().any()
+            for v in values.values()
+        )
         if norm is not None:
-            bar = fig.colorbar(image, ax=list(axes), label=label, shrink=0.9, pad=0.02)
+            extend = ("min" if larger_is_better else "max") if outliers else "neither"
+            bar = fig.colorbar(image, ax=list(axes), label=label, shrink=0.9, pad=0.02, extend=extend)
             if isinstance(norm, LogNorm):  # 2, 3, 4 rather than 2×10⁰
                 plain = FormatStrFormatter("%g")
                 bar.ax.yaxis.set_major_formatter(plain)
@@ -318,6 +343,10 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Fig
                     hatch="///",
                     label="× diverged (in any seed)",
                 )
+            )
+        if outliers:
+            handles.append(
+                Patch(facecolor="none", edgecolor="none", label="▲ beyond the colour scale (an outlier)")
             )
         if any((v.isna() & ~diverged[o]).to_numpy().any() for o, v in values.items()):
             handles.append(Patch(facecolor="white", edgecolor=_DIVERGED_EDGE, linewidth=0.5, label="not run"))

@@ -537,6 +537,8 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
             continue
         if f.name == "model" and not isinstance(value, str):
             value = "custom"
+        if value is None:  # TOML has no null: absent means the default
+            continue
         spec_fields[f.name] = value
     if epochs is not None:
         spec_fields["epochs"] = float(epochs)

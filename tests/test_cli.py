@@ -291,3 +291,16 @@ def test_help_shows_every_default(command):
         assert "(default: " in action.help, action.dest
     text = " ".join(sub.choices[command].format_help().split())
     assert "(default: mnist1d)" in text and "(default: 1500)" in text
+
+
+def test_diverge_above_flags_configs_and_is_recorded(tmp_path):
+    out = tmp_path / "out"
+    argv = ["sweep", *TINY, "--optimizer", "sgd", "--lr", "0.01", "--batch-size", "16", "--seeds", "1"]
+    assert cli.main([*argv, "--diverge-above", "1e-6", "--out", str(out)]) == 0
+    table = pd.read_parquet(out / "results.parquet")
+    assert table["diverged"].all() and table["test_loss"].isna().all()  # no loss is below 1e-6
+    from jaxopt_lab import results
+
+    assert results.read_definition(out / "sweep.toml")["spec"]["diverge_above"] == 1e-6
+    assert cli.main([*argv, "--out", str(tmp_path / "default")]) == 0
+    assert not pd.read_parquet(tmp_path / "default" / "results.parquet")["diverged"].any()

@@ -213,3 +213,28 @@ def test_lr_labels_stay_distinct():
 def test_bad_metric():
     with pytest.raises(ValueError, match=r"metric='loss' is invalid: expected one of 'test_loss'"):
         plots.heatmap(_table(), metric="loss")
+
+
+def test_an_outlier_does_not_flatten_the_colour_scale_and_is_marked(tmp_path):
+    """Adam at lr 100 reaches a loss of 2.5e6 beside losses near 1: the scale stops at
+    Tukey's fence (in log10) and the cell beyond it is marked."""
+    runs = {
+        ("adam", 8, lr, NAN, 0): [loss]
+        for lr, loss in [(1e-3, 1.2), (1e-2, 0.9), (1e-1, 1.0), (1.0, 1.5), (10.0, 2.0), (100.0, 2.5e6)]
+    }
+    fig = plots.heatmap(_table(runs), tmp_path / "h.png")
+    ax = _panels(fig)["adam"]
+    logs = np.log10([1.2, 0.9, 1.0, 1.5, 2.0, 2.5e6])
+    q1, q3 = np.percentile(logs, [25, 75])
+    vmax = ax.images[0].norm.vmax
+    assert vmax == pytest.approx(10 ** (q3 + 1.5 * (q3 - q1)))
+    assert 2.0 < vmax < 100  # the low end keeps its contrast
+    marks = [t for t in ax.texts if t.get_text() == "▲"]
+    assert [round(m.get_position()[0] - 0.3) for m in marks] == [5]  # only lr=100
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "▲ beyond the colour scale (an outlier)" in legend
+    # without an outlier nothing is marked and the scale spans the values
+    fig = plots.heatmap(_table(dict(list(runs.items())[:5])))
+    ax = _panels(fig)["adam"]
+    assert not [t for t in ax.texts if t.get_text() == "▲"]
+    assert ax.images[0].norm.vmax == pytest.approx(2.0)

@@ -1,10 +1,14 @@
 """One run: train() against independent float64 NumPy and optax references."""
 
+import dataclasses
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _reference import model_fns, optax_loop
 
 from jaxopt_lab import data, models
 from jaxopt_lab import train as T
@@ -209,3 +213,45 @@ def test_fast_segment_restores_configs_frozen_before_it_and_matches_the_select()
     np.testing.assert_array_equal(
         jax.tree.leaves(fast.opt_state)[-1][1:], jax.tree.leaves(state.opt_state)[-1][1:]
     )
+
+
+def test_a_training_loss_past_the_ceiling_is_divergence():
+    """SGD at lr 2 on linear regression: the loss grows 1e5-fold and stays finite. The
+    per-step losses of a plain optax loop say where each ceiling is passed."""
+    spec = T.TrainSpec(
+        dataset="regression",
+        dataset_options=REG,
+        model="linear",
+        optimizer="sgd",
+        batch_size=16,
+        steps=30,
+        eval_every=1,
+    )
+    ds = T.load_dataset(spec.dataset, spec.dataset_options)
+    losses = optax_loop(
+        ds,
+        *model_fns(models.create("linear", 1)),
+        optax.sgd(2.0),
+        batch_size=16,
+        steps=30,
+        eval_every=1,
+        seed=0,
+    ).train_loss
+    assert np.all(np.isfinite(losses)) and losses.max() > 1e4 * losses[0]
+    for ceiling, expected_first in [
+        (None, np.argmax(losses > T.DIVERGE_FACTOR * losses[0])),
+        (5.0, np.argmax(losses > 5.0)),
+        (math.inf, 30),
+    ]:
+        history = T.train(dataclasses.replace(spec, diverge_above=ceiling), {"learning_rate": 2.0}, 0)
+        np.testing.assert_array_equal(history.diverged, np.arange(30) >= expected_first, err_msg=str(ceiling))
+        finite = slice(0, expected_first)
+        np.testing.assert_allclose(history.train_loss[finite], losses[finite], rtol=1e-4)
+        assert np.all(np.isnan(history.train_loss[expected_first:]))
+    assert 0 < np.argmax(losses > 5.0) < np.argmax(losses > T.DIVERGE_FACTOR * losses[0]) < 30
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), "10x", True])
+def test_a_bad_loss_ceiling_is_refused(bad):
+    with pytest.raises(ValueError, match=r"diverge_above=.* is invalid: expected a positive number"):
+        T.TrainSpec(diverge_above=bad)
