@@ -290,6 +290,8 @@ def _run_definition(definition: dict, out: str, args) -> None:
     unknown = sorted(set(options) - {"strategy", "chunk_size"})
     if unknown:
         raise InputError(f"[sweep] key {unknown[0]!r} is invalid: expected 'strategy' or 'chunk_size'")
+    if args.command == "run":  # one config per device: the numbers of the config run alone (train())
+        options.setdefault("chunk_size", 1)
     if not (args.resume or args.overwrite) and os.path.isdir(out) and os.listdir(out):
         raise _UsageError(
             f"output folder {out!r} is not empty: pass --resume to finish it or --overwrite to replace it"

@@ -89,6 +89,9 @@ _CPU_CHUNK_BYTES = 16 << 20
 # size-1 config axis and spreads each matmul over threads that the other devices need
 # (1.1-1.7x slower); with 4 or 8, 3-13% slower per config than with 2 (experiments/PERF.md).
 _CPU_CONFIGS_PER_DEVICE = 2
+# On an accelerator, the most configs per device: a wider program is not faster once
+# the device is busy, and a small sweep pads its chunk to this width.
+_ACCELERATOR_MAX_CONFIGS_PER_DEVICE = 256
 
 
 def _choices(names) -> str:
@@ -336,32 +339,35 @@ def _step_bytes(spec: train_lib.TrainSpec, dataset) -> int:
     return 4 * (4 * num_params + 4 * spec.batch_size * layers)
 
 
-def _default_chunk_size(spec, dataset, group_size: int, num_devices: int) -> int:
-    """Configs per compiled call, a multiple of ``num_devices``.
+def _default_chunk_size(spec, dataset, devices: Sequence[jax.Device]) -> int:
+    """Configs per compiled call, a multiple of the device count, from the config alone.
 
-    On an accelerator, as many as fit half its memory (more configs, more
-    parallel work). On a CPU device that has the cores to itself, as many as keep
-    the chunk's step inside ``_CPU_CHUNK_BYTES``: past that the vmapped step spills
-    out of the caches and runs slower per config; on a CPU split into several
-    devices (one per core), ``_CPU_CONFIGS_PER_DEVICE`` (measured in
-    ``experiments/PERF.md``). Then the size in ``[fit / 2, fit]`` with the least
-    padding of the last chunk.
+    A config's numbers depend on how many configs share its device's vmapped
+    program (XLA blocks a batched matmul differently by width: a last-bit
+    difference that adaptive optimizers with batch norm amplify), and on nothing
+    else: not on its position in the chunk nor on its neighbours' values. So the
+    width is a function of the spec, the data and the devices, never of how many
+    configs a sweep holds, and adding configs to a sweep does not change the
+    numbers of those already in it; a small group pads its chunk to the width.
+
+    On a CPU split into several devices (one per core), ``_CPU_CONFIGS_PER_DEVICE``
+    per device (measured in ``experiments/PERF.md``). On a CPU device that has
+    the cores to itself, as many as keep the chunk's step inside
+    ``_CPU_CHUNK_BYTES``: past that the vmapped step spills out of the caches and
+    runs slower per config. On an accelerator, as many as fit half of one
+    device's memory, at most ``_ACCELERATOR_MAX_CONFIGS_PER_DEVICE``.
     """
-    device = jax.devices()[0]
-    per_device = -(-group_size // num_devices)
+    device, num_devices = devices[0], len(devices)
     if device.platform == "cpu" and num_devices > 1:
-        return min(_CPU_CONFIGS_PER_DEVICE, per_device) * num_devices  # a small group pads less
+        return _CPU_CONFIGS_PER_DEVICE * num_devices
     if device.platform == "cpu":
-        fit = _CPU_CHUNK_BYTES // max(1, _step_bytes(spec, dataset))
-    else:
-        budget = _DEFAULT_MEMORY_BUDGET
-        stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-        if stats and "bytes_limit" in stats:
-            budget = stats["bytes_limit"] // 2
-        fit = budget // max(1, _per_config_bytes(spec, dataset)) // num_devices
-    fit = max(1, min(fit, per_device))
-    best = min(range(-(-fit // 2), fit + 1), key=lambda c: (_round_up(per_device, c), -c))
-    return best * num_devices
+        return max(1, _CPU_CHUNK_BYTES // max(1, _step_bytes(spec, dataset)))
+    budget = _DEFAULT_MEMORY_BUDGET
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        budget = stats["bytes_limit"] // 2
+    per_device = budget // max(1, _per_config_bytes(spec, dataset))  # the budget is one device's
+    return max(1, min(per_device, _ACCELERATOR_MAX_CONFIGS_PER_DEVICE)) * num_devices
 
 
 def one_device_per_cpu_core(environ=os.environ) -> None:
@@ -714,9 +720,10 @@ def sweep(
     try:
         for g, group in enumerate(groups):
             rows = configs.set_index("config_id").loc[list(group.config_ids)].reset_index()
-            size = chunk_size or _default_chunk_size(group.spec, dataset, len(rows), len(devices))
-            # never pad a chunk beyond the configs that exist
-            size = min(_round_up(size, len(devices)), _round_up(len(rows), len(devices)))
+            if chunk_size is None:
+                size = _default_chunk_size(group.spec, dataset, devices)
+            else:  # a user's chunk size, cut to the group: never pad beyond the configs that exist
+                size = min(_round_up(chunk_size, len(devices)), _round_up(len(rows), len(devices)))
             for c in range(math.ceil(len(rows) / size)):
                 chunk = rows.iloc[c * size : (c + 1) * size]
                 chunk_steps = steps[chunk["config_id"].to_numpy()]

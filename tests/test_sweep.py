@@ -281,23 +281,61 @@ def test_bad_sweep_options_raise_before_writing(tmp_path):
     assert not out.exists()
 
 
+class _Device:
+    """A device description: what chunk sizing reads of a device."""
+
+    def __init__(self, platform, bytes_limit=None):
+        self.platform, self._limit = platform, bytes_limit
+
+    def memory_stats(self):
+        return {"bytes_limit": self._limit} if self._limit else None
+
+
 @pytest.mark.parametrize(
-    "fit, group, devices, expected",
+    "fit, devices, expected",
     [
-        (5, 32, 1, 4),  # 4 divides 32; 5 would pad the last chunk with 3 copies
-        (8, 32, 1, 8),
-        (100, 32, 1, 32),  # never more than the group
-        (6, 9, 1, 3),  # 3 chunks of 3 pad nothing; 5 would pad 1, 4 and 6 would pad 3
-        (100, 32, 4, 8),  # one device per core: 2 configs each, whatever fits
-        (1, 5, 4, 8),
-        (100, 1, 2, 2),  # one config on two devices: one padding copy, not three
-        (100, 3, 4, 4),
+        (5, 1, 5),  # one CPU device: as many as fit the cache budget
+        (100, 1, 100),
+        (0, 1, 1),  # at least one
+        (100, 4, 8),  # one device per core: 2 configs each, whatever fits
+        (1, 2, 4),
     ],
 )
-def test_cpu_chunk_size_fits_the_budget_with_the_least_padding(monkeypatch, fit, group, devices, expected):
-    monkeypatch.setattr(S, "_step_bytes", lambda spec, dataset: S._CPU_CHUNK_BYTES // fit)
+def test_the_cpu_chunk_width_is_a_function_of_the_config_alone(monkeypatch, fit, devices, expected):
+    step_bytes = S._CPU_CHUNK_BYTES // fit if fit else 2 * S._CPU_CHUNK_BYTES  # 0: not even one fits
+    monkeypatch.setattr(S, "_step_bytes", lambda spec, dataset: step_bytes)
     monkeypatch.setattr(S, "_CPU_CONFIGS_PER_DEVICE", 2)
-    assert S._default_chunk_size(None, None, group, devices) == expected
+    assert S._default_chunk_size(None, None, [_Device("cpu")] * devices) == expected
+
+
+@pytest.mark.parametrize(
+    "bytes_limit, devices, expected",
+    [
+        (200 << 20, 1, 100),  # half of one device's 200 MiB, 1 MiB per config
+        (200 << 20, 4, 400),  # the budget is each device's: not divided by the count again
+        (10 << 30, 2, 2 * 256),  # capped per device
+        (None, 1, 2048),  # no memory stats: the 2 GiB default budget
+    ],
+)
+def test_accelerator_chunks_are_sized_from_one_devices_memory(monkeypatch, bytes_limit, devices, expected):
+    monkeypatch.setattr(S, "_per_config_bytes", lambda spec, dataset: 1 << 20)
+    monkeypatch.setattr(S, "_ACCELERATOR_MAX_CONFIGS_PER_DEVICE", 256 if bytes_limit == 10 << 30 else 10**6)
+    assert S._default_chunk_size(None, None, [_Device("gpu", bytes_limit)] * devices) == expected
+
+
+def test_adding_configs_to_a_sweep_does_not_change_those_already_in_it():
+    """RMSProp with batch norm amplifies last-bit differences between programs of different
+    widths; the default width depends on the config alone, so a config of a 2-config sweep and
+    the same config inside a 16-config sweep agree bit for bit."""
+    spec = {**SPEC, "optimizer": "rmsprop", "steps": 300, "eval_every": 100, "batch_size": 32}
+    small = S.sweep(spec, S.Grid(learning_rate=[1e-3, 1e-2]), progress=False).table
+    large = S.sweep(
+        spec, S.Grid(learning_rate=list(np.logspace(-4, -1, 14)) + [1e-3, 1e-2]), progress=False
+    ).table
+    for lr in (1e-3, 1e-2):
+        a = small[small.learning_rate == lr].reset_index(drop=True)
+        b = large[large.learning_rate == lr].reset_index(drop=True)
+        np.testing.assert_array_equal(a[METRICS].to_numpy(), b[METRICS].to_numpy())
 
 
 # ------------------------------------------------------------------ the engine's wiring, end to end
