@@ -373,14 +373,14 @@ def test_sum_reduction_and_lr_rules_across_batch_sizes_equal_an_optax_loop():
     grid = S.Grid(
         optimizer=["sgd"],
         reduction=["mean", "sum"],
-        lr_rule=["none", "linear", "sqrt"],
+        lr_rule=["linear", "sqrt"],  # "none" is every other test's
         base_batch_size=[16],
         batch_size=[8, 32],
         learning_rate=[0.004],
     )
     table = S.sweep(spec, grid, strategy="bucket", progress=False).table
-    assert len(table) == 12 * 3
-    factor = {"none": lambda b: 1.0, "linear": lambda b: b / 16, "sqrt": lambda b: np.sqrt(b / 16)}
+    assert len(table) == 8 * 3
+    factor = {"linear": lambda b: b / 16, "sqrt": lambda b: np.sqrt(b / 16)}
     for reduction in ("mean", "sum"):
         for rule, scale in factor.items():
             for b in (8, 32):
@@ -482,7 +482,7 @@ class _FlaxNet(nn.Module):  # the README's example, narrower
 def test_a_flax_module_with_batchnorm_in_a_sweep_equals_a_flax_optax_loop():
     module = _FlaxNet()
     spec = {"dataset": "digits", "model": M.from_flax(module), "steps": 20, "eval_every": 10}
-    grid = S.Grid(optimizer=["sgd", "momentum"], learning_rate=[0.01, 0.1], batch_size=[16, 32])
+    grid = S.Grid(optimizer=["momentum"], learning_rate=[0.01, 0.1], batch_size=[16, 32])
     result = S.sweep(spec, grid, progress=False)
     assert result.strategy == "bucket"  # a flax module cannot be told which rows are padding
 
@@ -498,7 +498,7 @@ def test_a_flax_module_with_batchnorm_in_a_sweep_equals_a_flax_optax_loop():
         return module.apply(variables, x, train=False), stats
 
     ds = D.load("digits")
-    for name, make in (("sgd", optax.sgd), ("momentum", lambda lr: optax.sgd(lr, momentum=0.9))):
+    for name, make in (("momentum", lambda lr: optax.sgd(lr, momentum=0.9)),):
         for lr in (0.01, 0.1):
             for b in (16, 32):
                 curves = optax_loop(ds, init, apply, make(lr), batch_size=b, steps=20, eval_every=10, seed=0)
