@@ -24,6 +24,7 @@ EXPERIMENTS = (
     "bn_running_stats",
     "edge_of_stability",
     "mean_vs_sum",
+    "chunk_width",
     "batch_size_generalization",
     "critical_batch_size",
     "mnist1d_anchor",
