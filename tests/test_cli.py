@@ -1,6 +1,7 @@
 """The jaxopt-lab command: files written, config round trip, and bad input."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -155,13 +156,33 @@ def _npz(tmp_path, **arrays):
         ),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message, finished_sweep):
     out = tmp_path / "out"
     assert cli.main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("jaxopt-lab: error: ")
     assert message in err
     assert not out.exists()
+    # the same mistake aimed at a finished sweep's folder with --overwrite leaves it byte for byte
+    previous = tmp_path / "previous"
+    shutil.copytree(finished_sweep, previous)
+    before = _tree_bytes(previous)
+    if "--resume" not in argv and "--overwrite" not in argv:
+        assert cli.main([*argv, "--out", str(previous), "--overwrite"]) == 2
+        assert message in capsys.readouterr().err
+    assert _tree_bytes(previous) == before
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "sweep"
+    argv = ["sweep", *TINY, "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "16", "--seeds", "1"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    return out
+
+
+def _tree_bytes(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_an_empty_output_folder_name_is_refused(tmp_path, capsys, monkeypatch):
