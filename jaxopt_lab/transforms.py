@@ -44,6 +44,7 @@ References:
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple
 
@@ -123,15 +124,17 @@ def _check_decay(name: str, value) -> None:
 
 
 def _check_nonnegative(name: str, value) -> None:
-    if _is_number(value) and not value >= 0:
-        raise InputError(f"{name}={value} is invalid: expected {name} >= 0")
+    if _is_number(value) and not 0 <= value < math.inf:
+        raise InputError(f"{name}={value} is invalid: expected a finite {name} >= 0")
 
 
 def _check_learning_rate(value) -> None:
     expected = "a positive number, a JAX scalar or an optax schedule"
     if _is_number(value):
-        if not value > 0:
-            raise InputError(f"learning_rate={value} is invalid: expected learning_rate > 0 ({expected})")
+        if not 0 < value < math.inf:
+            raise InputError(
+                f"learning_rate={value} is invalid: expected a finite learning_rate > 0 ({expected})"
+            )
     elif not (callable(value) or isinstance(value, (jax.Array, np.ndarray, np.generic))):
         raise InputError(f"learning_rate={value!r} is invalid: expected {expected}")
 
