@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxopt_lab import optimizers as optimizers_lib
 from jaxopt_lab import results as results_lib
 from jaxopt_lab import train as train_lib
-from jaxopt_lab import transforms
 from jaxopt_lab.errors import InputError
 
 __all__ = [
@@ -89,6 +89,11 @@ _CPU_CHUNK_BYTES = 16 << 20
 # size-1 config axis and spreads each matmul over threads that the other devices need
 # (1.1-1.7x slower); with 4 or 8, 3-13% slower per config than with 2 (experiments/PERF.md).
 _CPU_CONFIGS_PER_DEVICE = 2
+# On one CPU device, the most configs per chunk, however many fit the cache budget: on
+# the benchmark's MLP (256, 256), Adam, batch 64, 2 cores, widths 2/4/8/16/32 ran
+# 4027/4390/4557/4257/3756 config-steps/s; a small model fits far more, and a small
+# group would pad to them (experiments/PERF.md).
+_CPU_MAX_CONFIGS = 8
 # On an accelerator, the most configs per device: a wider program is not faster once
 # the device is busy, and a small sweep pads its chunk to this width.
 _ACCELERATOR_MAX_CONFIGS_PER_DEVICE = 256
@@ -143,28 +148,38 @@ class Grid:
     """
 
     def __init__(self, **axes: Sequence[Any]):
-        valid = STATIC_AXES + DYNAMIC_AXES
         for name, values in axes.items():
-            if name not in valid:
-                raise InputError(f"grid axis {name!r} is invalid: expected one of {_choices(valid)}")
-            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            if isinstance(values, (str, bytes, optimizers_lib.Optimizer)) or not isinstance(values, Sequence):
                 values = [values]
             if len(values) == 0:
                 raise InputError(f"grid axis {name!r} is empty: give it at least one value")
             axes[name] = tuple(values)
-        for value in axes.get("optimizer", ()):
-            if value not in transforms.OPTIMIZERS:
+        families = [optimizers_lib.resolve(v) for v in axes.get("optimizer", ())]
+        traced, static = _family_axes([*optimizers_lib.REGISTRY.values(), *families])
+        valid = STATIC_AXES + DYNAMIC_AXES + tuple(sorted(traced - set(DYNAMIC_AXES))) + tuple(sorted(static))
+        for name in axes:
+            if name not in valid:
                 raise InputError(
-                    f"optimizer={value!r} is invalid: expected one of {_choices(transforms.OPTIMIZERS)}"
+                    f"grid axis {name!r} is invalid: expected one of {_choices(valid)} (a custom "
+                    "family's own axis needs the family in Grid(optimizer=[...]))"
                 )
         # Every numeric value is checked here, where it enters: a NaN would otherwise read
         # as "not given" further on and run with the default.
-        for name in DYNAMIC_AXES + ("batch_size", "base_batch_size"):
+        for name in sorted(set(DYNAMIC_AXES) | traced) + ["batch_size", "base_batch_size"]:
             for value in axes.get(name, ()):
                 if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
                     raise InputError(f"{name}={value!r} is invalid: expected a number")
                 if not math.isfinite(value):
                     raise InputError(f"{name}={value!r} is invalid: expected a finite number")
+        for name in sorted(static):
+            for value in axes.get(name, ()):
+                try:
+                    hash(value)
+                except TypeError:
+                    raise InputError(
+                        f"{name}={value!r} is invalid: a static value selects a compiled "
+                        "group and must be hashable"
+                    ) from None
         for name in ("learning_rate", "batch_size", "base_batch_size"):
             for value in axes.get(name, ()):
                 if not value > 0:
@@ -181,20 +196,44 @@ class Grid:
     def __repr__(self) -> str:
         return f"Grid({', '.join(f'{k}={list(v)!r}' for k, v in self.axes.items())})"
 
-    def configs(self, spec: train_lib.TrainSpec | None = None) -> pd.DataFrame:
-        """One row per config, with every static and dynamic value filled in."""
+    def families(self, spec: train_lib.TrainSpec | None = None) -> dict[str, optimizers_lib.Optimizer]:
+        """The optimizer families of the grid (or of ``spec`` when the grid has none) by name."""
         spec = spec or train_lib.TrainSpec()
-        axes = {"optimizer": (spec.optimizer,), **self.axes}
+        out = {}
+        for value in self.axes.get("optimizer", (spec.optimizer,)):
+            family = optimizers_lib.resolve(value)
+            if out.get(family.name, family) != family:
+                raise InputError(
+                    f"optimizer name {family.name!r} is given to two different families: "
+                    "expected distinct names (Optimizer(..., name=...))"
+                )
+            out[family.name] = family
+        return out
+
+    def configs(self, spec: train_lib.TrainSpec | None = None) -> pd.DataFrame:
+        """One row per config, with every static and dynamic value filled in.
+
+        The ``optimizer`` column holds the families' names; a family's own static
+        keywords (``nesterov``, ...) are columns too, empty for families without them.
+        """
+        spec = spec or train_lib.TrainSpec()
+        families = self.families(spec)
+        axes = {"optimizer": tuple(families), **{k: v for k, v in self.axes.items() if k != "optimizer"}}
         check_size(math.prod(len(v) for v in axes.values()))
+        traced, static = _family_axes(families.values())
+        traced = (set(DYNAMIC_AXES) | traced) - {"seed"}
         names = list(axes)
         rows = []
         seen = set()
         for values in itertools.product(*axes.values()):
             cfg = dict(zip(names, values, strict=True))
-            hp = train_lib.default_hparams(cfg["optimizer"])
+            family = families[cfg["optimizer"]]
+            hp = train_lib.default_hparams(family)
             row = {}
             for name in names:
-                if name in DYNAMIC_AXES and name not in ("seed",) and name not in hp:
+                if (name in traced and name not in hp) or (
+                    name in static and name not in family.static_defaults
+                ):
                     row[name] = None  # not a hyperparameter of this optimizer
                 else:
                     row[name] = cfg[name]
@@ -207,11 +246,18 @@ class Grid:
             if name not in table:
                 table[name] = default
         if table["learning_rate"].isna().all():
-            table["learning_rate"] = [
-                train_lib.default_hparams(o)["learning_rate"] for o in table["optimizer"]
-            ]
+            table["learning_rate"] = [families[o].defaults["learning_rate"] for o in table["optimizer"]]
         table.insert(0, "config_id", np.arange(len(table)))
         return table
+
+
+def _family_axes(families) -> tuple[set[str], set[str]]:
+    """The traced and the static keyword names of ``families``."""
+    traced, static = set(), set()
+    for family in families:
+        traced |= set(family.hparam_names)
+        static |= set(family.static_defaults)
+    return traced, static
 
 
 @dataclasses.dataclass
@@ -251,40 +297,63 @@ def _budget_steps(spec, batch_size: int, epochs: float | None, num_examples: int
     return max(1, int(round(epochs * (num_examples // batch_size))))
 
 
-def _choose_strategy(spec, configs: pd.DataFrame, steps: np.ndarray) -> str:
+def _static_columns(configs: pd.DataFrame, families) -> list[str]:
+    """The columns that select a compiled group: the spec's static axes and the families' flags."""
+    _, flags = _family_axes(families)
+    return [
+        c for c in ("optimizer", "reduction", "lr_rule", "base_batch_size", *sorted(flags)) if c in configs
+    ]
+
+
+def _choose_strategy(spec, configs: pd.DataFrame, steps: np.ndarray, static: list[str]) -> str:
     """Pick ``bucket`` or ``mask`` by the arithmetic each would do, compiles included."""
     if not isinstance(spec.model, str):
         return "bucket"  # a flax module cannot be told which rows are padding
-    static = [c for c in ("optimizer", "reduction", "lr_rule", "base_batch_size") if c in configs]
-    bucket_groups = configs.groupby(static + ["batch_size"]).ngroups
-    mask_groups = configs.groupby(static).ngroups
+    bucket_groups = configs.groupby(static + ["batch_size"], dropna=False).ngroups
+    mask_groups = configs.groupby(static, dropna=False).ngroups
     bucket = float(np.sum(configs["batch_size"].to_numpy() * steps))
     mask = 0.0
-    for _, rows in configs.groupby(static):
+    for _, rows in configs.groupby(static, dropna=False):
         mask += len(rows) * rows["batch_size"].max() * steps[rows.index].max()
     bucket += bucket_groups * _COMPILE_EXAMPLE_STEPS
     mask += mask_groups * _COMPILE_EXAMPLE_STEPS
     return "mask" if mask < bucket else "bucket"
 
 
-def plan(spec: train_lib.TrainSpec, configs: pd.DataFrame, steps: np.ndarray, strategy: str):
-    """Split configs into compiled groups; returns ``(groups, strategy)``."""
+def plan(spec: train_lib.TrainSpec, configs: pd.DataFrame, steps: np.ndarray, strategy: str, families=None):
+    """Split configs into compiled groups; returns ``(groups, strategy)``.
+
+    ``families`` maps the ``optimizer`` column's names to their :class:`Optimizer`
+    (default: the registry's).
+    """
     if strategy not in STRATEGIES:
         raise InputError(f"strategy={strategy!r} is invalid: expected one of {_choices(STRATEGIES)}")
+    families = families or {n: optimizers_lib.resolve(n) for n in configs["optimizer"].unique()}
+    static = _static_columns(configs, families.values())
     if strategy == "auto":
-        strategy = _choose_strategy(spec, configs, steps)
-    static = [c for c in ("optimizer", "reduction", "lr_rule", "base_batch_size") if c in configs]
+        strategy = _choose_strategy(spec, configs, steps, static)
     keys = static + (["batch_size"] if strategy == "bucket" else [])
+    _, flag_names = _family_axes(families.values())
     groups = []
-    for values, rows in configs.groupby(keys, sort=False):
+    for values, rows in configs.groupby(keys, sort=False, dropna=False):
         fields = dict(zip(keys, values, strict=True))
+        family = families[fields["optimizer"]]
+        flags = {**dict(spec.optimizer_flags)}
+        for name in flag_names & set(fields):  # a flag swept as a grid axis: this group's value
+            value = fields.pop(name)
+            if name in family.static_defaults:
+                flags[name] = value.item() if isinstance(value, np.generic) else value
+        fields["optimizer"] = family
+        fields["optimizer_flags"] = tuple(sorted(flags.items()))
         fields["batch_size"] = int(rows["batch_size"].max())
         fields["steps"] = int(steps[rows.index].max())
         for name in ("base_batch_size",):
             if name in fields:
                 fields[name] = int(fields[name])
         group_spec = dataclasses.replace(spec, **fields)
-        decay = "weight_decay" in rows and bool((rows["weight_decay"].fillna(0) != 0).any())
+        decay = family.owns_weight_decay or (
+            "weight_decay" in rows and bool((rows["weight_decay"].fillna(0) != 0).any())
+        )
         groups.append(_Group(group_spec, strategy == "mask", tuple(rows["config_id"]), decay))
     return groups, strategy
 
@@ -353,15 +422,15 @@ def _default_chunk_size(spec, dataset, devices: Sequence[jax.Device]) -> int:
     On a CPU split into several devices (one per core), ``_CPU_CONFIGS_PER_DEVICE``
     per device (measured in ``experiments/PERF.md``). On a CPU device that has
     the cores to itself, as many as keep the chunk's step inside
-    ``_CPU_CHUNK_BYTES``: past that the vmapped step spills out of the caches and
-    runs slower per config. On an accelerator, as many as fit half of one
+    ``_CPU_CHUNK_BYTES``, at most ``_CPU_MAX_CONFIGS``: past that the vmapped step
+    spills out of the caches and runs slower per config. On an accelerator, as many as fit half of one
     device's memory, at most ``_ACCELERATOR_MAX_CONFIGS_PER_DEVICE``.
     """
     device, num_devices = devices[0], len(devices)
     if device.platform == "cpu" and num_devices > 1:
         return _CPU_CONFIGS_PER_DEVICE * num_devices
     if device.platform == "cpu":
-        return max(1, _CPU_CHUNK_BYTES // max(1, _step_bytes(spec, dataset)))
+        return max(1, min(_CPU_MAX_CONFIGS, _CPU_CHUNK_BYTES // max(1, _step_bytes(spec, dataset))))
     budget = _DEFAULT_MEMORY_BUDGET
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:
@@ -535,6 +604,17 @@ def _spec_from(spec_or_options) -> tuple[train_lib.TrainSpec, float | None]:
     return train_lib.TrainSpec(**options), epochs
 
 
+def _reordered(grid: Grid, stored_axes: Mapping[str, list]) -> Grid:
+    """``grid`` with its axes and values in the order of ``stored_axes`` (equal up to order)."""
+    by_name = {optimizers_lib.resolve(o).name: o for o in grid.axes.get("optimizer", ())}
+    return Grid(
+        **{
+            k: [by_name.get(v, v) if k == "optimizer" else v for v in values]
+            for k, values in stored_axes.items()
+        }
+    )
+
+
 def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size, epochs) -> dict:
     spec_fields = {}
     for f in dataclasses.fields(spec):
@@ -543,6 +623,8 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
             continue
         if f.name == "model" and not isinstance(value, str):
             value = "custom"
+        if f.name == "optimizer":
+            value = optimizers_lib.resolve(value).name
         if value is None:  # TOML has no null: absent means the default
             continue
         spec_fields[f.name] = value
@@ -558,7 +640,10 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
         "model_options": table(spec.model_options),
         "dataset_options": table(spec.dataset_options),
         "optimizer_flags": table(spec.optimizer_flags),
-        "grid": {k: list(v) for k, v in grid.axes.items()},
+        "grid": {
+            k: [optimizers_lib.resolve(o).name for o in v] if k == "optimizer" else list(v)
+            for k, v in grid.axes.items()
+        },
         "sweep": {"strategy": strategy, **({"chunk_size": chunk_size} if chunk_size else {})},
     }
 
@@ -679,11 +764,12 @@ def sweep(
     if out is not None:
         stored = _check_out_dir(out, resume, overwrite, _definition(spec, grid, strategy, chunk_size, epochs))
         if stored is not None:  # resume in the folder's order and chunking: its chunk files are those
-            grid, chunk_size = Grid(**stored["grid"]), stored.get("sweep", {}).get("chunk_size")
+            grid, chunk_size = _reordered(grid, stored["grid"]), stored.get("sweep", {}).get("chunk_size")
     configs = grid.configs(spec)
-    _check_hparams(configs, spec.optimizer_flags)
+    families = grid.families(spec)
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
-    train_lib.get_model(spec, dataset)  # bad model options raise here, before anything is written
+    model = train_lib.get_model(spec, dataset)  # bad model options raise here, before anything is written
+    params, _ = jax.eval_shape(model.init, jax.random.key(0), dataset.x_train[:1])
     num_examples = int(dataset.x_train.shape[0])
     too_big = configs["batch_size"][configs["batch_size"] > num_examples]
     if len(too_big):
@@ -696,7 +782,8 @@ def sweep(
             f"epochs={epochs!r} is invalid: it makes {int(steps.max()):,} steps, expected fewer than 2**31"
         )
     check_size(len(configs), int(-(-steps.max() // spec.eval_every)))
-    groups, chosen = plan(spec, configs, steps, strategy)
+    groups, chosen = plan(spec, configs, steps, strategy, families)
+    _check_hparams(configs, groups, params)
     definition = _definition(spec, grid, strategy, chunk_size, epochs)
 
     chunk_dir = None
@@ -763,38 +850,32 @@ def sweep(
     return SweepResult(table=table, definition=definition, strategy=chosen)
 
 
-def _check_hparams(configs: pd.DataFrame, flags: tuple) -> None:
-    """Build each distinct optimizer once from Python numbers and the spec's flags,
-    so bad values and flags an optimizer does not take raise here.
-
-    Inside the sweep they are traced arrays, which the optimizers cannot check.
-    """
-    names = [c for c in configs.columns if c in DYNAMIC_AXES and c != "seed"]
-    for cfg in configs[["optimizer", *names]].drop_duplicates().to_dict("records"):
-        train_lib.check_optimizer_flags(cfg["optimizer"], flags)
-        given = {k: v for k, v in cfg.items() if k in names and pd.notna(v)}
-        hp = train_lib.default_hparams(cfg["optimizer"], **given)
-        transforms.OPTIMIZERS[cfg["optimizer"]](
-            float(hp["learning_rate"]),
-            **{arg: float(hp[name]) for name, arg in _alias_names(cfg["optimizer"]).items()},
-            **dict(flags),
-        )
-        for name in ("weight_decay", "bn_momentum"):
-            if not 0 <= hp[name] < (1 if name == "bn_momentum" else math.inf):
+def _check_hparams(configs: pd.DataFrame, groups, params) -> None:
+    """Check each group's family before anything runs: its flags, each distinct setting
+    built from Python numbers (so the transforms' own checks raise here; inside the
+    sweep the values are traced arrays, which cannot be checked), and one update
+    traced with every hyperparameter traced (so a factory that branches in Python on
+    one is named here, not by a tracer error in the middle of a sweep)."""
+    by_id = configs.set_index("config_id")
+    for group in groups:
+        family = optimizers_lib.resolve(group.spec.optimizer)
+        flags = dict(group.spec.optimizer_flags)
+        train_lib.check_optimizer_flags(family, flags)
+        defaults = train_lib.default_hparams(family)
+        rows = by_id.loc[list(group.config_ids)]
+        names = [c for c in defaults if c in rows.columns]
+        for cfg in rows[names].drop_duplicates().to_dict("records"):
+            hp = {**defaults, **{k: v for k, v in cfg.items() if pd.notna(v)}}
+            family.build({k: float(hp[k]) for k in family.hparam_names}, flags)
+            if not 0 <= hp["bn_momentum"] < 1:
                 raise InputError(
-                    f"{name}={hp[name]!r} is invalid: expected "
-                    + ("0 <= bn_momentum < 1" if name == "bn_momentum" else "weight_decay >= 0")
+                    f"bn_momentum={hp['bn_momentum']!r} is invalid: expected 0 <= bn_momentum < 1"
                 )
-
-
-def _alias_names(optimizer: str) -> dict[str, str]:
-    """Map the sweep's hyperparameter names to the alias's argument names."""
-    names = {}
-    for name in train_lib.default_hparams(optimizer):
-        if name in ("learning_rate", "weight_decay", "bn_momentum"):
-            continue
-        names[name] = {"momentum": "beta"}.get(name, name)
-    return names
+            if not hp["weight_decay"] >= 0:
+                raise InputError(
+                    f"weight_decay={hp['weight_decay']!r} is invalid: expected weight_decay >= 0"
+                )
+        optimizers_lib.check_traceable(family, flags, params)
 
 
 def _assemble(configs, metrics, grid, spec) -> pd.DataFrame:
@@ -841,7 +922,14 @@ class _Progress:
 
     def group_done(self, index: int, group: _Group) -> None:
         if self._mode == "lines":
-            static = ", ".join(f"{k}={getattr(group.spec, k)}" for k in ("optimizer", "batch_size"))
+            name = optimizers_lib.resolve(group.spec.optimizer).name
+            static = ", ".join(
+                [
+                    f"optimizer={name}",
+                    *(f"{k}={v}" for k, v in group.spec.optimizer_flags),
+                    f"batch_size={group.spec.batch_size}",
+                ]
+            )
             seconds = time.perf_counter() - self._started
             print(
                 f"group {index + 1}/{self._num_groups} done ({static}, {len(group.config_ids)} configs): "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -29,7 +28,8 @@ import optax
 
 from jaxopt_lab import data as data_lib
 from jaxopt_lab import models as models_lib
-from jaxopt_lab import scaling, transforms
+from jaxopt_lab import optimizers as optimizers_lib
+from jaxopt_lab import scaling
 from jaxopt_lab.errors import InputError
 
 __all__ = [
@@ -49,14 +49,17 @@ __all__ = [
     "DIVERGE_FACTOR",
 ]
 
-# Alias parameter names that read better as sweep axes.
-_AXIS_NAMES = {"beta": "momentum"}
-_DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "rmsprop": 1e-3, "adam": 1e-3}
 _COMMON_HPARAMS = {"weight_decay": 0.0, "bn_momentum": 0.99}
 # A config whose training loss passes this multiple of its first one has diverged
 # (TrainSpec.diverge_above=None): Adam at lr 100 reaches 1e6 times it without ever
 # overflowing, while a catapult spike of a config that recovers stays within 10x.
 DIVERGE_FACTOR = 100.0
+
+
+def _optax_promotion():
+    # optax's transforms are written for JAX's standard dtype promotion (`decay**count`
+    # mixes float32 and int32); the optimizer runs under it whatever the caller's setting.
+    return jax.numpy_dtype_promotion("standard")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +71,7 @@ class TrainSpec:
       dataset_options: ``(name, value)`` pairs forwarded to ``data.load``.
       model: a name from ``models.MODELS`` or a :class:`jaxopt_lab.models.Model`.
       model_options: ``(name, value)`` pairs forwarded to ``models.create``.
-      optimizer: a name from ``transforms.OPTIMIZERS``.
+      optimizer: a name from ``optimizers.REGISTRY`` or a :class:`jaxopt_lab.Optimizer`.
       optimizer_flags: keyword-only flags of that alias, e.g. ``(("nesterov", True),)``.
       batch_size: examples per step.
       steps: number of optimizer steps.
@@ -87,7 +90,7 @@ class TrainSpec:
     dataset_options: tuple[tuple[str, Any], ...] = ()
     model: Any = "mlp"
     model_options: tuple[tuple[str, Any], ...] = ()
-    optimizer: str = "adam"
+    optimizer: Any = "adam"
     optimizer_flags: tuple[tuple[str, Any], ...] = ()
     batch_size: int = 32
     steps: int = 1000
@@ -98,11 +101,7 @@ class TrainSpec:
     diverge_above: float | None = None
 
     def __post_init__(self):
-        if self.optimizer not in transforms.OPTIMIZERS:
-            raise InputError(
-                f"optimizer={self.optimizer!r} is invalid: expected one of "
-                f"{', '.join(map(repr, transforms.OPTIMIZERS))}"
-            )
+        optimizers_lib.resolve(self.optimizer)  # a registry name or an Optimizer
         if isinstance(self.model, str) and self.model not in models_lib.MODELS:
             raise InputError(
                 f"model={self.model!r} is invalid: expected one of {', '.join(map(repr, models_lib.MODELS))}"
@@ -202,72 +201,64 @@ def get_model(spec: TrainSpec, dataset: data_lib.Dataset) -> models_lib.Model:
     return models_lib.create(spec.model, num_outputs, **dict(spec.model_options))
 
 
-def default_hparams(optimizer: str, **overrides) -> dict[str, float]:
+def default_hparams(optimizer, **overrides) -> dict[str, float]:
     """The dynamic hyperparameters of an optimizer family with their defaults.
 
-    Read off the alias's signature (``momentum`` for the momentum alias's
-    ``beta``), plus ``learning_rate``, ``weight_decay`` and ``bn_momentum``.
+    The family's traced ``hparams`` (:class:`jaxopt_lab.Optimizer`; a registry
+    name or the object), then ``weight_decay`` (unless the family applies its
+    own) and ``bn_momentum``.
 
     Example:
       >>> default_hparams("adam")
       {'learning_rate': 0.001, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-08, 'eps_root': 0.0, \
 'weight_decay': 0.0, 'bn_momentum': 0.99}
     """
-    if optimizer not in transforms.OPTIMIZERS:
-        raise InputError(
-            f"optimizer={optimizer!r} is invalid: expected one of "
-            f"{', '.join(map(repr, transforms.OPTIMIZERS))}"
-        )
-    out = {"learning_rate": _DEFAULT_LR.get(optimizer, 1e-3)}
-    for p in inspect.signature(transforms.OPTIMIZERS[optimizer]).parameters.values():
-        if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "learning_rate" and p.default is not p.empty:
-            out[_AXIS_NAMES.get(p.name, p.name)] = p.default
-    out.update(_COMMON_HPARAMS)
+    family = optimizers_lib.resolve(optimizer)
+    out = {**family.defaults, **{k: v for k, v in _COMMON_HPARAMS.items() if k not in family.defaults}}
     unknown = set(overrides) - set(out) - {"batch_size"}
     if unknown:
         raise InputError(
-            f"hyperparameter {sorted(unknown)[0]!r} is invalid for optimizer={optimizer!r}: "
+            f"hyperparameter {sorted(unknown)[0]!r} is invalid for optimizer={family.name!r}: "
             f"expected one of {', '.join(map(repr, out))}"
         )
     out.update(overrides)
     return out
 
 
-def check_optimizer_flags(optimizer: str, flags: Mapping[str, Any] | tuple) -> None:
-    """Raise :class:`InputError` for a flag that ``optimizer``'s alias does not take.
+def check_optimizer_flags(optimizer, flags: Mapping[str, Any] | tuple) -> None:
+    """Raise :class:`InputError` for a flag that ``optimizer``'s family does not take.
 
-    The flags are the alias's keyword-only arguments (``nesterov``, ``ema``,
+    The flags are the family's ``static`` keywords (``nesterov``, ``ema``,
     ``centered``, ``bias_correction``, ...); the message names the flag, the
     optimizer and the flags it takes.
     """
-    alias = transforms.OPTIMIZERS[optimizer]
-    valid = [p.name for p in inspect.signature(alias).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    family = optimizers_lib.resolve(optimizer)
+    valid = list(family.static_defaults)
     for name in dict(flags):
         if name not in valid:
             takes = f"expected one of {', '.join(map(repr, valid))}" if valid else "it takes none"
-            raise InputError(f"optimizer flag {name!r} is invalid for optimizer={optimizer!r}: {takes}")
+            raise InputError(f"optimizer flag {name!r} is invalid for optimizer={family.name!r}: {takes}")
 
 
 def make_optimizer(spec: TrainSpec, hparams: Mapping[str, Any], batch_size) -> optax.GradientTransformation:
     """The optimizer of ``spec.optimizer`` built from (possibly traced) hyperparameters.
 
-    Weight decay is added to the gradient before the optimizer (coupled, L2-style:
-    for Adam this is Adam with L2, not AdamW), and the learning rate is rescaled
-    for the batch size by ``spec.lr_rule``. Without a ``"weight_decay"`` entry in
-    ``hparams`` (a sweep drops it when every config's is zero) the decay is left
-    out of the program: ``g + 0 * w == g`` for finite ``w``, so the numbers are
-    the same.
+    The learning rate is rescaled for the batch size by ``spec.lr_rule``. A family
+    that applies weight decay itself (AdamW, ...) gets the ``weight_decay`` entry;
+    for the others it is added to the gradient before the optimizer (coupled,
+    L2-style: for Adam this is Adam with L2, not AdamW), and without a
+    ``"weight_decay"`` entry in ``hparams`` (a sweep drops it when every config's
+    is zero) it is left out of the program: ``g + 0 * w == g`` for finite ``w``,
+    so the numbers are the same.
     """
-    alias = transforms.OPTIMIZERS[spec.optimizer]
-    lr = scaling.scale_learning_rate(hparams["learning_rate"], batch_size, spec.base_batch_size, spec.lr_rule)
-    kwargs = {}
-    for p in inspect.signature(alias).parameters.values():
-        axis = _AXIS_NAMES.get(p.name, p.name)
-        if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "learning_rate" and axis in hparams:
-            kwargs[p.name] = hparams[axis]
-    tx = alias(lr, **kwargs, **dict(spec.optimizer_flags))
-    if "weight_decay" not in hparams:  # known to be zero: skip a pass over the parameters
-        return tx
+    family = optimizers_lib.resolve(spec.optimizer)
+    values = {k: hparams[k] for k in family.hparam_names if k in hparams}
+    values["learning_rate"] = scaling.scale_learning_rate(
+        hparams["learning_rate"], batch_size, spec.base_batch_size, spec.lr_rule
+    )
+    tx = family.build(values, dict(spec.optimizer_flags))
+    if family.owns_weight_decay or "weight_decay" not in hparams:
+        return tx  # its own decay, or known to be zero: skip a pass over the parameters
     return optax.chain(optax.add_decayed_weights(hparams["weight_decay"]), tx)
 
 
@@ -291,7 +282,8 @@ def init_state(spec: TrainSpec, dataset: data_lib.Dataset, hparams, key: jax.Arr
     init_key, data_key = jax.random.split(key)
     params, model_state = model.init(init_key, dataset.x_train[:1])
     batch_size = hparams.get("batch_size", spec.batch_size)
-    opt_state = make_optimizer(spec, hparams, batch_size).init(params)
+    with _optax_promotion():
+        opt_state = make_optimizer(spec, hparams, batch_size).init(params)
     num_examples = dataset.x_train.shape[0]
     return TrainState(
         params=params,
@@ -361,8 +353,9 @@ def _train_step(
         return loss, (new_model_state, mean_loss)
 
     grads, (new_model_state, mean_loss) = jax.grad(loss_fn, has_aux=True)(state.params)
-    tx = make_optimizer(spec, hparams, batch_size)
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+    with _optax_promotion():
+        tx = make_optimizer(spec, hparams, batch_size)
+        updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
 
     active = step < stop_step
@@ -557,7 +550,10 @@ def train(spec: TrainSpec, hparams: Mapping[str, Any] | None = None, key=0) -> H
     """
     check_optimizer_flags(spec.optimizer, spec.optimizer_flags)
     hp = default_hparams(spec.optimizer, **dict(hparams or {}))
-    if hp["weight_decay"] == 0:  # as a sweep does: the same numbers without the extra pass
+    family = optimizers_lib.resolve(spec.optimizer)
+    if (
+        not family.owns_weight_decay and hp["weight_decay"] == 0
+    ):  # as a sweep: the same numbers, one pass less
         del hp["weight_decay"]
     if isinstance(key, (int, np.integer)):
         key = jax.random.key(int(key))

@@ -101,7 +101,7 @@ def _npz(tmp_path, **arrays):
     [
         (["sweep", "--dataset", "imagenet"], "dataset='imagenet' is invalid: expected one of"),
         (["sweep", "--model", "resnet"], "model='resnet' is invalid: expected one of 'linear'"),
-        (["sweep", "--optimizer", "sgd,lion"], "optimizer='lion' is invalid: expected one of"),
+        (["sweep", "--optimizer", "sgd,lionx"], "optimizer='lionx' is invalid: expected one of"),
         (["sweep", "--strategy", "fast"], "strategy='fast' is invalid: expected one of 'auto'"),
         (["sweep", "--batch-size", "8,5000"], "batch_size=5000 is larger than the training set"),
         (["sweep", "--lr", ","], "--lr ',' is invalid: expected at least one value"),

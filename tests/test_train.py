@@ -162,7 +162,7 @@ def test_default_hparams_follow_the_optimizer_signatures():
 @pytest.mark.parametrize(
     "field, value, match",
     [
-        ("optimizer", "adamw", "optimizer='adamw' is invalid: expected one of 'sgd'"),
+        ("optimizer", "adamx", "optimizer='adamx' is invalid: expected one of 'sgd'"),
         ("model", "resnet", "model='resnet' is invalid: expected one of 'linear'"),
         ("reduction", "avg", "reduction='avg' is invalid"),
         ("lr_rule", "cubic", "lr_rule='cubic' is invalid"),
