@@ -11,6 +11,7 @@ from jaxopt_lab import (
     errors,
     metrics,
     models,
+    optimizers,
     plots,
     probes,
     problems,
@@ -31,6 +32,7 @@ from jaxopt_lab.metrics import (
     steps_to_target,
 )
 from jaxopt_lab.models import Model, cnn1d, from_flax, linear, mlp
+from jaxopt_lab.optimizers import Optimizer
 from jaxopt_lab.scaling import reduce_loss, scale_learning_rate
 from jaxopt_lab.sweep import Grid, SweepResult
 from jaxopt_lab.train import History, TrainSpec, TrainState
@@ -60,6 +62,7 @@ __all__ = [
     "errors",
     "metrics",
     "models",
+    "optimizers",
     "plots",
     "probes",
     "problems",
@@ -99,6 +102,7 @@ __all__ = [
     "cnn1d",
     "from_flax",
     # runs and sweeps
+    "Optimizer",
     "TrainSpec",
     "TrainState",
     "History",

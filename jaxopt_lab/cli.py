@@ -23,6 +23,7 @@ import sys
 import numpy as np
 
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.optimizers import REGISTRY
 
 __all__ = ["main", "DEFAULT_SWEEP"]
 
@@ -140,7 +141,7 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
     add("--batchnorm", action="store_true", default=None, help="batch norm in the model", shown="off")
     add(
         "--optimizer",
-        help="sgd, momentum, rmsprop or adam" + many,
+        help="a registered family: " + ", ".join(REGISTRY) + many,
         shown=_show(grid.get("optimizer", spec["optimizer"])),
     )
     add(
