@@ -22,6 +22,11 @@ import jax  # noqa: E402
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# One persistent compilation cache for the suite's processes: programs that several tests
+# (or both xdist workers) compile are compiled once.
+jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 # (filter, why it is allowed): pytest's -W syntax, e.g. "ignore::DeprecationWarning:somepkg".
 _ALLOWED_WARNINGS: tuple[tuple[str, str], ...] = ()
