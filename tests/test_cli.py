@@ -303,7 +303,7 @@ def test_help_shows_every_default(command):
     parser = cli._parser()
     sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
     options = sub.choices[command]._actions
-    no_default = {"help", "seed", "epochs", "resume", "overwrite", "no_progress"}
+    no_default = {"help", "seed", "epochs", "resume", "overwrite", "no_progress", "no_compile_cache"}
     if command == "run":
         no_default -= {"seed"}
     for action in options:
@@ -325,3 +325,45 @@ def test_diverge_above_flags_configs_and_is_recorded(tmp_path):
     assert results.read_definition(out / "sweep.toml")["spec"]["diverge_above"] == 1e-6
     assert cli.main([*argv, "--out", str(tmp_path / "default")]) == 0
     assert not pd.read_parquet(tmp_path / "default" / "results.parquet")["diverged"].any()
+
+
+def test_a_second_identical_sweep_compiles_nothing(tmp_path):
+    """The command keeps compiled programs in $JAXOPT_LAB_CACHE/xla: the second run of the same
+    sweep adds no cache entry, so each of its compiles was a cache hit."""
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_FLAGS", "JAX_COMPILATION"))}
+    env.update(JAXOPT_LAB_CACHE=str(cache), JAX_PLATFORMS="cpu")
+    argv = [
+        sys.executable,
+        "-m",
+        "jaxopt_lab.cli",
+        "sweep",
+        *TINY,
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.1",
+        "--batch-size",
+        "16",
+        "--seeds",
+        "1",
+    ]
+
+    def run(out, *extra):
+        proc = subprocess.run(
+            [*argv, "--out", str(tmp_path / out), *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return sorted(p.name for p in (cache / "xla").iterdir()) if (cache / "xla").exists() else []
+
+    first = run("a")
+    assert len(first) > 0
+    assert run("b") == first
+    # --no-compile-cache writes nothing
+    env["JAXOPT_LAB_CACHE"] = str(tmp_path / "other")
+    cache = tmp_path / "other"
+    assert run("c", "--no-compile-cache") == []
