@@ -743,3 +743,25 @@ def test_progress_off_a_terminal_is_one_line_per_group_without_carriage_returns(
     assert capsys.readouterr().err == ""
     with pytest.raises(InputError, match=r"progress='bar' is invalid: expected one of True, False, 'lines'"):
         S.sweep(SPEC, grid, progress="bar")
+
+
+def test_a_segment_runs_without_a_host_round_trip():
+    """Inside a compiled segment nothing goes to or comes from the host: with every argument
+    already on the devices, the call runs under jax.transfer_guard("disallow")."""
+    spec = T.TrainSpec(**{**SPEC, "optimizer": "adam", "steps": 20, "eval_every": 10})
+    devices = tuple(jax.devices())
+    init_p, segment_p, _, arrays, by_config = S._programs(spec, False, devices)
+    n = len(devices)
+    hparams = {k: np.full(n, v, np.float32) for k, v in T.default_hparams("adam").items()}
+    keys = jax.vmap(jax.random.key)(np.arange(n, dtype=np.uint32))
+    hparams, keys = jax.device_put((hparams, keys), by_config)
+    state = init_p(arrays, hparams, keys)
+    replicated = jax.sharding.NamedSharding(by_config.mesh, jax.sharding.PartitionSpec())
+    scalars = jax.device_put((np.int32(0), np.int32(10)), replicated)
+    per_config = jax.device_put(
+        (np.full(n, 20, np.int32), np.zeros(n, np.int32), np.ones(n, bool)), by_config
+    )
+    with jax.transfer_guard("disallow"):
+        new_state, metrics = segment_p(arrays, hparams, state, *scalars, *per_config)
+        jax.block_until_ready((new_state, metrics))
+    assert np.all(np.isfinite(np.asarray(metrics.test_loss)))
