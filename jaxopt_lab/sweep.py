@@ -66,16 +66,8 @@ DYNAMIC_AXES = (
     "bn_momentum",
 )
 _FIRST_COLUMNS = ("optimizer", "learning_rate", "batch_size", "seed")
-_CHUNK_COLUMNS = (
-    "config_id",
-    "step",
-    "examples_seen",
-    "train_loss",
-    "test_loss",
-    "test_accuracy",
-    "diverged",
-)
-_METRICS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy", "diverged")
+_METRICS = results_lib.METRIC_COLUMNS
+_CHUNK_COLUMNS = ("config_id", *_METRICS)  # what a chunk file holds
 # A compile costs about as much as this many example-steps of arithmetic on a small
 # model; `auto` weighs it against the rows the `mask` strategy computes and throws away.
 _COMPILE_EXAMPLE_STEPS = 200_000
