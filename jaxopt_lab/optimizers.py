@@ -94,6 +94,14 @@ class Optimizer:
                     f"hparams[{key!r}]={value!r} is invalid: expected a number (a traced "
                     "hyperparameter); flags, masks and dtypes go in static"
                 )
+        for key, value in self.static:
+            try:
+                hash(value)
+            except TypeError:
+                raise InputError(
+                    f"static[{key!r}]={value!r} is invalid: a static value selects a compiled group and "
+                    "must be hashable (a tuple, not a list or dict; a function for a mask)"
+                ) from None
         both = sorted(set(names) & {k for k, _ in self.static})
         if both:
             raise InputError(f"{both[0]!r} is in both hparams and static: expected one of them")
