@@ -213,6 +213,10 @@ def test_a_factory_that_cannot_take_a_traced_value_is_one_line_naming_it(tmp_pat
             lambda: O.Optimizer("sgd", {"learning_rate": 0.1}),
             r"factory='sgd' is invalid: expected a callable",
         ),
+        (
+            lambda: O.Optimizer(optax.adamw, {"learning_rate": 0.1}, {"mask": {"w": True}}),
+            r"static\['mask'\]=\{'w': True\} is invalid: a static value selects a compiled group",
+        ),
         (lambda: S.Grid(optimizer=["adam"], clip=[1.0]), r"grid axis 'clip' is invalid: expected one of"),
         (
             lambda: S.Grid(
