@@ -128,6 +128,14 @@ class Optimizer:
         """Whether the factory applies weight decay itself (its ``hparams`` hold ``weight_decay``)."""
         return "weight_decay" in self.hparam_names
 
+    def check_static(self, static: Mapping[str, Any]) -> None:
+        """Raise :class:`InputError` for a static keyword (a flag) this family does not take."""
+        unknown = sorted(set(dict(static)) - set(self.static_defaults))
+        if unknown:
+            valid = ", ".join(map(repr, self.static_defaults))
+            takes = f"expected one of {valid}" if self.static else "it takes none"
+            raise InputError(f"optimizer flag {unknown[0]!r} is invalid for optimizer={self.name!r}: {takes}")
+
     def build(
         self, hparams: Mapping[str, Any], static: Mapping[str, Any] = ()
     ) -> optax.GradientTransformation:
@@ -140,14 +148,7 @@ class Optimizer:
                 f"expected one of {', '.join(map(repr, self.hparam_names))}"
             )
         static = dict(static)
-        unknown = sorted(set(static) - set(self.static_defaults))
-        if unknown:
-            takes = (
-                f"expected one of {', '.join(map(repr, self.static_defaults))}"
-                if self.static
-                else "it takes none"
-            )
-            raise InputError(f"optimizer flag {unknown[0]!r} is invalid for optimizer={self.name!r}: {takes}")
+        self.check_static(static)
         return self.factory(**{**self.defaults, **hparams}, **{**self.static_defaults, **static})
 
 

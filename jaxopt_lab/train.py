@@ -232,12 +232,7 @@ def check_optimizer_flags(optimizer, flags: Mapping[str, Any] | tuple) -> None:
     ``centered``, ``bias_correction``, ...); the message names the flag, the
     optimizer and the flags it takes.
     """
-    family = optimizers_lib.resolve(optimizer)
-    valid = list(family.static_defaults)
-    for name in dict(flags):
-        if name not in valid:
-            takes = f"expected one of {', '.join(map(repr, valid))}" if valid else "it takes none"
-            raise InputError(f"optimizer flag {name!r} is invalid for optimizer={family.name!r}: {takes}")
+    optimizers_lib.resolve(optimizer).check_static(flags)
 
 
 def make_optimizer(spec: TrainSpec, hparams: Mapping[str, Any], batch_size) -> optax.GradientTransformation:
