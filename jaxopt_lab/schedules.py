@@ -64,6 +64,22 @@ def _progress(step, start, end) -> jax.Array:
     return jnp.where(span > 0, jnp.clip((step - start) / jnp.where(span > 0, span, 1.0), 0.0, 1.0), 1.0)
 
 
+def _cosine_to(peak, final_fraction, progress) -> jax.Array:
+    """Half a cosine from ``peak`` (progress 0) to ``final_fraction * peak`` (progress 1)."""
+    alpha = _f32(final_fraction)
+    return peak * ((1.0 - alpha) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)) + alpha)
+
+
+def _linear_to(peak, final_fraction, progress) -> jax.Array:
+    """A straight line from ``peak`` (progress 0) to ``final_fraction * peak`` (progress 1)."""
+    return peak + (peak * _f32(final_fraction) - peak) * progress
+
+
+def _after_warmup(step, warmup_steps, peak, decayed) -> jax.Array:
+    """The linear warmup to ``peak`` before ``warmup_steps``, ``decayed`` from there on."""
+    return jnp.where(_f32(step) < _f32(warmup_steps), peak * _warmup_factor(step, warmup_steps), decayed)
+
+
 def constant(step: ArrayLike, *, peak_lr: ArrayLike) -> jax.Array:
     """``peak_lr`` at every step (``optax.constant_schedule``)."""
     return jnp.broadcast_to(_f32(peak_lr), jnp.shape(step))
@@ -86,9 +102,7 @@ def cosine_decay(
     References:
       Loshchilov and Hutter, 2017, "SGDR: Stochastic Gradient Descent with Warm Restarts".
     """
-    alpha = _f32(final_fraction)
-    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * _progress(step, 0, decay_steps)))
-    return _f32(peak_lr) * ((1.0 - alpha) * cosine + alpha)
+    return _cosine_to(_f32(peak_lr), final_fraction, _progress(step, 0, decay_steps))
 
 
 def linear_decay(
@@ -96,9 +110,7 @@ def linear_decay(
 ) -> jax.Array:
     """From ``peak_lr`` at step 0 to ``final_fraction * peak_lr`` at ``decay_steps``, linearly
     (``optax.linear_schedule(peak_lr, final_fraction * peak_lr, decay_steps)``)."""
-    peak = _f32(peak_lr)
-    end = peak * _f32(final_fraction)
-    return peak + (end - peak) * _progress(step, 0, decay_steps)
+    return _linear_to(_f32(peak_lr), final_fraction, _progress(step, 0, decay_steps))
 
 
 def exponential(
@@ -136,10 +148,9 @@ def warmup_cosine(
     """Linear warmup from 0 to ``peak_lr``, then half a cosine to ``final_fraction * peak_lr``
     at ``decay_steps`` (``optax.warmup_cosine_decay_schedule(0, peak_lr, warmup_steps,
     decay_steps, final_fraction * peak_lr)``)."""
-    peak, alpha = _f32(peak_lr), _f32(final_fraction)
-    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * _progress(step, warmup_steps, decay_steps)))
-    decayed = peak * ((1.0 - alpha) * cosine + alpha)
-    return jnp.where(_f32(step) < _f32(warmup_steps), peak * _warmup_factor(step, warmup_steps), decayed)
+    peak = _f32(peak_lr)
+    decayed = _cosine_to(peak, final_fraction, _progress(step, warmup_steps, decay_steps))
+    return _after_warmup(step, warmup_steps, peak, decayed)
 
 
 def warmup_linear(
@@ -153,18 +164,15 @@ def warmup_linear(
     """Linear warmup from 0 to ``peak_lr``, then linearly to ``final_fraction * peak_lr`` at
     ``decay_steps`` (optax: ``join_schedules`` of two ``linear_schedule``)."""
     peak = _f32(peak_lr)
-    end = peak * _f32(final_fraction)
-    decayed = peak + (end - peak) * _progress(step, warmup_steps, decay_steps)
-    return jnp.where(_f32(step) < _f32(warmup_steps), peak * _warmup_factor(step, warmup_steps), decayed)
+    decayed = _linear_to(peak, final_fraction, _progress(step, warmup_steps, decay_steps))
+    return _after_warmup(step, warmup_steps, peak, decayed)
 
 
 def warmup_rsqrt(step: ArrayLike, *, peak_lr: ArrayLike, warmup_steps: ArrayLike) -> jax.Array:
     r"""Linear warmup to ``peak_lr`` at ``warmup_steps``, then :math:`\eta \sqrt{w / t}`
     (Vaswani et al. 2017, "Attention Is All You Need", section 5.3, up to its scale)."""
-    warm = _f32(peak_lr) * _warmup_factor(step, warmup_steps)
-    return jnp.where(
-        _f32(step) < _f32(warmup_steps), warm, inverse_sqrt(step, peak_lr=peak_lr, warmup_steps=warmup_steps)
-    )
+    decayed = inverse_sqrt(step, peak_lr=peak_lr, warmup_steps=warmup_steps)
+    return _after_warmup(step, warmup_steps, _f32(peak_lr), decayed)
 
 
 SCHEDULES = {
