@@ -158,14 +158,19 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
             "--seeds", type=int, help=f"number of seeds: 0..N-1 (default: {len(grid['seed'])})"
         )
         seeds.add_argument("--seed", help="seeds, comma list")
-    for name in ("momentum", "b1", "b2", "eps", "decay", "weight-decay", "bn-momentum"):
-        shown = {"weight-decay": "0", "bn-momentum": "0.99"}.get(name, own)
+    for name in ("momentum", "b1", "b2", "eps", "decay", "weight-decay", "bn-momentum", "label-smoothing"):
+        shown = {"weight-decay": "0", "bn-momentum": "0.99", "label-smoothing": "0"}.get(name, own)
         add(f"--{name}", help=f"{name.replace('-', '_')}{many}", shown=shown)
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help=f"optimizer steps (default: {spec['steps']})")
     budget.add_argument("--epochs", type=float, help="epochs (steps depend on batch size)")
     add("--eval-every", type=int, help="steps between evaluations", shown=spec["eval_every"])
     add("--reduction", help="mean or sum of per-example losses", shown=spec["reduction"])
+    add(
+        "--loss",
+        help="cross_entropy, squared_error or mse",
+        shown="cross_entropy for classes, else squared_error",
+    )
     add("--lr-rule", help="none, linear or sqrt scaling of lr with batch size", shown=spec["lr_rule"])
     add(
         "--base-batch-size", type=int, help="batch size the given lr refers to", shown=spec["base_batch_size"]
@@ -232,6 +237,7 @@ def _definition_from_args(args) -> dict:
         ("eval_every", "eval_every"),
         ("base_batch_size", "base_batch_size"),
         ("diverge_above", "diverge_above"),
+        ("loss", "loss"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -257,6 +263,7 @@ def _definition_from_args(args) -> dict:
         "decay": (args.decay, "--decay", float),
         "weight_decay": (args.weight_decay, "--weight-decay", float),
         "bn_momentum": (args.bn_momentum, "--bn-momentum", float),
+        "label_smoothing": (args.label_smoothing, "--label-smoothing", float),
         "seed": (args.seed, "--seed", int),
     }
     for axis, (text, flag, kind) in axes.items():

@@ -63,6 +63,7 @@ DYNAMIC_AXES = (
     "eps_root",
     "decay",
     "weight_decay",
+    "label_smoothing",
     "bn_momentum",
 )
 _FIRST_COLUMNS = ("optimizer", "learning_rate", "batch_size", "seed")
@@ -280,7 +281,7 @@ class _Group:
     spec: train_lib.TrainSpec  # batch_size is the group's largest under `mask`
     dynamic_batch: bool
     config_ids: tuple[int, ...]
-    weight_decay: bool = True  # False: every config's is zero, and the program skips it
+    omitted: tuple[str, ...] = ()  # zero for every config: the program leaves them out
 
 
 def _budget_steps(spec, batch_size: int, epochs: float | None, num_examples: int) -> int:
@@ -343,10 +344,12 @@ def plan(spec: train_lib.TrainSpec, configs: pd.DataFrame, steps: np.ndarray, st
             if name in fields:
                 fields[name] = int(fields[name])
         group_spec = dataclasses.replace(spec, **fields)
-        decay = family.owns_weight_decay or (
-            "weight_decay" in rows and bool((rows["weight_decay"].fillna(0) != 0).any())
+        omitted = tuple(
+            name
+            for name in train_lib.omitted_when_zero(family)
+            if not (name in rows and bool((rows[name].fillna(0) != 0).any()))
         )
-        groups.append(_Group(group_spec, strategy == "mask", tuple(rows["config_id"]), decay))
+        groups.append(_Group(group_spec, strategy == "mask", tuple(rows["config_id"]), omitted))
     return groups, strategy
 
 
@@ -530,8 +533,8 @@ def _run_chunk(
     for name, default in train_lib.default_hparams(spec.optimizer).items():
         column = configs[name] if name in configs else pd.Series([default] * len(configs))
         hparams[name] = np.asarray(column.fillna(default), np.float32)
-    if not group.weight_decay:
-        del hparams["weight_decay"]
+    for name in group.omitted:
+        del hparams[name]
     if group.dynamic_batch:
         hparams["batch_size"] = configs["batch_size"].to_numpy(np.int32)
     keys = jax.vmap(jax.random.key)(jnp.asarray(configs["seed"].to_numpy(np.uint32)))
@@ -617,6 +620,8 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
             value = "custom"
         if f.name == "optimizer":
             value = optimizers_lib.resolve(value).name
+        if f.name == "loss" and callable(value):
+            value = "custom"
         if value is None:  # TOML has no null: absent means the default
             continue
         spec_fields[f.name] = value
@@ -761,6 +766,11 @@ def sweep(
     families = grid.families(spec)
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
     model = train_lib.get_model(spec, dataset)  # bad model options raise here, before anything is written
+    if spec.loss == "cross_entropy" and not dataset.num_classes:
+        raise InputError(
+            f"loss='cross_entropy' is invalid for dataset={spec.dataset!r}: it has no classes; "
+            "expected 'squared_error', 'mse' or a callable"
+        )
     params, _ = jax.eval_shape(model.init, jax.random.key(0), dataset.x_train[:1])
     num_examples = int(dataset.x_train.shape[0])
     too_big = configs["batch_size"][configs["batch_size"] > num_examples]
@@ -862,6 +872,10 @@ def _check_hparams(configs: pd.DataFrame, groups, params) -> None:
             if not 0 <= hp["bn_momentum"] < 1:
                 raise InputError(
                     f"bn_momentum={hp['bn_momentum']!r} is invalid: expected 0 <= bn_momentum < 1"
+                )
+            if not 0 <= hp["label_smoothing"] < 1:
+                raise InputError(
+                    f"label_smoothing={hp['label_smoothing']!r} is invalid: expected 0 <= label_smoothing < 1"
                 )
             if not hp["weight_decay"] >= 0:
                 raise InputError(

@@ -47,9 +47,13 @@ __all__ = [
     "get_model",
     "eval_steps",
     "DIVERGE_FACTOR",
+    "LOSSES",
+    "omitted_when_zero",
 ]
 
-_COMMON_HPARAMS = {"weight_decay": 0.0, "bn_momentum": 0.99}
+_COMMON_HPARAMS = {"weight_decay": 0.0, "bn_momentum": 0.99, "label_smoothing": 0.0}
+# The per-example losses by name; "auto" is cross-entropy for classes, squared error otherwise.
+LOSSES = ("auto", "cross_entropy", "squared_error", "mse")
 # A config whose training loss passes this multiple of its first one has diverged
 # (TrainSpec.diverge_above=None): Adam at lr 100 reaches 1e6 times it without ever
 # overflowing, while a catapult spike of a config that recovers stays within 10x.
@@ -80,6 +84,12 @@ class TrainSpec:
       lr_rule: how the learning rate moves with batch size: ``"none"``,
         ``"linear"`` or ``"sqrt"`` relative to ``base_batch_size``.
       base_batch_size: the batch size at which the learning rate is the given one.
+      loss: the per-example loss: ``"auto"`` (cross-entropy for a classification
+        dataset, ``"squared_error"`` otherwise), ``"cross_entropy"`` (with the
+        traced ``label_smoothing`` hyperparameter), ``"squared_error"``
+        (``0.5 * |outputs - targets|**2``), ``"mse"`` (the mean of the squares over
+        the outputs), or a callable ``loss(outputs, targets) -> per-example losses``.
+        The test loss is the same loss without label smoothing.
       diverge_above: a training-loss ceiling: a config whose loss passes it has
         diverged (frozen, its metrics NaN), as one whose loss is not finite.
         ``None`` (the default) puts it at ``DIVERGE_FACTOR`` (100) times the
@@ -99,6 +109,7 @@ class TrainSpec:
     lr_rule: str = "none"
     base_batch_size: int = 32
     diverge_above: float | None = None
+    loss: Any = "auto"
 
     def __post_init__(self):
         optimizers_lib.resolve(self.optimizer)  # a registry name or an Optimizer
@@ -123,6 +134,11 @@ class TrainSpec:
                     f"{name}={value!r} is invalid: expected a positive integer below 2**31 "
                     "(steps and sizes are int32 in the compiled program)"
                 )
+        if not (callable(self.loss) or self.loss in LOSSES):
+            raise InputError(
+                f"loss={self.loss!r} is invalid: expected one of {', '.join(map(repr, LOSSES))} or a "
+                "callable loss(outputs, targets) -> per-example losses"
+            )
         value = self.diverge_above
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value > 0
@@ -211,7 +227,7 @@ def default_hparams(optimizer, **overrides) -> dict[str, float]:
     Example:
       >>> default_hparams("adam")
       {'learning_rate': 0.001, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-08, 'eps_root': 0.0, \
-'weight_decay': 0.0, 'bn_momentum': 0.99}
+'weight_decay': 0.0, 'bn_momentum': 0.99, 'label_smoothing': 0.0}
     """
     family = optimizers_lib.resolve(optimizer)
     out = {**family.defaults, **{k: v for k, v in _COMMON_HPARAMS.items() if k not in family.defaults}}
@@ -257,9 +273,33 @@ def make_optimizer(spec: TrainSpec, hparams: Mapping[str, Any], batch_size) -> o
     return optax.chain(optax.add_decayed_weights(hparams["weight_decay"]), tx)
 
 
-def _per_example_loss(outputs: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
-    if num_classes:
-        return optax.softmax_cross_entropy_with_integer_labels(outputs, y)
+def omitted_when_zero(optimizer) -> tuple[str, ...]:
+    """The hyperparameters a program leaves out when every config's is zero: the same
+    numbers (``g + 0 * w == g``; no smoothing), one pass less. Weight decay stays when the
+    family applies it itself."""
+    family = optimizers_lib.resolve(optimizer)
+    return ("label_smoothing",) if family.owns_weight_decay else ("weight_decay", "label_smoothing")
+
+
+def _per_example_loss(outputs, y, num_classes: int, loss="auto", label_smoothing=None) -> jax.Array:
+    """The spec's per-example loss; ``label_smoothing`` (traced) only for cross-entropy.
+
+    Smoothed cross-entropy is ``(1 - a) * CE(y) + a * mean_k CE(k)``: the cross-entropy
+    against ``optax.smooth_labels(one_hot(y), a)``, and exactly the plain one at ``a = 0``.
+    """
+    if loss == "auto":
+        loss = "cross_entropy" if num_classes else "squared_error"
+    if callable(loss):
+        return loss(outputs, y)
+    if loss == "cross_entropy":
+        ce = optax.softmax_cross_entropy_with_integer_labels(outputs, y)
+        if label_smoothing is None:
+            return ce
+        uniform = -jnp.mean(jax.nn.log_softmax(outputs, axis=-1), axis=-1)
+        a = jnp.asarray(label_smoothing, ce.dtype)
+        return (1 - a) * ce + a * uniform
+    if loss == "mse":
+        return jnp.mean(jnp.square(outputs - y), axis=-1)
     return 0.5 * jnp.sum(jnp.square(outputs - y), axis=-1)
 
 
@@ -341,7 +381,9 @@ def _train_step(
             mask=mask,
             bn_momentum=hparams["bn_momentum"],
         )
-        per_example = _per_example_loss(outputs, yb, dataset.num_classes)
+        per_example = _per_example_loss(
+            outputs, yb, dataset.num_classes, spec.loss, hparams.get("label_smoothing")
+        )
         loss = scaling.reduce_loss(per_example, mask, spec.reduction)
         # The reported loss is always the mean, so curves compare across reductions.
         mean_loss = loss if spec.reduction == "mean" else scaling.reduce_loss(per_example, mask)
@@ -380,10 +422,11 @@ def _train_step(
     )
 
 
-def _evaluate(model, dataset, state: TrainState):
-    """Test loss and accuracy on the whole test set, batch norm in evaluation mode."""
+def _evaluate(spec, model, dataset, state: TrainState):
+    """Test loss (no label smoothing) and accuracy on the whole test set, batch norm in
+    evaluation mode."""
     outputs, _ = model.apply(state.params, state.model_state, dataset.x_test, train=False)
-    per_example = _per_example_loss(outputs, dataset.y_test, dataset.num_classes)
+    per_example = _per_example_loss(outputs, dataset.y_test, dataset.num_classes, spec.loss)
     test_loss = jnp.mean(per_example)
     if dataset.num_classes:
         accuracy = jnp.mean((jnp.argmax(outputs, axis=-1) == dataset.y_test).astype(jnp.float32))
@@ -458,7 +501,7 @@ def run_segment(
     interval_start = start if interval_start is None else interval_start
     active_steps = jnp.clip(jnp.minimum(start + num_steps, stop_step) - interval_start, 1, None)
     train_loss = state.loss_sum / active_steps.astype(jnp.float32)
-    test_loss, accuracy = _evaluate(model, dataset, state)
+    test_loss, accuracy = _evaluate(spec, model, dataset, state)
     nan = jnp.full((), jnp.nan, jnp.float32)
     metrics = _Metrics(
         train_loss=jnp.where(state.diverged, nan, train_loss),
@@ -545,11 +588,9 @@ def train(spec: TrainSpec, hparams: Mapping[str, Any] | None = None, key=0) -> H
     """
     check_optimizer_flags(spec.optimizer, spec.optimizer_flags)
     hp = default_hparams(spec.optimizer, **dict(hparams or {}))
-    family = optimizers_lib.resolve(spec.optimizer)
-    if (
-        not family.owns_weight_decay and hp["weight_decay"] == 0
-    ):  # as a sweep: the same numbers, one pass less
-        del hp["weight_decay"]
+    for name in omitted_when_zero(spec.optimizer):  # as a sweep: the same numbers, less work
+        if hp[name] == 0:
+            del hp[name]
     if isinstance(key, (int, np.integer)):
         key = jax.random.key(int(key))
     return _jitted_train(spec)(hp, key)

@@ -30,10 +30,25 @@ def per_example_loss(outputs, y, num_classes):
     return 0.5 * jnp.sum(jnp.square(outputs - y), axis=-1)
 
 
-def optax_loop(dataset, init, apply, tx, *, batch_size, steps, eval_every, seed, reduction="mean"):
+def optax_loop(
+    dataset,
+    init,
+    apply,
+    tx,
+    *,
+    batch_size,
+    steps,
+    eval_every,
+    seed,
+    reduction="mean",
+    loss_fn=None,
+    test_loss_fn=None,
+):
     """Train with ``tx`` and return :class:`Curves` at every ``eval_every`` steps and the last.
 
     ``init(key, x) -> (params, state)`` and ``apply(params, state, x, train) -> (out, state)``.
+    ``loss_fn(outputs, targets)`` is the per-example training loss (default: cross-entropy or
+    half the squared error); ``test_loss_fn`` the test one (default: ``loss_fn``'s default).
     The key is split as the engine documents: ``init_key, data_key = split(key(seed))``.
     """
     init_key, data_key = jax.random.split(jax.random.key(seed))
@@ -41,22 +56,25 @@ def optax_loop(dataset, init, apply, tx, *, batch_size, steps, eval_every, seed,
     opt_state = tx.init(params)
     n = dataset.x_train.shape[0]
 
+    def default_loss(out, y):
+        return per_example_loss(out, y, dataset.num_classes)
+
     @jax.jit
     def step(params, state, opt_state, xb, yb):
-        def loss_fn(p):
+        def objective(p):
             out, new_state = apply(p, state, xb, True)
-            losses = per_example_loss(out, yb, dataset.num_classes)
+            losses = (loss_fn or default_loss)(out, yb)
             loss = jnp.sum(losses) if reduction == "sum" else jnp.mean(losses)
             return loss, (new_state, jnp.mean(losses))
 
-        grads, (new_state, mean_loss) = jax.grad(loss_fn, has_aux=True)(params)
+        grads, (new_state, mean_loss) = jax.grad(objective, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_state, opt_state, mean_loss
 
     @jax.jit
     def evaluate(params, state):
         out, _ = apply(params, state, dataset.x_test, False)
-        loss = jnp.mean(per_example_loss(out, dataset.y_test, dataset.num_classes))
+        loss = jnp.mean((test_loss_fn or default_loss)(out, dataset.y_test))
         if not dataset.num_classes:
             return loss, jnp.nan
         return loss, jnp.mean((jnp.argmax(out, -1) == dataset.y_test).astype(jnp.float32))

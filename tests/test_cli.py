@@ -367,3 +367,31 @@ def test_a_second_identical_sweep_compiles_nothing(tmp_path):
     env["JAXOPT_LAB_CACHE"] = str(tmp_path / "other")
     cache = tmp_path / "other"
     assert run("c", "--no-compile-cache") == []
+
+
+def test_loss_and_label_smoothing_from_the_command(tmp_path):
+    out = tmp_path / "out"
+    argv = [
+        "sweep",
+        *TINY,
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.1",
+        "--batch-size",
+        "16",
+        "--seeds",
+        "1",
+        "--loss",
+        "cross_entropy",
+        "--label-smoothing",
+        "0,0.3",
+        "--out",
+        str(out),
+    ]
+    assert cli.main(argv) == 0
+    table = pd.read_parquet(out / "results.parquet")
+    assert sorted(table["label_smoothing"].unique()) == [0.0, 0.3]
+    from jaxopt_lab import results
+
+    assert results.read_definition(out / "sweep.toml")["spec"]["loss"] == "cross_entropy"

@@ -765,3 +765,93 @@ def test_a_segment_runs_without_a_host_round_trip():
         new_state, metrics = segment_p(arrays, hparams, state, *scalars, *per_config)
         jax.block_until_ready((new_state, metrics))
     assert np.all(np.isfinite(np.asarray(metrics.test_loss)))
+
+
+# ------------------------------------------------------------------ losses
+
+
+def test_label_smoothing_is_a_traced_axis_equal_to_optax_smoothed_labels():
+    """Cross-entropy against optax.smooth_labels(one_hot(y), a); the test loss stays plain."""
+    spec = dict(
+        dataset="digits",
+        model="mlp",
+        model_options={"hidden": (16,)},
+        steps=20,
+        eval_every=10,
+        optimizer="sgd",
+        batch_size=32,
+    )
+    grid = S.Grid(label_smoothing=[0.0, 0.2], learning_rate=[0.1])
+    result = S.sweep(spec, grid, progress=False)
+    ds = D.load("digits")
+    model = M.create("mlp", 10, hidden=(16,))
+    for a in (0.0, 0.2):
+
+        def smoothed(out, y, a=a):
+            return optax.softmax_cross_entropy(out, optax.smooth_labels(jax.nn.one_hot(y, 10), a))
+
+        curves = optax_loop(
+            ds,
+            *model_fns(model),
+            optax.sgd(0.1),
+            batch_size=32,
+            steps=20,
+            eval_every=10,
+            seed=0,
+            loss_fn=smoothed,
+        )
+        assert_config_matches(result.table, dict(label_smoothing=a), curves, accuracy_atol=1.5e-3)
+    smooth = result.table[result.table.label_smoothing == 0.2]
+    plain = result.table[result.table.label_smoothing == 0.0]
+    assert (smooth.train_loss.to_numpy() > plain.train_loss.to_numpy()).all()  # the smoothing is applied
+
+
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_a_named_or_callable_loss_equals_an_optax_loop(loss):
+    fn = "mse" if loss == "mse" else (lambda out, y: jnp.sum(optax.huber_loss(out, y, delta=0.5), axis=-1))
+    reference = (lambda out, y: jnp.mean(jnp.square(out - y), axis=-1)) if loss == "mse" else fn
+    spec = dict(
+        dataset="regression",
+        dataset_options=REG,
+        model="linear",
+        steps=30,
+        eval_every=10,
+        optimizer="sgd",
+        batch_size=16,
+        loss=fn,
+    )
+    table = S.sweep(spec, S.Grid(learning_rate=[0.01, 0.1]), progress=False).table
+    for lr in (0.01, 0.1):
+        ds = D.load("regression", **REG)
+        curves = optax_loop(
+            ds,
+            *model_fns(M.create("linear", 1)),
+            optax.sgd(lr),
+            batch_size=16,
+            steps=30,
+            eval_every=10,
+            seed=0,
+            loss_fn=reference,
+            test_loss_fn=reference,
+        )
+        assert_config_matches(table, dict(learning_rate=lr), curves)
+
+
+def test_bad_losses_are_one_line_before_anything_is_written(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(
+        InputError,
+        match=r"loss='cross_entropy' is invalid for dataset='regression': it has no "
+        r"classes",
+    ):
+        S.sweep(
+            dict(dataset="regression", model="linear", loss="cross_entropy"),
+            S.Grid(learning_rate=[0.1]),
+            out=out,
+            progress=False,
+        )
+    with pytest.raises(
+        InputError, match=r"label_smoothing=1\.0 is invalid: expected 0 <= label_smoothing < 1"
+    ):
+        S.sweep(SPEC, S.Grid(label_smoothing=[1.0]), out=out, progress=False)
+    assert not out.exists()

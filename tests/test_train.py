@@ -147,6 +147,7 @@ def test_default_hparams_follow_the_optimizer_signatures():
         "momentum": 0.9,
         "weight_decay": 0.0,
         "bn_momentum": 0.99,
+        "label_smoothing": 0.0,
     }
     assert set(T.default_hparams("rmsprop")) == {
         "learning_rate",
@@ -154,7 +155,10 @@ def test_default_hparams_follow_the_optimizer_signatures():
         "eps",
         "weight_decay",
         "bn_momentum",
+        "label_smoothing",
     }
+    # a family that applies its own weight decay has its own default for it
+    assert T.default_hparams("adamw")["weight_decay"] == 1e-4
     with pytest.raises(ValueError, match="'b1' is invalid for optimizer='sgd'"):
         T.default_hparams("sgd", b1=0.9)
 
@@ -168,6 +172,7 @@ def test_default_hparams_follow_the_optimizer_signatures():
         ("lr_rule", "cubic", "lr_rule='cubic' is invalid"),
         ("steps", 0, "steps=0 is invalid"),
         ("batch_size", -1, "batch_size=-1 is invalid"),
+        ("loss", "hinge", "loss='hinge' is invalid: expected one of 'auto', 'cross_entropy'"),
     ],
 )
 def test_trainspec_rejects_bad_fields(field, value, match):
