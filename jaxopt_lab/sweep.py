@@ -661,12 +661,16 @@ def _definition_difference(stored: dict, now: dict) -> str | None:
             return sorted(value, key=repr)
         return value
 
+    # A spec field a folder's sweep.toml lacks (written before the field existed) has its default.
+    spec_defaults = {f.name: f.default for f in dataclasses.fields(train_lib.TrainSpec)}
     for table in sorted(set(stored) | set(now)):
         old, new = stored.get(table, {}), now.get(table, {})
         for key in sorted(set(old) | set(new)):
             if (table, key) in _SPEED_ONLY:
                 continue
-            a, b = canonical(table, key, old.get(key)), canonical(table, key, new.get(key))
+            default = spec_defaults.get(key) if table == "spec" else None
+            a = canonical(table, key, old.get(key, default))
+            b = canonical(table, key, new.get(key, default))
             if a != b:
                 shown = [repr(v) if v is not None else "absent" for v in (old.get(key), new.get(key))]
                 return f"[{table}] {key} is {shown[0]} in the folder and {shown[1]} now"

@@ -206,6 +206,14 @@ def test_resume_refuses_a_different_sweep(tmp_path):
         _run(grid, out=tmp_path, plots=False)
 
 
+def test_a_spec_field_an_older_sweep_toml_lacks_reads_as_its_default():
+    now = {"spec": {"steps": 10, "loss": "auto", "diverge_above": None}, "grid": {"seed": [0]}}
+    assert S._definition_difference({"spec": {"steps": 10}, "grid": {"seed": [0]}}, now) is None
+    assert "[spec] loss is 'mse' in the folder and 'auto' now" == S._definition_difference(
+        {"spec": {"steps": 10, "loss": "mse"}, "grid": {"seed": [0]}}, now
+    )
+
+
 def test_a_resume_ignores_list_order_and_chunk_size_and_keeps_the_folders(tmp_path, monkeypatch):
     grid = S.Grid(optimizer=["sgd", "momentum"], learning_rate=[1e-2, 1e-1], batch_size=[8])
     calls = {"n": 0}
