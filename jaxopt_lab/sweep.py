@@ -1,14 +1,17 @@
 """Sweeps: a grid of training runs as a few compiled, vmapped, sharded programs.
 
 A :class:`Grid` is the cartesian product of its axes. :func:`sweep` splits the
-axes into *static* ones, which select a compiled group (optimizer, reduction,
-learning-rate rule, and the batch size under the ``bucket`` strategy), and
-*dynamic* ones, which are stacked along a leading config axis and vmapped
-(learning rate, seed, the optimizers' numeric hyperparameters, weight decay,
-batch-norm momentum, and the batch size under the ``mask`` strategy).
+axes into *static* ones, which select a compiled group (the optimizer family
+and its flags, reduction, learning-rate rule, and the batch size under the
+``bucket`` strategy), and *dynamic* ones, which are stacked along a leading
+config axis and vmapped (learning rate, seed, the families' traced
+hyperparameters, weight decay, label smoothing, batch-norm momentum, and the
+batch size under the ``mask`` strategy).
 
-Each group runs in chunks of a fixed number of configs (the last one padded),
-so a group compiles once; a chunk's config axis is sharded over every visible
+Each group runs in chunks of a fixed number of configs, a width that depends on
+the config alone (the last chunk padded), so a group compiles once and a
+config's numbers do not depend on how many configs share the sweep; a chunk's
+config axis is sharded over every visible
 device along a mesh axis named ``config``. A chunk advances in segments of
 ``eval_every`` steps; the host wakes only between segments to report progress.
 Each finished chunk is written to the output folder, so an interrupted sweep
