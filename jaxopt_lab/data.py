@@ -46,6 +46,7 @@ __all__ = [
     "STANDARDIZE",
     "load",
     "cache_dir",
+    "from_arrays",
     "epoch_permutation",
     "batch_indices",
     "steps_per_epoch",
@@ -362,8 +363,46 @@ def _load_npz(name: str, standardize: str = "none") -> Dataset:
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise InputError(f"dataset={name!r}: cannot read {path!r} as .npz: {e}") from e
 
+    return _from_arrays(arrays, name, f"dataset={name!r}: in {path!r},", standardize)
+
+
+def from_arrays(
+    x_train, y_train, x_test, y_test, *, name: str = "arrays", standardize: str = "none"
+) -> Dataset:
+    """A :class:`Dataset` from your own arrays, checked as an ``npz:`` file is.
+
+    Integer labels make a classification set (``num_classes`` = the largest label
+    + 1), floating targets a regression set. The arrays must be finite, with
+    examples on axis 0, train and test of the same example shape.
+
+    Args:
+      x_train, y_train, x_test, y_test: array-likes (NumPy, JAX, lists).
+      name: the dataset's name in tables.
+      standardize: ``"none"``, ``"global"`` or ``"feature"``, with training
+        statistics only (see :func:`load`).
+
+    Returns:
+      The dataset on the device.
+
+    Raises:
+      InputError: naming the array and what is wrong with it (lengths, shapes,
+        dtypes, the count and first position of non-finite values).
+
+    Example:
+      >>> import numpy as np
+      >>> ds = from_arrays(np.zeros((8, 3)), np.arange(8) % 2, np.zeros((4, 3)), np.arange(4) % 2)
+      >>> ds.x_train.shape, ds.num_classes
+      ((8, 3), 2)
+    """
+    arrays = {k: np.asarray(v) for k, v in zip(_NPZ_KEYS, (x_train, y_train, x_test, y_test), strict=True)}
+    return _from_arrays(arrays, name, f"from_arrays(name={name!r}):", standardize)
+
+
+def _from_arrays(arrays: dict, name: str, where: str, standardize: str) -> Dataset:
+    """Check a dataset's four arrays and put them on the device; ``where`` starts each message."""
+
     def bad(message):
-        return InputError(f"dataset={name!r}: in {path!r}, {message}")
+        return InputError(f"{where} {message}")
 
     shapes = {k: arrays[k].shape for k in _NPZ_KEYS}
     for k in _NPZ_KEYS:

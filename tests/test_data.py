@@ -385,3 +385,41 @@ def test_batch_size_errors():
         data.batch_indices(KEY, 0, 10, jnp.int32(4))
     with pytest.raises(ValueError, match="max_batch_size=2 is invalid"):
         data.batch_indices(KEY, 0, 10, 4, max_batch_size=2)
+
+
+def test_from_arrays_keeps_the_values_and_infers_the_task():
+    rng = np.random.default_rng(3)
+    x, xt = rng.normal(size=(12, 4)), rng.normal(size=(5, 4))
+    y, yt = rng.integers(0, 3, 12), np.array([0, 1, 2, 2, 1])
+    ds = data.from_arrays(x, y, xt, yt, name="mine")
+    np.testing.assert_array_equal(ds.x_train, x.astype(np.float32))
+    np.testing.assert_array_equal(ds.y_test, yt)
+    assert (ds.num_classes, ds.name, ds.y_train.dtype) == (3, "mine", np.int32)
+    reg = data.from_arrays(x, x[:, 0], xt, xt[:, 0], standardize="feature")
+    assert reg.num_classes == 0 and reg.y_train.shape == (12, 1)  # targets get a feature axis
+    np.testing.assert_allclose(reg.x_test, (xt - x.mean(0)) / x.std(0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        (
+            dict(y_train=np.zeros(11, np.int64)),
+            ["from_arrays(name='arrays'):", "x_train and y_train have different lengths", "(12, 4)", "(11,)"],
+        ),
+        (dict(x_test=np.full((5, 4), np.nan)), ["x_test holds 20 non-finite values", "nan at index (0, 0)"]),
+        (dict(x_test=np.zeros((5, 3))), ["x_train and x_test have different example shapes"]),
+    ],
+)
+def test_from_arrays_refuses_what_an_npz_file_may_not_hold(change, fragments):
+    arrays = dict(
+        x_train=np.zeros((12, 4)),
+        y_train=np.zeros(12, np.int64),
+        x_test=np.zeros((5, 4)),
+        y_test=np.zeros(5, np.int64),
+    )
+    arrays.update(change)
+    with pytest.raises(InputError) as info:
+        data.from_arrays(**arrays)
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
