@@ -47,6 +47,7 @@ __all__ = [
     "load",
     "cache_dir",
     "from_arrays",
+    "DatasetRef",
     "epoch_permutation",
     "batch_indices",
     "steps_per_epoch",
@@ -133,6 +134,50 @@ def load(name: str, **options: Any) -> Dataset:
     if name != "mnist1d":  # mnist1d's options are the generator's, checked there
         _check_options(name, options, inspect.signature(loaders[name]).parameters)
     return loaders[name](**options)
+
+
+class DatasetRef:
+    """A :class:`Dataset` given as arrays, hashed by identity, so that a spec holding it can
+    key the engine's caches (the arrays themselves cannot be hashed). Its ``fingerprint``
+    (shapes and a SHA-256 of the contents) is what ``sweep.toml`` records."""
+
+    __slots__ = ("dataset", "_fingerprint")
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self._fingerprint = None
+
+    def __hash__(self) -> int:
+        return id(self.dataset)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DatasetRef) and other.dataset is self.dataset
+
+    def __repr__(self) -> str:
+        return f"DatasetRef({self.dataset.name!r})"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Name, class count, shapes and the SHA-256 of the arrays (computed once)."""
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> dict[str, Any]:
+        import hashlib
+
+        digest = hashlib.sha256()
+        shapes = {}
+        for key in _NPZ_KEYS:
+            array = np.asarray(jax.device_get(getattr(self.dataset, key)))
+            shapes[key] = list(array.shape)
+            digest.update(f"{key}{array.dtype}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return {
+            "name": self.dataset.name,
+            "num_classes": self.dataset.num_classes,
+            "shapes": shapes,
+            "sha256": digest.hexdigest(),
+        }
 
 
 def cache_dir() -> str:

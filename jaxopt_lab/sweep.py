@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxopt_lab import data as data_lib
 from jaxopt_lab import optimizers as optimizers_lib
 from jaxopt_lab import results as results_lib
 from jaxopt_lab import train as train_lib
@@ -625,6 +626,8 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
             value = optimizers_lib.resolve(value).name
         if f.name == "loss" and callable(value):
             value = "custom"
+        if f.name == "dataset" and isinstance(value, data_lib.DatasetRef):
+            value = f"arrays:{value.dataset.name}"
         if value is None:  # TOML has no null: absent means the default
             continue
         spec_fields[f.name] = value
@@ -638,7 +641,11 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
     return {
         "spec": spec_fields,
         "model_options": table(spec.model_options),
-        "dataset_options": table(spec.dataset_options),
+        "dataset_options": (
+            {"arrays": spec.dataset.fingerprint()}  # a resume with other arrays is refused
+            if isinstance(spec.dataset, data_lib.DatasetRef)
+            else table(spec.dataset_options)
+        ),
         "optimizer_flags": table(spec.optimizer_flags),
         "grid": {
             k: [optimizers_lib.resolve(o).name for o in v] if k == "optimizer" else list(v)

@@ -71,7 +71,9 @@ class TrainSpec:
     """Everything about a run that changes shapes or compiled code.
 
     Attributes:
-      dataset: a name understood by :func:`jaxopt_lab.data.load`.
+      dataset: a name understood by :func:`jaxopt_lab.data.load`, or a
+        :class:`jaxopt_lab.data.Dataset` of your own arrays (``data.from_arrays``),
+        which the engine keys by identity and ``sweep.toml`` records by fingerprint.
       dataset_options: ``(name, value)`` pairs forwarded to ``data.load``.
       model: a name from ``models.MODELS`` or a :class:`jaxopt_lab.models.Model`.
       model_options: ``(name, value)`` pairs forwarded to ``models.create``.
@@ -96,7 +98,7 @@ class TrainSpec:
         config's first training loss; ``math.inf`` flags only non-finite losses.
     """
 
-    dataset: str = "mnist1d"
+    dataset: Any = "mnist1d"
     dataset_options: tuple[tuple[str, Any], ...] = ()
     model: Any = "mlp"
     model_options: tuple[tuple[str, Any], ...] = ()
@@ -113,6 +115,18 @@ class TrainSpec:
 
     def __post_init__(self):
         optimizers_lib.resolve(self.optimizer)  # a registry name or an Optimizer
+        if isinstance(self.dataset, data_lib.Dataset):
+            object.__setattr__(self, "dataset", data_lib.DatasetRef(self.dataset))
+        elif isinstance(self.dataset, str) and self.dataset.startswith("arrays:"):
+            raise InputError(
+                f"dataset={self.dataset!r} came from arrays given in Python (data.from_arrays): run this "
+                "sweep from Python with the same arrays, as TrainSpec(dataset=...)"
+            )
+        elif not isinstance(self.dataset, (str, data_lib.DatasetRef)):
+            raise InputError(
+                f"dataset={self.dataset!r} is invalid: expected a name (mnist1d, digits, regression, "
+                "npz:PATH) or a jaxopt_lab.data.Dataset (data.from_arrays)"
+            )
         if isinstance(self.model, str) and self.model not in models_lib.MODELS:
             raise InputError(
                 f"model={self.model!r} is invalid: expected one of {', '.join(map(repr, models_lib.MODELS))}"
@@ -204,8 +218,11 @@ class _Metrics(NamedTuple):
 
 
 @functools.lru_cache(maxsize=16)
-def load_dataset(name: str, options: tuple = ()) -> data_lib.Dataset:
-    """``data.load`` memoized per process, so a sweep loads its data once."""
+def load_dataset(name, options: tuple = ()) -> data_lib.Dataset:
+    """``data.load`` memoized per process, so a sweep loads its data once; a dataset given
+    as arrays (a :class:`jaxopt_lab.data.DatasetRef`) is itself."""
+    if isinstance(name, data_lib.DatasetRef):
+        return name.dataset
     return data_lib.load(name, **dict(options))
 
 

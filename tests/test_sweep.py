@@ -863,3 +863,45 @@ def test_bad_losses_are_one_line_before_anything_is_written(tmp_path):
     ):
         S.sweep(SPEC, S.Grid(label_smoothing=[1.0]), out=out, progress=False)
     assert not out.exists()
+
+
+def test_a_sweep_on_arrays_from_python_equals_an_optax_loop_and_records_them(tmp_path, capsys):
+    _, ds = _npz(tmp_path, np.random.default_rng(1))
+    spec = dict(
+        dataset=D.from_arrays(*(np.asarray(a) for a in ds[:4]), name="mine"),
+        model="mlp",
+        model_options={"hidden": (8,)},
+        steps=20,
+        eval_every=10,
+        optimizer="sgd",
+        batch_size=16,
+    )
+    out = tmp_path / "out"
+    table = S.sweep(spec, S.Grid(learning_rate=[0.01, 0.1]), out=out, progress=False).table
+    model = M.create("mlp", 3, hidden=(8,))
+    for lr in (0.01, 0.1):
+        curves = optax_loop(
+            ds, *model_fns(model), optax.sgd(lr), batch_size=16, steps=20, eval_every=10, seed=0
+        )
+        assert_config_matches(table, dict(learning_rate=lr), curves, accuracy_atol=1e-6)
+    definition = S.results_lib.read_definition(out / "sweep.toml")
+    assert definition["spec"]["dataset"] == "arrays:mine"
+    recorded = definition["dataset_options"]["arrays"]
+    assert recorded["shapes"] == {"x_train": [200, 6], "y_train": [200], "x_test": [50, 6], "y_test": [50]}
+    assert len(recorded["sha256"]) == 64 and recorded["num_classes"] == 3
+    # other arrays of the same shapes: a resume refuses them, naming the difference
+    other = D.from_arrays(np.asarray(ds.x_train) + 1, *(np.asarray(a) for a in ds[1:4]), name="mine")
+    with pytest.raises(InputError, match=r"cannot resume .*: \[dataset_options\] arrays is"):
+        S.sweep(
+            {**spec, "dataset": other},
+            S.Grid(learning_rate=[0.01, 0.1]),
+            out=out,
+            resume=True,
+            progress=False,
+        )
+    # the command cannot rebuild arrays given in Python, and says so
+    from jaxopt_lab import cli
+
+    assert cli.main(["sweep", "--config", str(out / "sweep.toml"), "--out", str(tmp_path / "again")]) == 2
+    assert not (tmp_path / "again").exists()
+    assert "came from arrays given in Python (data.from_arrays)" in capsys.readouterr().err
