@@ -25,6 +25,8 @@ TINY = [
     "10",
     "--no-progress",
 ]
+# One config: SGD at lr 0.1, batch 16, seed 0.
+ONE_CONFIG = [*TINY, "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "16", "--seeds", "1"]
 
 
 def _files(path):
@@ -176,7 +178,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv,
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("finished") / "sweep"
-    argv = ["sweep", *TINY, "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "16", "--seeds", "1"]
+    argv = ["sweep", *ONE_CONFIG]
     assert cli.main([*argv, "--out", str(out)]) == 0
     return out
 
@@ -333,21 +335,7 @@ def test_a_second_identical_sweep_compiles_nothing(tmp_path):
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_FLAGS", "JAX_COMPILATION"))}
     env.update(JAXOPT_LAB_CACHE=str(cache), JAX_PLATFORMS="cpu")
-    argv = [
-        sys.executable,
-        "-m",
-        "jaxopt_lab.cli",
-        "sweep",
-        *TINY,
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "0.1",
-        "--batch-size",
-        "16",
-        "--seeds",
-        "1",
-    ]
+    argv = [sys.executable, "-m", "jaxopt_lab.cli", "sweep", *ONE_CONFIG]
 
     def run(out, *extra):
         proc = subprocess.run(
@@ -373,15 +361,7 @@ def test_loss_and_label_smoothing_from_the_command(tmp_path):
     out = tmp_path / "out"
     argv = [
         "sweep",
-        *TINY,
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "0.1",
-        "--batch-size",
-        "16",
-        "--seeds",
-        "1",
+        *ONE_CONFIG,
         "--loss",
         "cross_entropy",
         "--label-smoothing",

@@ -163,20 +163,27 @@ def test_a_second_chunk_does_not_recompile(caplog):
     assert sum("jit(init)" in m for m in compiled) == 1, compiled
 
 
-def test_resume_after_interrupt_gives_the_same_table(tmp_path, monkeypatch):
-    grid = S.Grid(optimizer=["sgd", "adam"], learning_rate=[1e-2, 1e-1], batch_size=[8, 16])
-    full = _run(grid, chunk_size=4, strategy="bucket", plots=False)
-
+def _interrupt_chunk(monkeypatch, n):
+    """Make the sweep's ``n``-th chunk raise KeyboardInterrupt (a Ctrl-C); returns the call
+    counter, which a test may reset to count the chunks a resume runs."""
     calls = {"n": 0}
     real = S._run_chunk
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(S, "_run_chunk", interrupted)
+    return calls
+
+
+def test_resume_after_interrupt_gives_the_same_table(tmp_path, monkeypatch):
+    grid = S.Grid(optimizer=["sgd", "adam"], learning_rate=[1e-2, 1e-1], batch_size=[8, 16])
+    full = _run(grid, chunk_size=4, strategy="bucket", plots=False)
+
+    calls = _interrupt_chunk(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         _run(grid, chunk_size=4, strategy="bucket", out=tmp_path, plots=False)
     assert len(list((tmp_path / "chunks").iterdir())) == 2
@@ -216,16 +223,7 @@ def test_a_spec_field_an_older_sweep_toml_lacks_reads_as_its_default():
 
 def test_a_resume_ignores_list_order_and_chunk_size_and_keeps_the_folders(tmp_path, monkeypatch):
     grid = S.Grid(optimizer=["sgd", "momentum"], learning_rate=[1e-2, 1e-1], batch_size=[8])
-    calls = {"n": 0}
-    real = S._run_chunk
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(S, "_run_chunk", interrupted)
+    calls = _interrupt_chunk(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         _run(grid, chunk_size=2, strategy="bucket", out=tmp_path, plots=False)
     calls["n"] = -100
