@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxopt_lab.errors import InputError
 from jaxopt_lab.optimizers import REGISTRY
+from jaxopt_lab.schedules import SCHEDULES
 
 __all__ = ["main", "DEFAULT_SWEEP"]
 
@@ -161,6 +162,15 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
     for name in ("momentum", "b1", "b2", "eps", "decay", "weight-decay", "bn-momentum", "label-smoothing"):
         shown = {"weight-decay": "0", "bn-momentum": "0.99", "label-smoothing": "0"}.get(name, own)
         add(f"--{name}", help=f"{name.replace('-', '_')}{many}", shown=shown)
+    add("--schedule", help="learning-rate schedule: " + ", ".join(SCHEDULES) + many, shown="constant")
+    for name, shown in (
+        ("warmup-steps", "0"),
+        ("decay-steps", "the run's steps"),
+        ("final-lr-fraction", "0"),
+        ("decay-rate", "0.1"),
+        ("transition-steps", "the run's steps"),
+    ):
+        add(f"--{name}", help=f"schedule parameter {name.replace('-', '_')}{many}", shown=shown)
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help=f"optimizer steps (default: {spec['steps']})")
     budget.add_argument("--epochs", type=float, help="epochs (steps depend on batch size)")
@@ -264,6 +274,12 @@ def _definition_from_args(args) -> dict:
         "weight_decay": (args.weight_decay, "--weight-decay", float),
         "bn_momentum": (args.bn_momentum, "--bn-momentum", float),
         "label_smoothing": (args.label_smoothing, "--label-smoothing", float),
+        "schedule": (args.schedule, "--schedule", None),
+        "warmup_steps": (args.warmup_steps, "--warmup-steps", float),
+        "decay_steps": (args.decay_steps, "--decay-steps", float),
+        "final_lr_fraction": (args.final_lr_fraction, "--final-lr-fraction", float),
+        "decay_rate": (args.decay_rate, "--decay-rate", float),
+        "transition_steps": (args.transition_steps, "--transition-steps", float),
         "seed": (args.seed, "--seed", int),
     }
     for axis, (text, flag, kind) in axes.items():
@@ -281,8 +297,10 @@ def _definition_from_args(args) -> dict:
 
         optimizer = grid.get("optimizer", [spec.get("optimizer", DEFAULT_SWEEP["spec"]["optimizer"])])[0]
         grid["optimizer"] = [optimizer]
-        for name, value in default_hparams(optimizer).items():
-            grid.setdefault(name, [value])
+        schedule = grid.get("schedule", [spec.get("schedule", "constant")])[0]
+        for name, value in default_hparams(optimizer, schedule).items():
+            if value is not None:  # None: the run's own steps, as the sweep reads an absent value
+                grid.setdefault(name, [value])
         grid.setdefault("batch_size", [spec.get("batch_size", DEFAULT_SWEEP["spec"]["batch_size"])])
         grid.setdefault("seed", [0])
     if args.strategy is not None:

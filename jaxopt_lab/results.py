@@ -60,7 +60,17 @@ __all__ = [
     "read_chunk",
 ]
 
-METRIC_COLUMNS = ("step", "examples_seen", "train_loss", "test_loss", "test_accuracy", "diverged")
+METRIC_COLUMNS = (
+    "step",
+    "examples_seen",
+    "train_loss",
+    "test_loss",
+    "test_accuracy",
+    "diverged",
+    "applied_lr",  # the learning rate of the last step before the point (schedule, lr_rule)
+)
+# A table written before `applied_lr` existed still reads: these are the ones it must have.
+_REQUIRED_METRICS = METRIC_COLUMNS[:6]
 # The top-level tables a sweep.toml may hold; anything else is a typo worth an error.
 DEFINITION_TABLES = (
     "spec",
@@ -90,12 +100,12 @@ def _choices(names) -> str:
 def _check_table(table: pd.DataFrame) -> None:
     if not isinstance(table, pd.DataFrame):
         raise InputError(f"table of type {type(table).__name__} is invalid: expected a DataFrame")
-    missing = [c for c in _REQUIRED_COLUMNS + METRIC_COLUMNS if c not in table.columns]
+    missing = [c for c in _REQUIRED_COLUMNS + _REQUIRED_METRICS if c not in table.columns]
     if missing:
         raise InputError(
             f"table is missing column(s) {_choices(missing)}: a results table has "
             f"{_choices(_REQUIRED_COLUMNS)}, its other hyperparameters, and "
-            f"{_choices(METRIC_COLUMNS)}"
+            f"{_choices(_REQUIRED_METRICS)}"
         )
     if table.empty:
         raise InputError("table is empty: expected at least one row")

@@ -13,7 +13,7 @@ Parameters, shared by the schedules that take them:
 * ``warmup_steps``: steps of linear warmup from 0 (0: none);
 * ``decay_steps``: the step at which a decay ends (counted from 0, warmup
   included, as ``optax.warmup_cosine_decay_schedule`` counts);
-* ``final_fraction``: the learning rate at ``decay_steps``, as a fraction of
+* ``final_lr_fraction``: the learning rate at ``decay_steps``, as a fraction of
   ``peak_lr`` (in ``[0, 1]``);
 * ``decay_rate`` and ``transition_steps``: ``peak_lr * decay_rate ** (step /
   transition_steps)`` (``exponential``; ``step_decay`` takes the floor).
@@ -27,8 +27,13 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import jax
 import jax.numpy as jnp
+
+from jaxopt_lab.errors import InputError
 
 __all__ = [
     "constant",
@@ -42,6 +47,9 @@ __all__ = [
     "warmup_linear",
     "warmup_rsqrt",
     "SCHEDULES",
+    "PARAMS",
+    "params_of",
+    "check_params",
 ]
 
 ArrayLike = jax.typing.ArrayLike
@@ -64,15 +72,15 @@ def _progress(step, start, end) -> jax.Array:
     return jnp.where(span > 0, jnp.clip((step - start) / jnp.where(span > 0, span, 1.0), 0.0, 1.0), 1.0)
 
 
-def _cosine_to(peak, final_fraction, progress) -> jax.Array:
-    """Half a cosine from ``peak`` (progress 0) to ``final_fraction * peak`` (progress 1)."""
-    alpha = _f32(final_fraction)
+def _cosine_to(peak, final_lr_fraction, progress) -> jax.Array:
+    """Half a cosine from ``peak`` (progress 0) to ``final_lr_fraction * peak`` (progress 1)."""
+    alpha = _f32(final_lr_fraction)
     return peak * ((1.0 - alpha) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)) + alpha)
 
 
-def _linear_to(peak, final_fraction, progress) -> jax.Array:
-    """A straight line from ``peak`` (progress 0) to ``final_fraction * peak`` (progress 1)."""
-    return peak + (peak * _f32(final_fraction) - peak) * progress
+def _linear_to(peak, final_lr_fraction, progress) -> jax.Array:
+    """A straight line from ``peak`` (progress 0) to ``final_lr_fraction * peak`` (progress 1)."""
+    return peak + (peak * _f32(final_lr_fraction) - peak) * progress
 
 
 def _after_warmup(step, warmup_steps, peak, decayed) -> jax.Array:
@@ -92,25 +100,25 @@ def linear_warmup(step: ArrayLike, *, peak_lr: ArrayLike, warmup_steps: ArrayLik
 
 
 def cosine_decay(
-    step: ArrayLike, *, peak_lr: ArrayLike, decay_steps: ArrayLike, final_fraction: ArrayLike = 0.0
+    step: ArrayLike, *, peak_lr: ArrayLike, decay_steps: ArrayLike, final_lr_fraction: ArrayLike = 0.0
 ) -> jax.Array:
-    r"""Half a cosine from ``peak_lr`` at step 0 to ``final_fraction * peak_lr`` at ``decay_steps``.
+    r"""Half a cosine from ``peak_lr`` at step 0 to ``final_lr_fraction * peak_lr`` at ``decay_steps``.
 
     :math:`\eta_t = \eta ((1 - \alpha) \tfrac12 (1 + \cos(\pi \min(t, T) / T)) + \alpha)`, as
-    ``optax.cosine_decay_schedule(peak_lr, decay_steps, alpha=final_fraction)``.
+    ``optax.cosine_decay_schedule(peak_lr, decay_steps, alpha=final_lr_fraction)``.
 
     References:
       Loshchilov and Hutter, 2017, "SGDR: Stochastic Gradient Descent with Warm Restarts".
     """
-    return _cosine_to(_f32(peak_lr), final_fraction, _progress(step, 0, decay_steps))
+    return _cosine_to(_f32(peak_lr), final_lr_fraction, _progress(step, 0, decay_steps))
 
 
 def linear_decay(
-    step: ArrayLike, *, peak_lr: ArrayLike, decay_steps: ArrayLike, final_fraction: ArrayLike = 0.0
+    step: ArrayLike, *, peak_lr: ArrayLike, decay_steps: ArrayLike, final_lr_fraction: ArrayLike = 0.0
 ) -> jax.Array:
-    """From ``peak_lr`` at step 0 to ``final_fraction * peak_lr`` at ``decay_steps``, linearly
-    (``optax.linear_schedule(peak_lr, final_fraction * peak_lr, decay_steps)``)."""
-    return _linear_to(_f32(peak_lr), final_fraction, _progress(step, 0, decay_steps))
+    """From ``peak_lr`` at step 0 to ``final_lr_fraction * peak_lr`` at ``decay_steps``, linearly
+    (``optax.linear_schedule(peak_lr, final_lr_fraction * peak_lr, decay_steps)``)."""
+    return _linear_to(_f32(peak_lr), final_lr_fraction, _progress(step, 0, decay_steps))
 
 
 def exponential(
@@ -143,13 +151,13 @@ def warmup_cosine(
     peak_lr: ArrayLike,
     warmup_steps: ArrayLike,
     decay_steps: ArrayLike,
-    final_fraction: ArrayLike = 0.0,
+    final_lr_fraction: ArrayLike = 0.0,
 ) -> jax.Array:
-    """Linear warmup from 0 to ``peak_lr``, then half a cosine to ``final_fraction * peak_lr``
+    """Linear warmup from 0 to ``peak_lr``, then half a cosine to ``final_lr_fraction * peak_lr``
     at ``decay_steps`` (``optax.warmup_cosine_decay_schedule(0, peak_lr, warmup_steps,
-    decay_steps, final_fraction * peak_lr)``)."""
+    decay_steps, final_lr_fraction * peak_lr)``)."""
     peak = _f32(peak_lr)
-    decayed = _cosine_to(peak, final_fraction, _progress(step, warmup_steps, decay_steps))
+    decayed = _cosine_to(peak, final_lr_fraction, _progress(step, warmup_steps, decay_steps))
     return _after_warmup(step, warmup_steps, peak, decayed)
 
 
@@ -159,12 +167,12 @@ def warmup_linear(
     peak_lr: ArrayLike,
     warmup_steps: ArrayLike,
     decay_steps: ArrayLike,
-    final_fraction: ArrayLike = 0.0,
+    final_lr_fraction: ArrayLike = 0.0,
 ) -> jax.Array:
-    """Linear warmup from 0 to ``peak_lr``, then linearly to ``final_fraction * peak_lr`` at
+    """Linear warmup from 0 to ``peak_lr``, then linearly to ``final_lr_fraction * peak_lr`` at
     ``decay_steps`` (optax: ``join_schedules`` of two ``linear_schedule``)."""
     peak = _f32(peak_lr)
-    decayed = _linear_to(peak, final_fraction, _progress(step, warmup_steps, decay_steps))
+    decayed = _linear_to(peak, final_lr_fraction, _progress(step, warmup_steps, decay_steps))
     return _after_warmup(step, warmup_steps, peak, decayed)
 
 
@@ -191,3 +199,46 @@ SCHEDULES = {
     )
 }
 """The schedules by name."""
+
+
+PARAMS = {
+    "warmup_steps": 0.0,
+    "decay_steps": None,
+    "final_lr_fraction": 0.0,
+    "decay_rate": 0.1,
+    "transition_steps": None,
+}
+"""Every schedule parameter but ``peak_lr`` (which a sweep takes from ``learning_rate``),
+with the default a sweep gives it; ``None``: the config's own number of steps, so that a
+decay ends with the run (and ``exponential`` ends at ``decay_rate`` times the peak)."""
+
+# The valid range of each parameter: (test, words for the message).
+_RANGES = {
+    "warmup_steps": (lambda v: v >= 0, "warmup_steps >= 0"),
+    "decay_steps": (lambda v: v > 0, "decay_steps > 0"),
+    "final_lr_fraction": (lambda v: 0 <= v <= 1, "0 <= final_lr_fraction <= 1"),
+    "decay_rate": (lambda v: v > 0, "decay_rate > 0"),
+    "transition_steps": (lambda v: v > 0, "transition_steps > 0"),
+}
+
+
+def params_of(name: str) -> tuple[str, ...]:
+    """The parameters of schedule ``name`` besides ``peak_lr``, in signature order.
+
+    Example:
+      >>> params_of("warmup_cosine")
+      ('warmup_steps', 'decay_steps', 'final_lr_fraction')
+    """
+    if name not in SCHEDULES:
+        raise InputError(f"schedule={name!r} is invalid: expected one of {', '.join(map(repr, SCHEDULES))}")
+    signature = inspect.signature(SCHEDULES[name]).parameters
+    return tuple(p for p in signature if p not in ("step", "peak_lr"))
+
+
+def check_params(params) -> None:
+    """Raise :class:`InputError` for a schedule parameter out of its range (Python numbers:
+    a sweep checks its grid's values here, before they are traced)."""
+    for name, value in params.items():
+        test, words = _RANGES[name]
+        if value is not None and not (math.isfinite(value) and test(value)):
+            raise InputError(f"{name}={value!r} is invalid: expected {words}")

@@ -2,11 +2,12 @@
 
 A :class:`Grid` is the cartesian product of its axes. :func:`sweep` splits the
 axes into *static* ones, which select a compiled group (the optimizer family
-and its flags, reduction, learning-rate rule, and the batch size under the
-``bucket`` strategy), and *dynamic* ones, which are stacked along a leading
-config axis and vmapped (learning rate, seed, the families' traced
-hyperparameters, weight decay, label smoothing, batch-norm momentum, and the
-batch size under the ``mask`` strategy).
+and its flags, the learning-rate schedule, reduction, learning-rate rule, and
+the batch size under the ``bucket`` strategy), and *dynamic* ones, which are
+stacked along a leading config axis and vmapped (learning rate, seed, the
+families' traced hyperparameters, the schedule's parameters, weight decay,
+label smoothing, batch-norm momentum, and the batch size under the ``mask``
+strategy).
 
 Each group runs in chunks of a fixed number of configs, a width that depends on
 the config alone (the last chunk padded), so a group compiles once and a
@@ -39,6 +40,7 @@ import pandas as pd
 from jaxopt_lab import data as data_lib
 from jaxopt_lab import optimizers as optimizers_lib
 from jaxopt_lab import results as results_lib
+from jaxopt_lab import schedules as schedules_lib
 from jaxopt_lab import train as train_lib
 from jaxopt_lab.errors import InputError
 
@@ -56,7 +58,7 @@ __all__ = [
 
 STRATEGIES = ("auto", "bucket", "mask")
 PROGRESS = (True, False, "lines")
-STATIC_AXES = ("optimizer", "batch_size", "reduction", "lr_rule", "base_batch_size")
+STATIC_AXES = ("optimizer", "schedule", "batch_size", "reduction", "lr_rule", "base_batch_size")
 DYNAMIC_AXES = (
     "learning_rate",
     "seed",
@@ -69,6 +71,7 @@ DYNAMIC_AXES = (
     "weight_decay",
     "label_smoothing",
     "bn_momentum",
+    *schedules_lib.PARAMS,
 )
 _FIRST_COLUMNS = ("optimizer", "learning_rate", "batch_size", "seed")
 _METRICS = results_lib.METRIC_COLUMNS
@@ -188,6 +191,11 @@ class Grid:
         for value in axes.get("seed", ()):
             if not 0 <= value < 2**32:
                 raise InputError(f"seed={value!r} is invalid: expected an integer in [0, 2**32)")
+        for value in axes.get("schedule", ()):
+            schedules_lib.params_of(value)  # a known name
+        for name in schedules_lib.PARAMS:
+            for value in axes.get(name, ()):
+                schedules_lib.check_params({name: value})
         self.axes: dict[str, tuple] = dict(axes)
 
     def __repr__(self) -> str:
@@ -225,7 +233,7 @@ class Grid:
         for values in itertools.product(*axes.values()):
             cfg = dict(zip(names, values, strict=True))
             family = families[cfg["optimizer"]]
-            hp = train_lib.default_hparams(family)
+            hp = train_lib.default_hparams(family, cfg.get("schedule", spec.schedule))
             row = {}
             for name in names:
                 if (name in traced and name not in hp) or (
@@ -298,7 +306,9 @@ def _static_columns(configs: pd.DataFrame, families) -> list[str]:
     """The columns that select a compiled group: the spec's static axes and the families' flags."""
     _, flags = _family_axes(families)
     return [
-        c for c in ("optimizer", "reduction", "lr_rule", "base_batch_size", *sorted(flags)) if c in configs
+        c
+        for c in ("optimizer", "schedule", "reduction", "lr_rule", "base_batch_size", *sorted(flags))
+        if c in configs
     ]
 
 
@@ -534,9 +544,12 @@ def _run_chunk(
     spec = group.spec
     init_p, segment_p, replay_p, arrays, by_config = _programs(spec, group.dynamic_batch, devices)
     hparams = {}
-    for name, default in train_lib.default_hparams(spec.optimizer).items():
+    for name, default in train_lib.default_hparams(spec.optimizer, spec.schedule).items():
         column = configs[name] if name in configs else pd.Series([default] * len(configs))
-        hparams[name] = np.asarray(column.fillna(default), np.float32)
+        values = column.astype(np.float64).to_numpy()
+        # None: a decay that ends with the config's own run
+        fill = stop_steps if default is None else default
+        hparams[name] = np.where(np.isnan(values), fill, values).astype(np.float32)
     for name in group.omitted:
         del hparams[name]
     if group.dynamic_batch:
@@ -584,6 +597,7 @@ def _run_chunk(
                     "test_loss": metrics.test_loss[keep].astype(np.float64),
                     "test_accuracy": metrics.test_accuracy[keep].astype(np.float64),
                     "diverged": metrics.diverged[keep].astype(bool),
+                    "applied_lr": metrics.applied_lr[keep].astype(np.float64),
                 }
             )
         )
@@ -876,7 +890,7 @@ def _check_hparams(configs: pd.DataFrame, groups, params) -> None:
     for group in groups:
         family = optimizers_lib.resolve(group.spec.optimizer)
         flags = dict(group.spec.optimizer_flags)  # family.build checks them
-        defaults = train_lib.default_hparams(family)
+        defaults = train_lib.default_hparams(family, group.spec.schedule)
         rows = by_id.loc[list(group.config_ids)]
         names = [c for c in defaults if c in rows.columns]
         for cfg in rows[names].drop_duplicates().to_dict("records"):
@@ -946,6 +960,7 @@ class _Progress:
                 [
                     f"optimizer={name}",
                     *(f"{k}={v}" for k, v in group.spec.optimizer_flags),
+                    *([f"schedule={group.spec.schedule}"] if group.spec.schedule != "constant" else []),
                     f"batch_size={group.spec.batch_size}",
                 ]
             )

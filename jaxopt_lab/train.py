@@ -30,6 +30,7 @@ from jaxopt_lab import data as data_lib
 from jaxopt_lab import models as models_lib
 from jaxopt_lab import optimizers as optimizers_lib
 from jaxopt_lab import scaling
+from jaxopt_lab import schedules as schedules_lib
 from jaxopt_lab.errors import InputError
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "History",
     "default_hparams",
     "make_optimizer",
+    "learning_rate_at",
     "check_optimizer_flags",
     "init_state",
     "run_segment",
@@ -86,6 +88,11 @@ class TrainSpec:
       lr_rule: how the learning rate moves with batch size: ``"none"``,
         ``"linear"`` or ``"sqrt"`` relative to ``base_batch_size``.
       base_batch_size: the batch size at which the learning rate is the given one.
+      schedule: a name from ``schedules.SCHEDULES``: the learning rate at step ``t``
+        is ``schedule(t, peak_lr=learning_rate, ...)``, with its parameters
+        (``warmup_steps``, ``decay_steps``, ``final_lr_fraction``, ...) traced
+        hyperparameters; ``decay_steps`` and ``transition_steps`` default to the
+        config's own number of steps.
       loss: the per-example loss: ``"auto"`` (cross-entropy for a classification
         dataset, ``"squared_error"`` otherwise), ``"cross_entropy"`` (with the
         traced ``label_smoothing`` hyperparameter), ``"squared_error"``
@@ -112,6 +119,7 @@ class TrainSpec:
     base_batch_size: int = 32
     diverge_above: float | None = None
     loss: Any = "auto"
+    schedule: str = "constant"
 
     def __post_init__(self):
         optimizers_lib.resolve(self.optimizer)  # a registry name or an Optimizer
@@ -148,6 +156,7 @@ class TrainSpec:
                     f"{name}={value!r} is invalid: expected a positive integer below 2**31 "
                     "(steps and sizes are int32 in the compiled program)"
                 )
+        schedules_lib.params_of(self.schedule)  # a known name
         if not (callable(self.loss) or self.loss in LOSSES):
             raise InputError(
                 f"loss={self.loss!r} is invalid: expected one of {', '.join(map(repr, LOSSES))} or a "
@@ -208,6 +217,7 @@ class History(NamedTuple):
     test_loss: jax.Array
     test_accuracy: jax.Array
     diverged: jax.Array
+    applied_lr: jax.Array  # the learning rate of the last step before the point
 
 
 class _Metrics(NamedTuple):
@@ -215,6 +225,7 @@ class _Metrics(NamedTuple):
     test_loss: jax.Array
     test_accuracy: jax.Array
     diverged: jax.Array
+    applied_lr: jax.Array
 
 
 @functools.lru_cache(maxsize=16)
@@ -234,12 +245,13 @@ def get_model(spec: TrainSpec, dataset: data_lib.Dataset) -> models_lib.Model:
     return models_lib.create(spec.model, num_outputs, **dict(spec.model_options))
 
 
-def default_hparams(optimizer, **overrides) -> dict[str, float]:
-    """The dynamic hyperparameters of an optimizer family with their defaults.
+def default_hparams(optimizer, schedule: str = "constant", **overrides) -> dict[str, float | None]:
+    """The dynamic hyperparameters of an optimizer family and a schedule, with their defaults.
 
     The family's traced ``hparams`` (:class:`jaxopt_lab.Optimizer`; a registry
     name or the object), then ``weight_decay`` (unless the family applies its
-    own) and ``bn_momentum``.
+    own), ``bn_momentum``, ``label_smoothing`` and the schedule's parameters
+    (``None``: the run's number of steps).
 
     Example:
       >>> default_hparams("adam")
@@ -248,11 +260,12 @@ def default_hparams(optimizer, **overrides) -> dict[str, float]:
     """
     family = optimizers_lib.resolve(optimizer)
     out = {**family.defaults, **{k: v for k, v in _COMMON_HPARAMS.items() if k not in family.defaults}}
+    out.update({k: schedules_lib.PARAMS[k] for k in schedules_lib.params_of(schedule)})
     unknown = set(overrides) - set(out) - {"batch_size"}
     if unknown:
         raise InputError(
-            f"hyperparameter {sorted(unknown)[0]!r} is invalid for optimizer={family.name!r}: "
-            f"expected one of {', '.join(map(repr, out))}"
+            f"hyperparameter {sorted(unknown)[0]!r} is invalid for optimizer={family.name!r} and "
+            f"schedule={schedule!r}: expected one of {', '.join(map(repr, out))}"
         )
     out.update(overrides)
     return out
@@ -268,10 +281,29 @@ def check_optimizer_flags(optimizer, flags: Mapping[str, Any] | tuple) -> None:
     optimizers_lib.resolve(optimizer).check_static(flags)
 
 
-def make_optimizer(spec: TrainSpec, hparams: Mapping[str, Any], batch_size) -> optax.GradientTransformation:
-    """The optimizer of ``spec.optimizer`` built from (possibly traced) hyperparameters.
+def learning_rate_at(spec: TrainSpec, hparams: Mapping[str, Any], batch_size, step) -> jax.Array:
+    """The learning rate of step ``step`` (counted from 0, as optax's ``count``): the
+    ``learning_rate`` entry rescaled for the batch size by ``spec.lr_rule``, then shaped
+    by ``spec.schedule`` with the schedule's parameters from ``hparams``."""
+    peak = scaling.scale_learning_rate(
+        hparams["learning_rate"], batch_size, spec.base_batch_size, spec.lr_rule
+    )
+    if spec.schedule == "constant":
+        return peak
+    params = {k: hparams[k] for k in schedules_lib.params_of(spec.schedule)}
+    return schedules_lib.SCHEDULES[spec.schedule](step, peak_lr=peak, **params)
 
-    The learning rate is rescaled for the batch size by ``spec.lr_rule``. A family
+
+def make_optimizer(
+    spec: TrainSpec, hparams: Mapping[str, Any], batch_size, step=0
+) -> optax.GradientTransformation:
+    """The optimizer of ``spec.optimizer`` for step ``step``, built from (possibly traced)
+    hyperparameters.
+
+    Its learning rate is :func:`learning_rate_at` that step: the engine builds the
+    transformation anew inside every step, so a schedule reaches any factory as a
+    plain (traced) learning rate, and the optimizer's state does not depend on it
+    (as ``optax.inject_hyperparams`` would, without its extra state). A family
     that applies weight decay itself (AdamW, ...) gets the ``weight_decay`` entry;
     for the others it is added to the gradient before the optimizer (coupled,
     L2-style: for Adam this is Adam with L2, not AdamW), and without a
@@ -281,9 +313,7 @@ def make_optimizer(spec: TrainSpec, hparams: Mapping[str, Any], batch_size) -> o
     """
     family = optimizers_lib.resolve(spec.optimizer)
     values = {k: hparams[k] for k in family.hparam_names if k in hparams}
-    values["learning_rate"] = scaling.scale_learning_rate(
-        hparams["learning_rate"], batch_size, spec.base_batch_size, spec.lr_rule
-    )
+    values["learning_rate"] = learning_rate_at(spec, hparams, batch_size, step)
     tx = family.build(values, dict(spec.optimizer_flags))
     if family.owns_weight_decay or "weight_decay" not in hparams:
         return tx  # its own decay, or known to be zero: skip a pass over the parameters
@@ -408,7 +438,7 @@ def _train_step(
 
     grads, (new_model_state, mean_loss) = jax.grad(loss_fn, has_aux=True)(state.params)
     with _optax_promotion():
-        tx = make_optimizer(spec, hparams, batch_size)
+        tx = make_optimizer(spec, hparams, batch_size, step)
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
 
@@ -493,9 +523,10 @@ def run_segment(
 
     Returns:
       ``(state, metrics)``: the new state with ``loss_sum`` reset, and
-      ``_Metrics(train_loss, test_loss, test_accuracy, diverged)`` where
-      ``train_loss`` is the mean training loss over the segment's active steps.
-      Metrics of a diverged config are NaN.
+      ``_Metrics(train_loss, test_loss, test_accuracy, diverged, applied_lr)`` where
+      ``train_loss`` is the mean training loss over the segment's active steps and
+      ``applied_lr`` the learning rate of the config's last step in it. The losses
+      and accuracy of a diverged config are NaN.
     """
     model = get_model(spec, dataset)
     stop_step = spec.steps if stop_step is None else stop_step
@@ -520,11 +551,14 @@ def run_segment(
     train_loss = state.loss_sum / active_steps.astype(jnp.float32)
     test_loss, accuracy = _evaluate(spec, model, dataset, state)
     nan = jnp.full((), jnp.nan, jnp.float32)
+    last_step = jnp.maximum(jnp.minimum(start + num_steps, stop_step) - 1, 0)
+    batch_size = hparams.get("batch_size", spec.batch_size)
     metrics = _Metrics(
         train_loss=jnp.where(state.diverged, nan, train_loss),
         test_loss=jnp.where(state.diverged, nan, test_loss),
         test_accuracy=jnp.where(state.diverged, nan, accuracy),
         diverged=state.diverged,
+        applied_lr=jnp.asarray(learning_rate_at(spec, hparams, batch_size, last_step), jnp.float32),
     )
     loss_sum = jnp.where(reset, jnp.zeros_like(state.loss_sum), state.loss_sum)
     return state._replace(loss_sum=loss_sum), metrics
@@ -576,6 +610,7 @@ def make_train(spec: TrainSpec, dataset: data_lib.Dataset):
             test_loss=metrics.test_loss,
             test_accuracy=metrics.test_accuracy,
             diverged=metrics.diverged,
+            applied_lr=metrics.applied_lr,
         )
 
     return train_fn
@@ -604,7 +639,9 @@ def train(spec: TrainSpec, hparams: Mapping[str, Any] | None = None, key=0) -> H
       A :class:`History` with one entry per evaluation point.
     """
     check_optimizer_flags(spec.optimizer, spec.optimizer_flags)
-    hp = default_hparams(spec.optimizer, **dict(hparams or {}))
+    hp = default_hparams(spec.optimizer, spec.schedule, **dict(hparams or {}))
+    schedules_lib.check_params({k: hp[k] for k in schedules_lib.params_of(spec.schedule)})
+    hp.update({k: spec.steps for k, v in hp.items() if v is None})  # a decay that ends with the run
     for name in omitted_when_zero(spec.optimizer):  # as a sweep: the same numbers, less work
         if hp[name] == 0:
             del hp[name]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import optax
 import pandas as pd
 import pytest
 
@@ -141,6 +142,12 @@ def _npz(tmp_path, **arrays):
         ),
         (["sweep", "--epochs", "inf"], "epochs=inf is invalid: expected a positive finite number"),
         (["sweep", "--config", ""], "--config '' is invalid: no such file"),
+        (["sweep", "--schedule", "cosine"], "schedule='cosine' is invalid: expected one of 'constant'"),
+        (["sweep", "--warmup-steps", "-5"], "warmup_steps=-5.0 is invalid: expected warmup_steps >= 0"),
+        (
+            ["sweep", "--final-lr-fraction", "0,2"],
+            "final_lr_fraction=2.0 is invalid: expected 0 <= final_lr_fraction <= 1",
+        ),
         # unbounded work is refused before it starts, with the numbers
         (
             ["sweep", "--steps", "1000000000000"],
@@ -375,3 +382,21 @@ def test_loss_and_label_smoothing_from_the_command(tmp_path):
     from jaxopt_lab import results
 
     assert results.read_definition(out / "sweep.toml")["spec"]["loss"] == "cross_entropy"
+
+
+def test_schedule_axes_from_the_command(tmp_path):
+    out = tmp_path / "out"
+    argv = ["sweep", *ONE_CONFIG, "--schedule", "constant,warmup_cosine", "--warmup-steps", "0,5"]
+    assert cli.main([*argv, "--final-lr-fraction", "0,0.1", "--out", str(out)]) == 0
+    table = pd.read_parquet(out / "results.parquet")
+    configs = table.drop_duplicates("config_id")
+    assert sorted(configs["schedule"]) == ["constant"] + ["warmup_cosine"] * 4
+    cosine = table[(table["schedule"] == "warmup_cosine") & (table["step"] == 20)]
+    for _, row in cosine.iterrows():  # the learning rate of the last step, 19 of 20
+        lr = optax.warmup_cosine_decay_schedule(
+            0, 0.1, row["warmup_steps"], 20, 0.1 * row["final_lr_fraction"]
+        )
+        assert row["applied_lr"] == pytest.approx(float(lr(19)), rel=1e-6)
+    from jaxopt_lab import results
+
+    assert results.read_definition(out / "sweep.toml")["grid"]["warmup_steps"] == [0.0, 5.0]

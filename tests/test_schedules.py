@@ -15,8 +15,8 @@ RUN = 200  # steps of a run; every step is compared
 STEPS = np.arange(RUN + 20)  # and some past its end
 
 
-def _optax_warmup_linear(peak_lr, warmup_steps, decay_steps, final_fraction):
-    end = peak_lr * final_fraction
+def _optax_warmup_linear(peak_lr, warmup_steps, decay_steps, final_lr_fraction):
+    end = peak_lr * final_lr_fraction
     if warmup_steps == 0:
         return optax.linear_schedule(peak_lr, end, decay_steps)
     return optax.join_schedules(
@@ -44,22 +44,22 @@ CASES = [
     (S.linear_warmup, dict(peak_lr=0.1, warmup_steps=0), lambda p: optax.constant_schedule(0.1)),
     (
         S.cosine_decay,
-        dict(peak_lr=0.1, decay_steps=RUN, final_fraction=0.1),
+        dict(peak_lr=0.1, decay_steps=RUN, final_lr_fraction=0.1),
         lambda p: optax.cosine_decay_schedule(0.1, RUN, alpha=0.1),
     ),
     (
         S.cosine_decay,
-        dict(peak_lr=0.3, decay_steps=50, final_fraction=0.0),
+        dict(peak_lr=0.3, decay_steps=50, final_lr_fraction=0.0),
         lambda p: optax.cosine_decay_schedule(0.3, 50, alpha=0.0),
     ),
     (
         S.linear_decay,
-        dict(peak_lr=0.1, decay_steps=RUN, final_fraction=0.0),
+        dict(peak_lr=0.1, decay_steps=RUN, final_lr_fraction=0.0),
         lambda p: optax.linear_schedule(0.1, 0.0, RUN),
     ),
     (
         S.linear_decay,
-        dict(peak_lr=0.1, decay_steps=80, final_fraction=0.25),
+        dict(peak_lr=0.1, decay_steps=80, final_lr_fraction=0.25),
         lambda p: optax.linear_schedule(0.1, 0.025, 80),
     ),
     (
@@ -75,7 +75,7 @@ CASES = [
     *[
         (
             S.warmup_cosine,
-            dict(peak_lr=0.1, warmup_steps=w, decay_steps=d, final_fraction=f),
+            dict(peak_lr=0.1, warmup_steps=w, decay_steps=d, final_lr_fraction=f),
             lambda p, w=w, d=d, f=f: optax.warmup_cosine_decay_schedule(0.0, 0.1, w, d, 0.1 * f),
         )
         for w, d, f in [(0, RUN, 0.0), (20, RUN, 0.1), (50, 120, 0.0)]
@@ -84,7 +84,7 @@ CASES = [
     # warmup joined to the final value is the same schedule
     (
         S.warmup_cosine,
-        dict(peak_lr=0.1, warmup_steps=RUN, decay_steps=RUN, final_fraction=0.1),
+        dict(peak_lr=0.1, warmup_steps=RUN, decay_steps=RUN, final_lr_fraction=0.1),
         lambda p: optax.join_schedules(
             [optax.linear_schedule(0.0, 0.1, RUN), optax.constant_schedule(0.01)], [RUN]
         ),
@@ -92,7 +92,7 @@ CASES = [
     *[
         (
             S.warmup_linear,
-            dict(peak_lr=0.1, warmup_steps=w, decay_steps=d, final_fraction=f),
+            dict(peak_lr=0.1, warmup_steps=w, decay_steps=d, final_lr_fraction=f),
             lambda p, w=w, d=d, f=f: _optax_warmup_linear(0.1, w, d, f),
         )
         for w, d, f in [(0, RUN, 0.0), (20, RUN, 0.1), (50, 120, 0.5)]
@@ -127,7 +127,7 @@ def test_under_vmap_over_every_parameter_each_row_equals_the_value_alone(name):
         "peak_lr": [0.1, 0.03, 1.0],
         "warmup_steps": [0.0, 25.0, 100.0],
         "decay_steps": [150.0, 200.0, 60.0],
-        "final_fraction": [0.0, 0.1, 0.5],
+        "final_lr_fraction": [0.0, 0.1, 0.5],
         "decay_rate": [0.5, 0.9, 0.1],
         "transition_steps": [10.0, 40.0, 7.0],
     }

@@ -51,6 +51,7 @@ def test_table_layout(bucket_table):
         "test_loss",
         "test_accuracy",
         "diverged",
+        "applied_lr",
     ]
     assert bucket_table["config_id"].nunique() == 2 * 2 * 2 * 2
     assert len(bucket_table) == 16 * 2
