@@ -32,7 +32,7 @@ from jaxopt_lab.metrics import (
     noise_scale_two_batch,
     steps_to_target,
 )
-from jaxopt_lab.models import Model, cnn1d, from_flax, linear, mlp
+from jaxopt_lab.models import Model, cnn1d, from_flax, from_nnx, linear, mlp
 from jaxopt_lab.optimizers import Optimizer
 from jaxopt_lab.scaling import reduce_loss, scale_learning_rate
 from jaxopt_lab.sweep import Grid, SweepResult
@@ -103,6 +103,7 @@ __all__ = [
     "mlp",
     "cnn1d",
     "from_flax",
+    "from_nnx",
     # runs and sweeps
     "Optimizer",
     "TrainSpec",

@@ -1,4 +1,5 @@
-"""Small pure models that thread batch-norm state: linear, MLP, 1-D CNN, and flax modules.
+"""Small pure models that thread batch-norm state: linear, MLP, 1-D CNN, and flax modules
+(linen and NNX).
 
 A :class:`Model` is a pair of pure functions, in the style of
 ``optax.GradientTransformation``:
@@ -44,6 +45,7 @@ __all__ = [
     "cnn1d",
     "create",
     "from_flax",
+    "from_nnx",
 ]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -380,7 +382,8 @@ def create(name: str, num_outputs: int, **options) -> Model:
 
 
 def from_flax(module) -> Model:
-    """Wrap a ``flax.linen`` module, with or without a ``batch_stats`` collection, as a Model.
+    """Wrap a ``flax.linen`` module, with or without a ``batch_stats`` collection, as a Model;
+    an NNX module's constructor goes to :func:`from_nnx`.
 
     ``init(key, x)`` calls ``module.init(key, x, train=False)`` when the
     module's ``__call__`` takes ``train`` (else ``module.init(key, x)``) and
@@ -396,11 +399,13 @@ def from_flax(module) -> Model:
     Modules that need other collections or RNGs (dropout) are not supported.
 
     Args:
-      module: a ``flax.linen.Module``.
+      module: a ``flax.linen.Module``, or an NNX constructor (see :func:`from_nnx`).
 
     Returns:
       A :class:`Model`; equal (hashable) modules give the same object.
     """
+    if not _is_linen(module):
+        return from_nnx(module)
     try:
         hash(module)
     except TypeError:
@@ -445,5 +450,102 @@ def _from_flax(module) -> Model:
             outputs, updates = module.apply(variables, x, mutable=["batch_stats"], **train_kwargs(True))
             return outputs, updates["batch_stats"]
         return module.apply(variables, x, **train_kwargs(train)), state
+
+    return Model(init, apply)
+
+
+def _is_linen(module) -> bool:
+    import flax.linen
+
+    return isinstance(module, flax.linen.Module)
+
+
+def from_nnx(constructor) -> Model:
+    """Wrap a flax NNX module as a Model, from its constructor.
+
+    ``constructor(rngs) -> nnx.Module`` (the module class itself when it takes
+    only ``rngs``, else e.g. ``lambda rngs: MLP(64, 10, rngs=rngs)``): ``init(key,
+    x)`` calls it with ``nnx.Rngs(key)``, inside the compiled and vmapped
+    program, so every seed initializes its own parameters; it returns the
+    module's ``nnx.Param`` state as ``params`` (what the optimizer trains) and
+    its ``nnx.BatchStat`` state as ``state``. The graph is split once, outside:
+    ``apply`` merges it with the two states, sets the module to training or
+    evaluation mode (``module.train()`` / ``module.eval()``: a Python choice
+    while tracing, so both modes share one compiled program), calls it on
+    ``x`` and returns the outputs and the updated batch statistics.
+
+    Limits, as :func:`from_flax`: the module's own ``BatchNorm`` momentum applies
+    (``bn_momentum`` is ignored), and a ``mask`` in training mode with batch
+    statistics raises :class:`jaxopt_lab.errors.InputError` (sweep such models
+    with the ``bucket`` strategy). Variables other than ``Param`` and
+    ``BatchStat`` (the RNG state of dropout, ...) are refused.
+
+    Example:
+      >>> from flax import nnx
+      >>> class Net(nnx.Module):
+      ...     def __init__(self, rngs):
+      ...         self.dense = nnx.Linear(3, 2, rngs=rngs)
+      ...         self.bn = nnx.BatchNorm(2, rngs=rngs)
+      ...     def __call__(self, x):
+      ...         return self.bn(self.dense(x))
+      >>> model = from_nnx(Net)
+      >>> params, state = model.init(jax.random.key(0), jnp.ones((4, 3)))
+      >>> out, new_state = model.apply(params, state, jnp.ones((4, 3)), train=True)
+      >>> out.shape, sorted(new_state["bn"])
+      ((4, 2), ['mean', 'var'])
+    """
+    from flax import nnx
+
+    if isinstance(constructor, nnx.Module):
+        raise InputError(
+            f"module={type(constructor).__name__} instance is invalid: expected its constructor, "
+            f"e.g. from_nnx(lambda rngs: {type(constructor).__name__}(..., rngs=rngs)), so that "
+            "each seed initializes its own parameters"
+        )
+    if not callable(constructor):
+        raise InputError(
+            f"module={constructor!r} is invalid: expected a flax.linen Module or an NNX "
+            "constructor rngs -> nnx.Module"
+        )
+
+    def build(key):
+        module = constructor(nnx.Rngs(key))
+        if not isinstance(module, nnx.Module):
+            raise InputError(
+                f"module={constructor!r} is invalid: it returned {type(module).__name__}, "
+                "expected an nnx.Module"
+            )
+        return module
+
+    abstract = nnx.eval_shape(lambda: build(jax.random.key(0)))
+    graphdef, _, _, rest = nnx.split(abstract, nnx.Param, nnx.BatchStat, ...)
+    if jax.tree.leaves(rest):
+        kinds = sorted({type(v).__name__ for _, v in nnx.to_flat_state(rest)})
+        raise InputError(
+            f"module={type(abstract).__name__} holds {', '.join(kinds)} variables: from_nnx "
+            "supports only nnx.Param and nnx.BatchStat"
+        )
+
+    def init(key, x):
+        del x  # an NNX module is built with its shapes
+        _, params, state = nnx.split(build(key), nnx.Param, nnx.BatchStat)
+        return params, state
+
+    def apply(params, state, x, *, train, mask=None, bn_momentum=0.99):
+        del bn_momentum  # the module's own BatchNorm momentum applies
+        has_stats = bool(jax.tree.leaves(state))
+        if mask is not None and train and has_stats:
+            raise InputError(
+                f"mask is invalid for the NNX module {type(abstract).__name__} with batch "
+                "statistics: it cannot exclude padded rows; use the 'bucket' batch-size strategy"
+            )
+        module = nnx.merge(graphdef, params, state, copy=True)  # Variables of this trace
+        if train:
+            module.train()
+        else:
+            module.eval()
+        outputs = module(x)
+        new_state = nnx.state(module, nnx.BatchStat)
+        return outputs, new_state
 
     return Model(init, apply)
