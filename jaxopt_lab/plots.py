@@ -183,10 +183,11 @@ def _norm(values: np.ndarray, larger_is_better: bool):
         return None
     lo, hi = float(finite.min()), float(finite.max())
     fence = _outlier_fence(finite, larger_is_better)
+    # The fence never crosses the range's other end (one value: its log round trip can).
     if larger_is_better:
-        lo = max(lo, fence)
+        lo = max(lo, min(fence, hi))
     else:
-        hi = min(hi, fence)
+        hi = min(hi, max(fence, lo))
     if lo == hi:
         pad = abs(lo) * 0.05 or 0.5
         lo, hi = lo - pad, hi + pad

@@ -238,3 +238,11 @@ def test_an_outlier_does_not_flatten_the_colour_scale_and_is_marked(tmp_path):
     ax = _panels(fig)["adam"]
     assert not [t for t in ax.texts if t.get_text() == "▲"]
     assert ax.images[0].norm.vmax == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("loss", [0.02653655596077442, 1.0, 3.7])
+def test_a_single_cell_draws_with_its_own_value_on_the_scale(loss):
+    # 10 ** log10(0.0265...) rounds below the value itself: the fence must not cross it
+    fig = plots.heatmap(_table({("adam", 8, 0.01, NAN, 0): [loss]}))
+    norm = _panels(fig)["adam"].images[0].norm
+    assert norm.vmin <= loss <= norm.vmax
