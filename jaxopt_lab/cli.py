@@ -224,6 +224,17 @@ def _single(values: list, flag: str):
     return values
 
 
+def _refuse_python_objects(path: str, objects: dict) -> None:
+    """A sweep run from Python with its own objects cannot run from the command: say which."""
+    named = [f"{kind} {entry['name']}" for kind, entry in objects.items() if kind != "optimizer"]
+    named += [f"optimizer {name} ({entry['name']})" for name, entry in objects.get("optimizer", {}).items()]
+    if named:
+        raise InputError(
+            f"--config {path!r} was run from Python with its own objects ({', '.join(named)}): run it "
+            "from Python, passing the same objects to sweep()"
+        )
+
+
 def _definition_from_args(args) -> dict:
     from jaxopt_lab import results
 
@@ -232,6 +243,7 @@ def _definition_from_args(args) -> dict:
         if not os.path.isfile(args.config):
             raise _UsageError(f"--config {args.config!r} is invalid: no such file")
         definition = results.read_definition(args.config)
+        _refuse_python_objects(args.config, definition.get("objects", {}))
     else:
         definition = copy.deepcopy(DEFAULT_SWEEP)
         if single:

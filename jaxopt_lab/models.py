@@ -69,10 +69,14 @@ class Model(NamedTuple):
       init: ``init(key, x) -> (params, state)``.
       apply: ``apply(params, state, x, *, train, mask=None, bn_momentum=0.99)
         -> (outputs, new_state)``.
+      name: the qualified name a sweep records for a model given as a Python
+        object (``from_flax``/``from_nnx`` set the module's); default: the
+        ``init`` function's.
     """
 
     init: Callable[..., tuple[Any, Any]]
     apply: Callable[..., tuple[jax.Array, Any]]
+    name: str | None = None  # what sweep.toml records for a model given in Python
 
 
 # ------------------------------------------------------------------ layers
@@ -451,7 +455,7 @@ def _from_flax(module) -> Model:
             return outputs, updates["batch_stats"]
         return module.apply(variables, x, **train_kwargs(train)), state
 
-    return Model(init, apply)
+    return Model(init, apply, f"{type(module).__module__}.{type(module).__qualname__}")
 
 
 def _is_linen(module) -> bool:
@@ -548,4 +552,6 @@ def from_nnx(constructor) -> Model:
         new_state = nnx.state(module, nnx.BatchStat)
         return outputs, new_state
 
-    return Model(init, apply)
+    from jaxopt_lab.fingerprints import qualified_name
+
+    return Model(init, apply, qualified_name(constructor))

@@ -79,6 +79,7 @@ DEFINITION_TABLES = (
     "optimizer_flags",
     "grid",
     "sweep",
+    "objects",  # what was given as Python objects: {name, sha256} each (jaxopt_lab.fingerprints)
 )
 # Per-config metrics of `summary` that `best_learning_rates` can rank by, and
 # whether larger is better.

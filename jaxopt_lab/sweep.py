@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from jaxopt_lab import data as data_lib
+from jaxopt_lab import fingerprints
 from jaxopt_lab import optimizers as optimizers_lib
 from jaxopt_lab import results as results_lib
 from jaxopt_lab import schedules as schedules_lib
@@ -629,17 +630,17 @@ def _reordered(grid: Grid, stored_axes: Mapping[str, list]) -> Grid:
 
 
 def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size, epochs) -> dict:
+    objects = {}  # what came as Python objects: by qualified name and fingerprint
     spec_fields = {}
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
         if f.name in ("dataset_options", "model_options", "optimizer_flags"):
             continue
-        if f.name == "model" and not isinstance(value, str):
-            value = "custom"
+        if f.name in ("model", "loss") and not isinstance(value, str):
+            objects[f.name] = fingerprints.describe(value)
+            value = train_lib.PYTHON_PREFIX + objects[f.name]["name"]
         if f.name == "optimizer":
             value = optimizers_lib.resolve(value).name
-        if f.name == "loss" and callable(value):
-            value = "custom"
         if f.name == "dataset" and isinstance(value, data_lib.DatasetRef):
             value = f"arrays:{value.dataset.name}"
         if value is None:  # TOML has no null: absent means the default
@@ -652,7 +653,7 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
     def table(pairs):  # TOML has lists, not tuples: write what reads back equal
         return {k: list(v) if isinstance(v, tuple) else v for k, v in pairs}
 
-    return {
+    definition = {
         "spec": spec_fields,
         "model_options": table(spec.model_options),
         "dataset_options": (
@@ -667,6 +668,13 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
         },
         "sweep": {"strategy": strategy, **({"chunk_size": chunk_size} if chunk_size else {})},
     }
+    families = [optimizers_lib.resolve(o) for o in grid.axes.get("optimizer", (spec.optimizer,))]
+    custom = {f.name: fingerprints.describe(f) for f in families if optimizers_lib.REGISTRY.get(f.name) != f}
+    if custom:
+        objects["optimizer"] = custom
+    if objects:
+        definition["objects"] = objects
+    return definition
 
 
 # Options that change only how fast a sweep runs: a resume keeps the folder's.

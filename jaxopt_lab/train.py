@@ -49,6 +49,7 @@ __all__ = [
     "get_model",
     "eval_steps",
     "DIVERGE_FACTOR",
+    "PYTHON_PREFIX",
     "LOSSES",
     "omitted_when_zero",
 ]
@@ -56,6 +57,9 @@ __all__ = [
 _COMMON_HPARAMS = {"weight_decay": 0.0, "bn_momentum": 0.99, "label_smoothing": 0.0}
 # The per-example losses by name; "auto" is cross-entropy for classes, squared error otherwise.
 LOSSES = ("auto", "cross_entropy", "squared_error", "mse")
+# How sweep.toml names a model or loss given as a Python object (its [objects] table holds
+# the qualified name and fingerprint).
+PYTHON_PREFIX = "python:"
 # A config whose training loss passes this multiple of its first one has diverged
 # (TrainSpec.diverge_above=None): Adam at lr 100 reaches 1e6 times it without ever
 # overflowing, while a catapult spike of a config that recovers stays within 10x.
@@ -135,6 +139,13 @@ class TrainSpec:
                 f"dataset={self.dataset!r} is invalid: expected a name (mnist1d, digits, regression, "
                 "npz:PATH) or a jaxopt_lab.data.Dataset (data.from_arrays)"
             )
+        for name in ("model", "loss"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith(PYTHON_PREFIX):
+                raise InputError(
+                    f"{name}={value!r} was given as a Python object: run this sweep from Python with "
+                    f"the same object, as TrainSpec({name}=...)"
+                )
         if isinstance(self.model, str) and self.model not in models_lib.MODELS:
             raise InputError(
                 f"model={self.model!r} is invalid: expected one of {', '.join(map(repr, models_lib.MODELS))}"
