@@ -137,6 +137,12 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
         shown="the built-in sweep" if not single else "the built-in defaults",
     )
     add("--dataset", help="mnist1d, digits, regression or npz:PATH", shown=spec["dataset"])
+    add(
+        "--val-fraction",
+        type=float,
+        help="training examples held out for validation; the best settings are chosen on them",
+        shown="0: none",
+    )
     add("--model", help="linear, mlp or cnn1d", shown=spec["model"])
     add("--hidden", help="mlp hidden widths, e.g. 256,256", shown="256,256")
     add("--batchnorm", action="store_true", default=None, help="batch norm in the model", shown="off")
@@ -270,6 +276,8 @@ def _definition_from_args(args) -> dict:
     if args.epochs is not None:
         spec.pop("steps", None)
         spec["epochs"] = args.epochs
+    if args.val_fraction is not None:
+        definition["dataset_options"]["val_fraction"] = args.val_fraction
     if args.hidden is not None:
         definition["model_options"]["hidden"] = _number_list(args.hidden, "--hidden", int)
     if args.batchnorm:

@@ -72,6 +72,8 @@ class Dataset(NamedTuple):
       y_test: test labels or targets, as ``y_train``.
       num_classes: the number of classes; 0 for regression.
       name: the name the dataset was loaded by.
+      x_val, y_val: a validation set held out of training (``val_fraction`` of
+        :func:`load` and :func:`from_arrays`, or given arrays), or ``None``.
     """
 
     x_train: jax.Array
@@ -80,17 +82,21 @@ class Dataset(NamedTuple):
     y_test: jax.Array
     num_classes: int
     name: str
+    x_val: jax.Array | None = None
+    y_val: jax.Array | None = None
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def load(name: str, **options: Any) -> Dataset:
+def load(name: str, val_fraction: float = 0.0, **options: Any) -> Dataset:
     """Load a dataset by name onto the default device.
 
     Args:
       name: one of ``"mnist1d"``, ``"digits"``, ``"regression"`` or
         ``"npz:PATH"``.
+      val_fraction: the fraction of the training set held out as a validation
+        set (:func:`split_validation`); 0: none.
       **options: dataset-specific options:
 
         * ``mnist1d``: any argument of ``mnist1d.data.get_dataset_args()``
@@ -123,6 +129,11 @@ def load(name: str, **options: Any) -> Dataset:
     """
     if not isinstance(name, str):
         raise InputError(f"dataset={name!r} is invalid: expected a string")
+    _check_val_fraction(val_fraction)
+    return split_validation(_load(name, **options), val_fraction)
+
+
+def _load(name: str, **options: Any) -> Dataset:
     if name.startswith("npz:"):
         _check_options(name, options, ("standardize",))
         return _load_npz(name, **options)
@@ -134,6 +145,49 @@ def load(name: str, **options: Any) -> Dataset:
     if name != "mnist1d":  # mnist1d's options are the generator's, checked there
         _check_options(name, options, inspect.signature(loaders[name]).parameters)
     return loaders[name](**options)
+
+
+def _check_val_fraction(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < 1:
+        raise InputError(f"val_fraction={value!r} is invalid: expected 0 <= val_fraction < 1")
+
+
+def split_validation(dataset: Dataset, val_fraction: float) -> Dataset:
+    """Hold ``round(val_fraction * n)`` training examples out as a validation set.
+
+    Which examples is fixed (a permutation with seed 0, the same for every
+    config and seed of a sweep); both parts keep the training set's order.
+    Statistics of ``standardize`` were taken before the split, on the whole
+    training set. ``val_fraction=0`` returns ``dataset`` itself.
+
+    Example:
+      >>> ds = split_validation(load("regression", n=100, dim=2), 0.2)
+      >>> ds.x_train.shape, ds.x_val.shape
+      ((80, 2), (20, 2))
+    """
+    _check_val_fraction(val_fraction)
+    if val_fraction == 0:
+        return dataset
+    if dataset.x_val is not None:
+        raise InputError(
+            f"val_fraction={val_fraction!r} is invalid: dataset {dataset.name!r} has a validation set"
+        )
+    n = int(dataset.x_train.shape[0])
+    k = int(round(val_fraction * n))
+    if not 1 <= k < n:
+        raise InputError(
+            f"val_fraction={val_fraction!r} is invalid for {n} training examples: it holds out {k}, "
+            "expected at least 1 and fewer than all"
+        )
+    held = np.zeros(n, bool)
+    held[np.random.default_rng(0).permutation(n)[:k]] = True
+    train, val = np.flatnonzero(~held), np.flatnonzero(held)
+    return dataset._replace(
+        x_train=dataset.x_train[train],
+        y_train=dataset.y_train[train],
+        x_val=dataset.x_train[val],
+        y_val=dataset.y_train[val],
+    )
 
 
 class DatasetRef:
@@ -167,7 +221,7 @@ class DatasetRef:
 
         digest = hashlib.sha256()
         shapes = {}
-        for key in _NPZ_KEYS:
+        for key in _NPZ_KEYS + (("x_val", "y_val") if self.dataset.x_val is not None else ()):
             array = np.asarray(jax.device_get(getattr(self.dataset, key)))
             shapes[key] = list(array.shape)
             digest.update(f"{key}{array.dtype}{array.shape}".encode())
@@ -412,7 +466,16 @@ def _load_npz(name: str, standardize: str = "none") -> Dataset:
 
 
 def from_arrays(
-    x_train, y_train, x_test, y_test, *, name: str = "arrays", standardize: str = "none"
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    *,
+    name: str = "arrays",
+    standardize: str = "none",
+    x_val=None,
+    y_val=None,
+    val_fraction: float = 0.0,
 ) -> Dataset:
     """A :class:`Dataset` from your own arrays, checked as an ``npz:`` file is.
 
@@ -425,6 +488,9 @@ def from_arrays(
       name: the dataset's name in tables.
       standardize: ``"none"``, ``"global"`` or ``"feature"``, with training
         statistics only (see :func:`load`).
+      x_val, y_val: a validation set, checked as the test set is; or
+      val_fraction: the fraction of the training set to hold out as one
+        (:func:`split_validation`).
 
     Returns:
       The dataset on the device.
@@ -440,7 +506,23 @@ def from_arrays(
       ((8, 3), 2)
     """
     arrays = {k: np.asarray(v) for k, v in zip(_NPZ_KEYS, (x_train, y_train, x_test, y_test), strict=True)}
-    return _from_arrays(arrays, name, f"from_arrays(name={name!r}):", standardize)
+    where = f"from_arrays(name={name!r}):"
+    if (x_val is None) != (y_val is None):
+        raise InputError(f"{where} x_val and y_val go together: give both or neither")
+    if x_val is None:
+        return split_validation(_from_arrays(arrays, name, where, standardize), val_fraction)
+    if val_fraction:
+        raise InputError(f"{where} val_fraction={val_fraction!r} and x_val are exclusive: give one")
+    # The validation arrays are checked as a test set is, against the same training set.
+    val = {**arrays, "x_test": np.asarray(x_val), "y_test": np.asarray(y_val)}
+    message = f"{where} (x_val, y_val in the place of x_test, y_test):"
+    with_val = _from_arrays(val, name, message, standardize)
+    dataset = _from_arrays(arrays, name, where, standardize)
+    return dataset._replace(
+        num_classes=max(dataset.num_classes, with_val.num_classes),
+        x_val=with_val.x_test,
+        y_val=with_val.y_test,
+    )
 
 
 def _from_arrays(arrays: dict, name: str, where: str, standardize: str) -> Dataset:

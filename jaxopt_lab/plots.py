@@ -32,8 +32,20 @@ from jaxopt_lab.errors import InputError
 __all__ = ["PLOT_METRICS", "heatmap", "heatmap_data", "curves", "format_lr"]
 
 # Metrics the plots can show, and whether larger is better.
-PLOT_METRICS = {"test_loss": False, "train_loss": False, "test_accuracy": True}
-_LABELS = {"test_loss": "test loss", "train_loss": "train loss", "test_accuracy": "test accuracy"}
+PLOT_METRICS = {
+    "test_loss": False,
+    "train_loss": False,
+    "test_accuracy": True,
+    "val_loss": False,
+    "val_accuracy": True,
+}
+_LABELS = {
+    "test_loss": "test loss",
+    "train_loss": "train loss",
+    "test_accuracy": "test accuracy",
+    "val_loss": "validation loss",
+    "val_accuracy": "validation accuracy",
+}
 _OPTIMIZER_ORDER = ("sgd", "momentum", "rmsprop", "adam")
 _DPI = 150
 _MAX_ANNOTATED_COLUMNS = 12
@@ -77,12 +89,16 @@ def _lr_labels(values) -> list[str]:
     return [repr(float(v)) for v in values]
 
 
-def _check(table: pd.DataFrame, metric: str) -> None:
-    if metric not in PLOT_METRICS:
-        raise InputError(
-            f"metric={metric!r} is invalid: expected one of {', '.join(map(repr, PLOT_METRICS))}"
-        )
+def _check(table: pd.DataFrame, metric: str | None) -> str:
+    """The metric to draw: ``metric``, by default ``val_loss`` with a validation set, else
+    ``test_loss``."""
+    if metric is None:
+        metric = "val_loss" if "val_loss" in table.columns else "test_loss"
     results_lib._check_table(table)
+    if metric not in PLOT_METRICS or metric not in table.columns:
+        valid = [m for m in PLOT_METRICS if m in table.columns]
+        raise InputError(f"metric={metric!r} is invalid: expected one of {', '.join(map(repr, valid))}")
+    return metric
 
 
 def _optimizers(table: pd.DataFrame) -> list[str]:
@@ -127,7 +143,7 @@ def _lr_cells(cells: pd.DataFrame) -> pd.DataFrame:
     return best.sort_values(keys).reset_index(drop=True)
 
 
-def heatmap_data(table: pd.DataFrame, metric: str = "test_loss") -> dict[str, pd.DataFrame]:
+def heatmap_data(table: pd.DataFrame, metric: str | None = None) -> dict[str, pd.DataFrame]:
     """The matrices :func:`heatmap` draws, one per optimizer.
 
     Entry ``[batch_size, learning_rate]`` is ``mean over seeds of (min over
@@ -137,13 +153,14 @@ def heatmap_data(table: pd.DataFrame, metric: str = "test_loss") -> dict[str, pd
 
     Args:
       table: a results table.
-      metric: one of :data:`PLOT_METRICS`.
+      metric: one of :data:`PLOT_METRICS` (default: ``val_loss`` with a validation set,
+        else ``test_loss``).
 
     Returns:
       ``{optimizer: DataFrame}``, each indexed by every batch size of the table
       (ascending) with a column per learning rate of the table (ascending).
     """
-    _check(table, metric)
+    metric = _check(table, metric)
     data, _ = _matrices(table, metric)
     return data
 
@@ -214,7 +231,7 @@ def _save(fig: Figure, path) -> None:
     results_lib.atomic_write_bytes(path, buffer.getvalue())
 
 
-def heatmap(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Figure:
+def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Figure:
     """Best ``metric`` over learning rate (x) and batch size (y), one panel per optimizer.
 
     Each cell is :func:`heatmap_data`'s entry. Panels share one color scale,
@@ -227,12 +244,13 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Fig
       table: a results table.
       path: where to write the picture (format from the suffix, PNG by
         default), atomically; ``None`` to only return the figure.
-      metric: one of :data:`PLOT_METRICS`.
+      metric: one of :data:`PLOT_METRICS` (default: ``val_loss`` with a validation set,
+        else ``test_loss``).
 
     Returns:
       The figure.
     """
-    _check(table, metric)
+    metric = _check(table, metric)
     larger_is_better = PLOT_METRICS[metric]
     values, diverged = _matrices(table, metric)
     optimizers = list(values)
@@ -406,7 +424,7 @@ def _matching(table: pd.DataFrame, winner: pd.Series, columns: list[str]) -> pd.
     return keep
 
 
-def curves(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Figure:
+def curves(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Figure:
     """``metric`` against examples seen, one line per batch size, one panel per optimizer.
 
     Each batch size is drawn at its best learning rate (the heatmap's outlined
@@ -418,12 +436,13 @@ def curves(table: pd.DataFrame, path=None, *, metric: str = "test_loss") -> Figu
       table: a results table.
       path: where to write the picture (format from the suffix, PNG by
         default), atomically; ``None`` to only return the figure.
-      metric: one of :data:`PLOT_METRICS`.
+      metric: one of :data:`PLOT_METRICS` (default: ``val_loss`` with a validation set,
+        else ``test_loss``).
 
     Returns:
       The figure.
     """
-    _check(table, metric)
+    metric = _check(table, metric)
     winners = _winners(table, metric)
     optimizers = _optimizers(table)
     batch_sizes = sorted(winners["batch_size"].unique())

@@ -68,6 +68,8 @@ METRIC_COLUMNS = (
     "test_accuracy",
     "diverged",
     "applied_lr",  # the learning rate of the last step before the point (schedule, lr_rule)
+    "val_loss",  # these two only for a dataset with a validation set
+    "val_accuracy",
 )
 # A table written before `applied_lr` existed still reads: these are the ones it must have.
 _REQUIRED_METRICS = METRIC_COLUMNS[:6]
@@ -89,6 +91,11 @@ SUMMARY_METRICS = {
     "final_test_accuracy": True,
     "best_test_loss": False,
     "best_test_accuracy": True,
+    # with a validation set:
+    "best_val_loss": False,
+    "best_val_accuracy": True,
+    "test_loss_at_best_val": False,
+    "test_accuracy_at_best_val": True,
 }
 _REQUIRED_COLUMNS = ("config_id", "optimizer", "learning_rate", "batch_size", "seed")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -134,6 +141,11 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
       max over evaluation points, both ignoring NaN;
     - ``best_step``: the step of ``best_test_loss`` (the earliest on ties;
       missing when every test loss is NaN);
+    - with a validation set (``val_loss`` in the table): ``best_val_loss``,
+      ``best_val_accuracy``, ``best_val_step`` (the step of ``best_val_loss``),
+      and ``test_loss_at_best_val``, ``test_accuracy_at_best_val``: the test
+      metrics at that step, the ones to report when the point is chosen on
+      validation data (the tuning playbook);
     - ``diverged``: whether the config diverged at any point.
 
     Args:
@@ -153,19 +165,30 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         out[f"final_{name}"] = last[name].astype(np.float64)
     out["best_test_loss"] = by_config["test_loss"].min().astype(np.float64)
     out["best_test_accuracy"] = by_config["test_accuracy"].max().astype(np.float64)
-    # idxmin refuses all-NaN groups, so rank only the finite rows.
-    finite = rows.dropna(subset=["test_loss"])
-    best_rows = finite.groupby("config_id")["test_loss"].idxmin()
-    best_step = pd.Series(finite.loc[best_rows, "step"].to_numpy(), index=best_rows.index)
-    out["best_step"] = best_step.reindex(out.index).astype("Int64")
+    out["best_step"] = _at_best(rows, "test_loss", "step").reindex(out.index).astype("Int64")
+    if "val_loss" in rows:
+        out["best_val_loss"] = by_config["val_loss"].min().astype(np.float64)
+        out["best_val_accuracy"] = by_config["val_accuracy"].max().astype(np.float64)
+        out["best_val_step"] = _at_best(rows, "val_loss", "step").reindex(out.index).astype("Int64")
+        for name in ("test_loss", "test_accuracy"):
+            out[f"{name}_at_best_val"] = (
+                _at_best(rows, "val_loss", name).reindex(out.index).astype(np.float64)
+            )
     out["diverged"] = by_config["diverged"].any().astype(bool)
     return out.reset_index()
+
+
+def _at_best(rows: pd.DataFrame, metric: str, column: str) -> pd.Series:
+    """Per config, ``column`` at the first evaluation point of its smallest ``metric``."""
+    finite = rows.dropna(subset=[metric])  # idxmin refuses all-NaN groups
+    best = finite.groupby("config_id")[metric].idxmin()
+    return pd.Series(finite.loc[best, column].to_numpy(), index=best.index)
 
 
 def best_learning_rates(
     table: pd.DataFrame,
     by: Sequence[str] | str = ("optimizer", "batch_size"),
-    metric: str = "best_test_loss",
+    metric: str | None = None,
 ) -> pd.DataFrame:
     """The best learning rate of each group, with its mean and spread over seeds.
 
@@ -181,11 +204,16 @@ def best_learning_rates(
       by: the scientific hyperparameters: one row per combination of them.
       metric: a column of :func:`summary` to rank by: one of
         :data:`SUMMARY_METRICS` (losses are minimized, accuracies maximized).
+        Default: ``best_val_loss`` when the table has a validation set (the
+        winner's ``test_loss_at_best_val`` and ``test_accuracy_at_best_val`` are
+        reported beside it), else ``best_test_loss``.
 
     Returns:
       A DataFrame with the ``by`` columns, ``learning_rate`` (NaN when every
       cell diverged), the winner's other hyperparameters, ``<metric>_mean`` and
       ``<metric>_std`` (sample standard deviation over seeds; NaN for one seed),
+      ``test_loss_at_best_val_mean`` and ``test_accuracy_at_best_val_mean`` when
+      ranking by a ``best_val_*`` metric,
       ``num_seeds``, ``num_lrs`` (learning rates tried), ``num_diverged_lrs``
       (learning rates at which every cell diverged) and ``lr_at_edge`` (the
       winner is the smallest or largest learning rate tried, so the search
@@ -196,7 +224,10 @@ def best_learning_rates(
       (github.com/google-research/tuning_playbook).
     """
     _check_table(table)
-    if metric not in SUMMARY_METRICS:
+    has_val = "val_loss" in table.columns
+    if metric is None:
+        metric = "best_val_loss" if has_val else "best_test_loss"
+    if metric not in SUMMARY_METRICS or (not has_val and "val" in metric):
         raise InputError(f"metric={metric!r} is invalid: expected one of {_choices(SUMMARY_METRICS)}")
     by = [by] if isinstance(by, str) else list(by)
     hparams = hyperparameter_columns(table)
@@ -208,6 +239,8 @@ def best_learning_rates(
     nuisance = [c for c in hparams if c not in by and c not in ("learning_rate", "seed")]
 
     configs = summary(table)
+    # chosen on validation data, reported on test data at the chosen point
+    reported = ["test_loss_at_best_val", "test_accuracy_at_best_val"] if metric.startswith("best_val") else []
     cell_keys = [*by, "learning_rate", *nuisance]
     cells = (
         configs.groupby(cell_keys, dropna=False, sort=True)
@@ -216,6 +249,7 @@ def best_learning_rates(
             std=(metric, "std"),
             num_seeds=("seed", "nunique"),
             diverged=("diverged", "any"),
+            **{name: (name, "mean") for name in reported},
         )
         .reset_index()
     )
@@ -235,6 +269,8 @@ def best_learning_rates(
             row[name] = winner[name] if found else None
         row[f"{metric}_mean"] = winner["mean"] if found else math.nan
         row[f"{metric}_std"] = winner["std"] if found else math.nan
+        for name in reported:
+            row[f"{name}_mean"] = winner[name] if found else math.nan
         row["num_seeds"] = int(winner["num_seeds"]) if found else int(group["num_seeds"].max())
         row["num_lrs"] = int(lrs.nunique())
         row["num_diverged_lrs"] = int(dead.sum())
@@ -248,6 +284,7 @@ def best_learning_rates(
         *nuisance,
         f"{metric}_mean",
         f"{metric}_std",
+        *(f"{name}_mean" for name in reported),
         "num_seeds",
         "num_lrs",
         "num_diverged_lrs",

@@ -76,7 +76,7 @@ DYNAMIC_AXES = (
 )
 _FIRST_COLUMNS = ("optimizer", "learning_rate", "batch_size", "seed")
 _METRICS = results_lib.METRIC_COLUMNS
-_CHUNK_COLUMNS = ("config_id", *_METRICS)  # what a chunk file holds
+_VAL_METRICS = ("val_loss", "val_accuracy")  # only for a dataset with a validation set
 # A compile costs about as much as this many example-steps of arithmetic on a small
 # model; `auto` weighs it against the rows the `mask` strategy computes and throws away.
 _COMPILE_EXAMPLE_STEPS = 200_000
@@ -477,8 +477,12 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
     by_config = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("config"))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
+    names = ("x_train", "y_train", "x_test", "y_test") + (
+        ("x_val", "y_val") if dataset.x_val is not None else ()
+    )
+
     def with_arrays(arrays):
-        return dataset._replace(x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
+        return dataset._replace(**dict(zip(names, arrays, strict=True)))
 
     def init(arrays, hparams, key):
         return train_lib.init_state(spec, with_arrays(arrays), hparams, key)
@@ -512,7 +516,7 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
         out_shardings=(by_config, by_config),
         donate_argnums=(2,),
     )
-    arrays = jax.device_put((dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test), replicated)
+    arrays = jax.device_put(tuple(getattr(dataset, name) for name in names), replicated)
     return init_p, segment_p, replay_p, arrays, by_config
 
 
@@ -559,6 +563,7 @@ def _run_chunk(
     hparams, keys, stops = jax.device_put((hparams, keys, jnp.asarray(stop_steps, jnp.int32)), by_config)
     state = init_p(arrays, hparams, keys)
 
+    has_val = train_lib.load_dataset(spec.dataset, spec.dataset_options).x_val is not None
     per_config_points = [set(train_lib.eval_steps(int(s), eval_every)) for s in stop_steps]
     boundaries = sorted(set().union(*per_config_points))
     batch_sizes = configs["batch_size"].to_numpy(np.int64)
@@ -599,6 +604,14 @@ def _run_chunk(
                     "test_accuracy": metrics.test_accuracy[keep].astype(np.float64),
                     "diverged": metrics.diverged[keep].astype(bool),
                     "applied_lr": metrics.applied_lr[keep].astype(np.float64),
+                    **(
+                        {
+                            "val_loss": metrics.val_loss[keep].astype(np.float64),
+                            "val_accuracy": metrics.val_accuracy[keep].astype(np.float64),
+                        }
+                        if has_val
+                        else {}
+                    ),
                 }
             )
         )
@@ -840,6 +853,11 @@ def sweep(
         results_lib.write_definition(os.path.join(out, "sweep.toml"), definition)
 
     devices = tuple(devices or jax.devices())
+    # what a chunk file holds
+    chunk_columns = [
+        "config_id",
+        *(c for c in _METRICS if dataset.x_val is not None or c not in _VAL_METRICS),
+    ]
     bar = _Progress(progress, int(steps.sum()), len(configs), len(groups))
     frames = []
     try:
@@ -853,7 +871,7 @@ def sweep(
                 chunk = rows.iloc[c * size : (c + 1) * size]
                 chunk_steps = steps[chunk["config_id"].to_numpy()]
                 path = chunk_dir and os.path.join(chunk_dir, results_lib.chunk_file_name(g, c))
-                done = results_lib.read_chunk(path, _CHUNK_COLUMNS) if path and resume else None
+                done = results_lib.read_chunk(path, chunk_columns) if path and resume else None
                 if done is not None:
                     frames.append(done)
                     bar.advance(int(chunk_steps.sum()), len(chunk))
@@ -923,7 +941,7 @@ def _assemble(configs, metrics, grid, spec) -> pd.DataFrame:
     swept = [c for c in configs.columns if c not in ("config_id",) + _FIRST_COLUMNS]
     columns = ["config_id", *_FIRST_COLUMNS, *swept]
     table = metrics.merge(configs[columns], on="config_id", how="left")
-    table = table[columns + list(_METRICS)]
+    table = table[columns + [c for c in _METRICS if c in metrics.columns]]
     table = table.sort_values(["config_id", "step"], kind="stable").reset_index(drop=True)
     return table.astype(
         {"config_id": np.int64, "batch_size": np.int64, "seed": np.int64, "learning_rate": np.float64}

@@ -229,6 +229,8 @@ class History(NamedTuple):
     test_accuracy: jax.Array
     diverged: jax.Array
     applied_lr: jax.Array  # the learning rate of the last step before the point
+    val_loss: jax.Array  # on the dataset's validation set (NaN without one)
+    val_accuracy: jax.Array
 
 
 class _Metrics(NamedTuple):
@@ -237,6 +239,8 @@ class _Metrics(NamedTuple):
     test_accuracy: jax.Array
     diverged: jax.Array
     applied_lr: jax.Array
+    val_loss: jax.Array
+    val_accuracy: jax.Array
 
 
 @functools.lru_cache(maxsize=16)
@@ -480,17 +484,17 @@ def _train_step(
     )
 
 
-def _evaluate(spec, model, dataset, state: TrainState):
-    """Test loss (no label smoothing) and accuracy on the whole test set, batch norm in
-    evaluation mode."""
-    outputs, _ = model.apply(state.params, state.model_state, dataset.x_test, train=False)
-    per_example = _per_example_loss(outputs, dataset.y_test, dataset.num_classes, spec.loss)
-    test_loss = jnp.mean(per_example)
+def _evaluate(spec, model, dataset, state: TrainState, x, y):
+    """Loss (no label smoothing) and accuracy on all of ``(x, y)``, batch norm in evaluation
+    mode; NaN for a set that is not there (``x is None``)."""
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    if x is None:
+        return nan, nan
+    outputs, _ = model.apply(state.params, state.model_state, x, train=False)
+    loss = jnp.mean(_per_example_loss(outputs, y, dataset.num_classes, spec.loss))
     if dataset.num_classes:
-        accuracy = jnp.mean((jnp.argmax(outputs, axis=-1) == dataset.y_test).astype(jnp.float32))
-    else:
-        accuracy = jnp.full((), jnp.nan, jnp.float32)
-    return test_loss, accuracy
+        return loss, jnp.mean((jnp.argmax(outputs, axis=-1) == y).astype(jnp.float32))
+    return loss, nan
 
 
 def run_segment(
@@ -534,10 +538,12 @@ def run_segment(
 
     Returns:
       ``(state, metrics)``: the new state with ``loss_sum`` reset, and
-      ``_Metrics(train_loss, test_loss, test_accuracy, diverged, applied_lr)`` where
+      ``_Metrics(train_loss, test_loss, test_accuracy, diverged, applied_lr, val_loss,
+      val_accuracy)`` where
       ``train_loss`` is the mean training loss over the segment's active steps and
       ``applied_lr`` the learning rate of the config's last step in it. The losses
-      and accuracy of a diverged config are NaN.
+      and accuracies of a diverged config are NaN, as are the validation ones of a dataset
+      without a validation set.
     """
     model = get_model(spec, dataset)
     stop_step = spec.steps if stop_step is None else stop_step
@@ -560,7 +566,8 @@ def run_segment(
     interval_start = start if interval_start is None else interval_start
     active_steps = jnp.clip(jnp.minimum(start + num_steps, stop_step) - interval_start, 1, None)
     train_loss = state.loss_sum / active_steps.astype(jnp.float32)
-    test_loss, accuracy = _evaluate(spec, model, dataset, state)
+    test_loss, accuracy = _evaluate(spec, model, dataset, state, dataset.x_test, dataset.y_test)
+    val_loss, val_accuracy = _evaluate(spec, model, dataset, state, dataset.x_val, dataset.y_val)
     nan = jnp.full((), jnp.nan, jnp.float32)
     last_step = jnp.maximum(jnp.minimum(start + num_steps, stop_step) - 1, 0)
     batch_size = hparams.get("batch_size", spec.batch_size)
@@ -570,6 +577,8 @@ def run_segment(
         test_accuracy=jnp.where(state.diverged, nan, accuracy),
         diverged=state.diverged,
         applied_lr=jnp.asarray(learning_rate_at(spec, hparams, batch_size, last_step), jnp.float32),
+        val_loss=jnp.where(state.diverged, nan, val_loss),
+        val_accuracy=jnp.where(state.diverged, nan, val_accuracy),
     )
     loss_sum = jnp.where(reset, jnp.zeros_like(state.loss_sum), state.loss_sum)
     return state._replace(loss_sum=loss_sum), metrics
@@ -622,6 +631,8 @@ def make_train(spec: TrainSpec, dataset: data_lib.Dataset):
             test_accuracy=metrics.test_accuracy,
             diverged=metrics.diverged,
             applied_lr=metrics.applied_lr,
+            val_loss=metrics.val_loss,
+            val_accuracy=metrics.val_accuracy,
         )
 
     return train_fn
