@@ -820,6 +820,7 @@ def sweep(
             f"loss='cross_entropy' is invalid for dataset={spec.dataset!r}: it has no classes; "
             "expected 'squared_error', 'mse' or a callable"
         )
+    train_lib.check_model_fits(spec, dataset)
     params, _ = jax.eval_shape(model.init, jax.random.key(0), dataset.x_train[:1])
     num_examples = int(dataset.x_train.shape[0])
     too_big = configs["batch_size"][configs["batch_size"] > num_examples]

@@ -47,6 +47,7 @@ __all__ = [
     "train",
     "load_dataset",
     "get_model",
+    "check_model_fits",
     "eval_steps",
     "DIVERGE_FACTOR",
     "PYTHON_PREFIX",
@@ -365,6 +366,45 @@ def _per_example_loss(outputs, y, num_classes: int, loss="auto", label_smoothing
     return 0.5 * jnp.sum(jnp.square(outputs - y), axis=-1)
 
 
+def check_model_fits(spec: TrainSpec, dataset: data_lib.Dataset) -> None:
+    """Raise :class:`InputError` when the model's outputs do not fit the targets under the
+    spec's loss, or a callable loss does not return one loss per example; abstractly, on
+    two training examples (``jax.eval_shape``), before anything runs."""
+    model = get_model(spec, dataset)
+    x, y = dataset.x_train[:2], dataset.y_train[:2]
+    params, state = jax.eval_shape(model.init, jax.random.key(0), x)
+    outputs, _ = jax.eval_shape(lambda p, s: model.apply(p, s, x, train=False), params, state)
+    loss = spec.loss
+    if loss == "auto":
+        loss = "cross_entropy" if dataset.num_classes else "squared_error"
+    if loss == "cross_entropy":
+        if outputs.ndim != 2 or outputs.shape[1] < dataset.num_classes:
+            raise InputError(
+                f"model outputs of shape {tuple(outputs.shape)} for 2 examples are invalid for "
+                f"{dataset.num_classes} classes: expected (2, {dataset.num_classes}) logits"
+            )
+    elif not callable(loss) and outputs.shape != y.shape:
+        raise InputError(
+            f"model outputs of shape {tuple(outputs.shape)} for 2 examples are invalid for targets of "
+            f"shape {tuple(y.shape)} under loss={loss!r}: expected the targets' shape"
+        )
+    if callable(loss):
+        try:
+            per_example = jax.eval_shape(loss, outputs, y)
+        except Exception as err:  # the user's function: say where it failed, keep the cause
+            raise InputError(
+                f"loss={getattr(loss, '__name__', loss)!r} cannot take outputs of shape "
+                f"{tuple(outputs.shape)} and targets of shape {tuple(y.shape)}: {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}"
+            ) from err
+        if getattr(per_example, "shape", None) != (2,):
+            raise InputError(
+                f"loss={getattr(loss, '__name__', loss)!r} returned shape "
+                f"{tuple(getattr(per_example, 'shape', ()))} for 2 examples: expected per-example "
+                "losses of shape (2,)"
+            )
+
+
 def _steps_per_epoch(num_examples: int, batch_size):
     return num_examples // batch_size
 
@@ -661,6 +701,7 @@ def train(spec: TrainSpec, hparams: Mapping[str, Any] | None = None, key=0) -> H
       A :class:`History` with one entry per evaluation point.
     """
     check_optimizer_flags(spec.optimizer, spec.optimizer_flags)
+    check_model_fits(spec, load_dataset(spec.dataset, spec.dataset_options))
     hp = default_hparams(spec.optimizer, spec.schedule, **dict(hparams or {}))
     schedules_lib.check_params({k: hp[k] for k in schedules_lib.params_of(spec.schedule)})
     hp.update({k: spec.steps for k, v in hp.items() if v is None})  # a decay that ends with the run

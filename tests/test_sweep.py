@@ -904,3 +904,41 @@ def test_a_sweep_on_arrays_from_python_equals_an_optax_loop_and_records_them(tmp
     assert cli.main(["sweep", "--config", str(out / "sweep.toml"), "--out", str(tmp_path / "again")]) == 2
     assert not (tmp_path / "again").exists()
     assert "came from arrays given in Python (data.from_arrays)" in capsys.readouterr().err
+
+
+class _ThreeOutputs(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3)(x)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (
+            dict(dataset="digits", model=M.from_flax(_ThreeOutputs())),
+            r"model outputs of shape \(2, 3\) for 2 examples are invalid for 10 classes: expected \(2, 10\)",
+        ),
+        (
+            dict(dataset="regression", dataset_options=REG, model=M.from_flax(_ThreeOutputs())),
+            r"model outputs of shape \(2, 3\) .* targets of shape \(2, 1\) under loss='squared_error'",
+        ),
+        (
+            dict(dataset="regression", dataset_options=REG, model="linear", loss=lambda o, y: jnp.sum(o - y)),
+            r"loss='<lambda>' returned shape \(\) for 2 examples: expected per-example losses of shape \(2,\)",
+        ),
+        (
+            dict(dataset="regression", dataset_options=REG, model="linear", loss=lambda o, y: o @ y),
+            r"loss='<lambda>' cannot take outputs of shape \(2, 1\) and targets of shape \(2, 1\): TypeError",
+        ),
+    ],
+)
+def test_a_model_or_loss_that_does_not_fit_the_targets_is_one_line_and_writes_nothing(
+    tmp_path, spec, message
+):
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=message):
+        S.sweep({**spec, "steps": 2, "eval_every": 1}, S.Grid(learning_rate=[0.1]), out=out, progress=False)
+    assert not out.exists()
+    with pytest.raises(InputError, match=message):
+        T.train(T.TrainSpec(**{**spec, "steps": 2, "eval_every": 1}))
