@@ -925,7 +925,7 @@ class _ThreeOutputs(nn.Module):
         ),
         (
             dict(dataset="regression", dataset_options=REG, model="linear", loss=lambda o, y: jnp.sum(o - y)),
-            r"loss='<lambda>' returned shape \(\) for 2 examples: expected per-example losses of shape \(2,\)",
+            r"loss='<lambda>' returned shape \(\) for 2 examples: expected per-example losses of shape",
         ),
         (
             dict(dataset="regression", dataset_options=REG, model="linear", loss=lambda o, y: o @ y),
