@@ -155,14 +155,22 @@ class Grid:
             if len(values) == 0:
                 raise InputError(f"grid axis {name!r} is empty: give it at least one value")
             axes[name] = tuple(values)
+        self.axes: dict[str, tuple] = dict(axes)
+        # Without an optimizer axis the family is the spec's, known to `configs(spec)`: an
+        # axis no registered family takes may be its own, and is checked there.
         families = [optimizers_lib.resolve(v) for v in axes.get("optimizer", ())]
+        self._check(families, unknown_allowed="optimizer" not in axes)
+
+    def _check(self, families, unknown_allowed: bool = False) -> None:
+        """Check every axis name and value against the registry's families and ``families``."""
+        axes = self.axes
         traced, static = _family_axes([*optimizers_lib.REGISTRY.values(), *families])
         valid = STATIC_AXES + DYNAMIC_AXES + tuple(sorted(traced - set(DYNAMIC_AXES))) + tuple(sorted(static))
         for name in axes:
-            if name not in valid:
+            if name not in valid and not unknown_allowed:
                 raise InputError(
-                    f"grid axis {name!r} is invalid: expected one of {_choices(valid)} (a custom "
-                    "family's own axis needs the family in Grid(optimizer=[...]))"
+                    f"grid axis {name!r} is invalid: expected one of {_choices(valid)} (or a "
+                    "hyperparameter of the sweep's own Optimizer family)"
                 )
         # Every numeric value is checked here, where it enters: a NaN would otherwise read
         # as "not given" further on and run with the default.
@@ -197,7 +205,6 @@ class Grid:
         for name in schedules_lib.PARAMS:
             for value in axes.get(name, ()):
                 schedules_lib.check_params({name: value})
-        self.axes: dict[str, tuple] = dict(axes)
 
     def __repr__(self) -> str:
         return f"Grid({', '.join(f'{k}={list(v)!r}' for k, v in self.axes.items())})"
@@ -224,6 +231,7 @@ class Grid:
         """
         spec = spec or train_lib.TrainSpec()
         families = self.families(spec)
+        self._check(list(families.values()))
         axes = {"optimizer": tuple(families), **{k: v for k, v in self.axes.items() if k != "optimizer"}}
         check_size(math.prod(len(v) for v in axes.values()))
         traced, static = _family_axes(families.values())

@@ -258,7 +258,7 @@ def test_grid_drops_hyperparameters_an_optimizer_does_not_take():
     "axes, match",
     [
         (dict(learning_rate=[]), "grid axis 'learning_rate' is empty"),
-        (dict(lr=[0.1]), "grid axis 'lr' is invalid: expected one of"),
+        (dict(optimizer=["sgd"], lr=[0.1]), "grid axis 'lr' is invalid: expected one of"),
         (dict(optimizer=["adagradx"]), "optimizer='adagradx' is invalid: expected one of 'sgd'"),
         (dict(learning_rate=[0.1, -1.0]), "learning_rate=-1.0 is invalid"),
         (dict(batch_size=[0]), "batch_size=0 is invalid"),
@@ -274,6 +274,18 @@ def test_grid_drops_hyperparameters_an_optimizer_does_not_take():
 def test_bad_grids_raise(axes, match):
     with pytest.raises(ValueError, match=match):
         S.Grid(**axes)
+
+
+def test_an_axis_no_family_takes_is_refused_once_the_specs_family_is_known(tmp_path):
+    grid = S.Grid(lr=[0.1])  # without an optimizer axis it may be the spec's family's own
+    with pytest.raises(InputError, match="grid axis 'lr' is invalid: expected one of .*'learning_rate'"):
+        S.sweep(SPEC, grid, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match="clip=nan is invalid: expected a finite number"):
+        family = S.optimizers_lib.Optimizer(
+            lambda learning_rate, clip: optax.sgd(learning_rate), {"learning_rate": 0.1, "clip": 1.0}
+        )
+        S.Grid(clip=[float("nan")]).configs(T.TrainSpec(optimizer=family))
 
 
 def test_bad_sweep_options_raise_before_writing(tmp_path):
