@@ -136,14 +136,14 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
         help="a sweep.toml to start from",
         shown="the built-in sweep" if not single else "the built-in defaults",
     )
-    add("--dataset", help="mnist1d, digits, regression or npz:PATH", shown=spec["dataset"])
+    add("--dataset", help="mnist1d, digits, mnist5k, regression or npz:PATH", shown=spec["dataset"])
     add(
         "--val-fraction",
         type=float,
         help="training examples held out for validation; the best settings are chosen on them",
         shown="0: none",
     )
-    add("--model", help="linear, mlp or cnn1d", shown=spec["model"])
+    add("--model", help="linear, mlp, cnn1d or cnn2d", shown=spec["model"])
     add("--hidden", help="mlp hidden widths, e.g. 256,256", shown="256,256")
     add("--batchnorm", action="store_true", default=None, help="batch norm in the model", shown="off")
     add(

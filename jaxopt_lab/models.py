@@ -43,6 +43,7 @@ __all__ = [
     "linear",
     "mlp",
     "cnn1d",
+    "cnn2d",
     "create",
     "from_flax",
     "from_nnx",
@@ -114,6 +115,26 @@ def _conv(params, x: jax.Array, stride: int) -> jax.Array:
         window_strides=(stride,),
         padding="SAME",
         dimension_numbers=("NWC", "WIO", "NWC"),
+    )
+    return _add_bias(y, params)
+
+
+def _conv2d_init(key, kernel_size: int, in_channels: int, out_channels: int, use_bias: bool):
+    shape = (kernel_size, kernel_size, in_channels, out_channels)
+    params = {"kernel": _kernel_init(key, shape, jnp.float32)}
+    if use_bias:
+        params["bias"] = jnp.zeros((out_channels,), jnp.float32)
+    return params
+
+
+def _conv2d(params, x: jax.Array, stride: int) -> jax.Array:
+    """2-D convolution with "SAME" padding, as ``flax.linen.Conv``: ``(N, H, W, C) -> (N, H', W', C')``."""
+    y = jax.lax.conv_general_dilated(
+        x,
+        params["kernel"],
+        window_strides=(stride, stride),
+        padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
     return _add_bias(y, params)
 
@@ -336,7 +357,80 @@ def cnn1d(
     return Model(init, apply)
 
 
-MODELS: dict[str, Callable[..., Model]] = {"linear": linear, "mlp": mlp, "cnn1d": cnn1d}
+def cnn2d(
+    num_outputs: int,
+    channels: Sequence[int] = (16, 32),
+    kernel_size: int = 3,
+    stride: int = 2,
+    batchnorm: bool = False,
+    activation: str = "relu",
+) -> Model:
+    """A small 2-D convolutional net for images such as ``mnist5k``.
+
+    ``(Conv(k x k, stride, "SAME") -> [BatchNorm] -> activation) * len(channels)
+    -> flatten -> Dense``. Inputs ``(N, H, W)`` are read as ``(N, H, W, 1)``;
+    inputs ``(N, H, W, C)`` are used as they are. With the defaults a 28x28
+    digit becomes 14x14x16, then 7x7x32. As in :func:`mlp`, the convolutions
+    have no bias when followed by batch norm, whose statistics are over the
+    examples and positions of each channel.
+
+    Args:
+      num_outputs: number of outputs.
+      channels: output channels of each convolution.
+      kernel_size: height and width of every kernel.
+      stride: stride of every convolution, in both directions.
+      batchnorm: batch norm after each convolution.
+      activation: a name from :data:`ACTIVATIONS`.
+
+    Returns:
+      A :class:`Model`; params ``{"conv_i": {"kernel", ["bias"]}, "bn_i": ...,
+      "dense_0": {...}}``.
+    """
+    num_outputs = _check_num_outputs(num_outputs)
+    channels = _check_sizes("channels", channels)
+    kernel_size = _check_positive("kernel_size", kernel_size)
+    stride = _check_positive("stride", stride)
+    act = _activation(activation)
+    batchnorm = bool(batchnorm)
+
+    def as_nhwc(x):
+        if x.ndim == 3:
+            return x[..., None]
+        if x.ndim != 4:
+            raise InputError(f"x.shape={x.shape} is invalid for cnn2d: expected (N, H, W) or (N, H, W, C)")
+        return x
+
+    def init(key, x):
+        height, width, in_channels = as_nhwc(x).shape[1:]
+        keys = jax.random.split(key, len(channels) + 1)
+        params, state = {}, {}
+        for i, out_channels in enumerate(channels):
+            params[f"conv_{i}"] = _conv2d_init(
+                keys[i], kernel_size, in_channels, out_channels, use_bias=not batchnorm
+            )
+            if batchnorm:
+                params[f"bn_{i}"], state[f"bn_{i}"] = bn.init(out_channels)
+            in_channels = out_channels
+            height, width = -(-height // stride), -(-width // stride)  # "SAME": ceil(size / stride)
+        params["dense_0"] = _dense_init(keys[-1], height * width * in_channels, num_outputs)
+        return params, state
+
+    def apply(params, state, x, *, train, mask=None, bn_momentum=0.99):
+        h = as_nhwc(x)
+        new_state = {}
+        for i in range(len(channels)):
+            h = _conv2d(params[f"conv_{i}"], h, stride)
+            if batchnorm:
+                h, new_state[f"bn_{i}"] = _batchnorm(
+                    params[f"bn_{i}"], state[f"bn_{i}"], h, train=train, mask=mask, momentum=bn_momentum
+                )
+            h = act(h)
+        return _dense(params["dense_0"], _flatten(h)), new_state
+
+    return Model(init, apply)
+
+
+MODELS: dict[str, Callable[..., Model]] = {"linear": linear, "mlp": mlp, "cnn1d": cnn1d, "cnn2d": cnn2d}
 
 
 def _freeze(value):

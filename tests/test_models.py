@@ -131,6 +131,7 @@ class FlaxCNN(nn.Module):
     channels: tuple
     momentum: float = 0.99
     use_bn: bool = False
+    kernel_size: tuple = (5,)  # (3, 3): the 2-D net
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -138,8 +139,8 @@ class FlaxCNN(nn.Module):
         for i, c in enumerate(self.channels):
             x = nn.Conv(
                 c,
-                kernel_size=(5,),
-                strides=(2,),
+                kernel_size=self.kernel_size,
+                strides=(2,) * len(self.kernel_size),
                 padding="SAME",
                 use_bias=not self.use_bn,
                 name=f"conv_{i}",
@@ -292,6 +293,25 @@ def test_cnn1d_matches_flax(use_bn):
     _assert_trees_close(eval_state, state, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("use_bn", [False, True])
+def test_cnn2d_matches_flax(use_bn):
+    channels = (4, 6)
+    model = models.cnn2d(10, channels=channels, batchnorm=use_bn)
+    module = FlaxCNN(10, channels, momentum=0.9, use_bn=use_bn, kernel_size=(3, 3))
+    x = _normal(np.random.default_rng(0), (5, 12, 10))  # not square: rows and columns stay apart
+    params, state = _random_variables(model, x, seed=1)
+    assert params["dense_0"]["kernel"].shape == (3 * 3 * 6, 10)  # 12x10 -> 6x5 -> 3x3
+    fparams, fstats = _to_flax(params, state)
+    fvars = jax.eval_shape(module.init, KEY, x)
+    shapes = lambda t: jax.tree.map(jnp.shape, t)
+    assert shapes(fparams) == shapes(fvars["params"])
+    (out, new_state), (out_eval, _) = _both_modes(model, bn_momentum=0.9)(params, state, x)
+    (ref, ref_stats), (ref_eval, _) = _flax_both_modes(module, fparams, fstats, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out_eval, ref_eval, rtol=1e-4, atol=1e-5)
+    _assert_trees_close(new_state, _stats_from_flax(ref_stats), rtol=1e-5, atol=1e-6)
+
+
 def test_state_is_a_stable_pytree_under_vmap_and_scan():
     """init vmaps over keys; apply threads state through lax.scan with the same types."""
     plain = models.mlp(3, hidden=(4,))
@@ -339,7 +359,7 @@ def test_create_is_memoized_and_builds_the_named_model():
 def test_bad_names_and_options_raise():
     with pytest.raises(ValueError) as info:
         models.create("resnet", 10)
-    assert str(info.value) == "model='resnet' is invalid: expected one of 'linear', 'mlp', 'cnn1d'"
+    assert str(info.value) == "model='resnet' is invalid: expected one of 'linear', 'mlp', 'cnn1d', 'cnn2d'"
     with pytest.raises(ValueError, match="option 'depth' is invalid for model='mlp'"):
         models.create("mlp", 10, depth=3)
     with pytest.raises(ValueError, match="option 'hidden' is invalid for model='linear'"):
