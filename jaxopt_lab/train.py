@@ -137,8 +137,8 @@ class TrainSpec:
             )
         elif not isinstance(self.dataset, (str, data_lib.DatasetRef)):
             raise InputError(
-                f"dataset={self.dataset!r} is invalid: expected a name (mnist1d, digits, mnist5k, regression, "
-                "npz:PATH) or a jaxopt_lab.data.Dataset (data.from_arrays)"
+                f"dataset={self.dataset!r} is invalid: expected a name (mnist1d, digits, mnist5k, "
+                "regression, npz:PATH) or a jaxopt_lab.data.Dataset (data.from_arrays)"
             )
         for name in ("model", "loss"):
             value = getattr(self, name)
