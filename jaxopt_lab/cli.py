@@ -199,6 +199,13 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
     )
     add("--strategy", help="auto, bucket or mask", shown=DEFAULT_SWEEP["sweep"]["strategy"])
     add("--chunk-size", type=int, help="configs per compiled call", shown="sized to the devices")
+    if not single:
+        add(
+            "--shard",
+            help="I/N: be worker I (0 <= I < N) of a job array sharing --out; each computes its "
+            "share of the chunks",
+            shown="$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT when set, else the whole sweep",
+        )
     add("--out", help="output folder", shown=_DEFAULT_OUT["run" if single else "sweep"])
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
@@ -330,21 +337,53 @@ def _definition_from_args(args) -> dict:
     return definition
 
 
-def _run_definition(definition: dict, out: str, args) -> None:
-    from jaxopt_lab import results
-    from jaxopt_lab.sweep import Grid, sweep
+def _shard(text: str | None, environ=os.environ) -> tuple[int, int] | None:
+    """``--shard I/N``, else a SLURM job array's task (its index from ``SLURM_ARRAY_TASK_MIN``)."""
+    if text is None:
+        if "SLURM_ARRAY_TASK_ID" not in environ or "SLURM_ARRAY_TASK_COUNT" not in environ:
+            return None
+        try:
+            index = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
+            return index, int(environ["SLURM_ARRAY_TASK_COUNT"])
+        except ValueError:
+            raise InputError(
+                f"SLURM_ARRAY_TASK_ID={environ['SLURM_ARRAY_TASK_ID']!r} is invalid: expected integers in "
+                "SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT"
+            ) from None
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise _UsageError(f"--shard {text!r} is invalid: expected I/N, e.g. 0/3") from None
+    if not 0 <= index < count:
+        raise _UsageError(f"--shard {text!r} is invalid: expected I/N with 0 <= I < N")
+    return index, count
 
+
+def _sweep_arguments(definition: dict) -> tuple[dict, dict]:
+    """The spec (with its option tables) and the sweep options of a definition."""
     spec = dict(definition["spec"])
     for table in ("model_options", "dataset_options", "optimizer_flags"):
         if definition.get(table):
             spec[table] = definition[table]
     options = dict(definition.get("sweep", {}))
+    options.pop("chunk_widths", None)  # how a folder was cut: the sweep reads it from the folder
     unknown = sorted(set(options) - {"strategy", "chunk_size"})
     if unknown:
         raise InputError(f"[sweep] key {unknown[0]!r} is invalid: expected 'strategy' or 'chunk_size'")
+    return spec, options
+
+
+def _run_definition(definition: dict, out: str, args) -> int:
+    from jaxopt_lab import results
+    from jaxopt_lab.sweep import Grid, sweep
+
+    spec, options = _sweep_arguments(definition)
     if args.command == "run":  # one config per device: the numbers of the config run alone (train())
         options.setdefault("chunk_size", 1)
-    if not (args.resume or args.overwrite) and os.path.isdir(out) and os.listdir(out):
+    shard = _shard(getattr(args, "shard", None)) if args.command == "sweep" else None
+    if shard and args.overwrite:
+        raise _UsageError("--shard and --overwrite are exclusive: a worker would delete the others' chunks")
+    if not (args.resume or args.overwrite or shard) and os.path.isdir(out) and os.listdir(out):
         raise _UsageError(
             f"output folder {out!r} is not empty: pass --resume to finish it or --overwrite to replace it"
         )
@@ -355,8 +394,16 @@ def _run_definition(definition: dict, out: str, args) -> None:
         resume=args.resume,
         overwrite=args.overwrite,
         progress="lines" if args.no_progress else True,
+        shard=shard,
         **options,
     )
+    if result.missing:
+        print(
+            f"shard {shard[0]}/{shard[1]} done; {len(result.missing)} chunks are other shards' and not "
+            f"finished yet: the last worker to finish writes {out}/results.parquet (or run "
+            f"`jaxopt-lab report {out}` once they are)"
+        )
+        return 0
     print(
         f"wrote {len(result.table)} rows for {result.table['config_id'].nunique()} configs "
         f"to {out}/ (results.parquet, summary.csv, sweep.toml, heatmap.png, curves.png)"
@@ -365,6 +412,7 @@ def _run_definition(definition: dict, out: str, args) -> None:
         _print_config(results.summary(result.table).iloc[0], results.hyperparameter_columns(result.table))
     else:
         _print_best(results.best_learning_rates(result.table))
+    return 0
 
 
 def _print_config(row, hparams) -> None:
@@ -409,16 +457,40 @@ def _print_best(best) -> None:
         print(best.to_string(index=False))
 
 
-def _report(path: str) -> None:
+def _report(path: str) -> int:
     from jaxopt_lab import plots, results
 
     if not os.path.isfile(os.path.join(path, "results.parquet")):
-        raise _UsageError(f"report {path!r} is invalid: no results.parquet in that folder")
+        if not os.path.isfile(os.path.join(path, "sweep.toml")):
+            raise _UsageError(f"report {path!r} is invalid: no results.parquet or sweep.toml in that folder")
+        missing = _assemble_shards(path)  # a job array's folder: its chunks make the table
+        if missing:
+            shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+            print(
+                f"jaxopt-lab: {path} is not complete: {len(missing)} chunks are missing ({shown}); "
+                f"finish their shards, or compute them here with `jaxopt-lab sweep --config "
+                f"{os.path.join(path, 'sweep.toml')} --out {path} --resume`",
+                file=sys.stderr,
+            )
+            return 1
     table, _ = results.load(path)
     plots.heatmap(table, os.path.join(path, "heatmap.png"))
     plots.curves(table, os.path.join(path, "curves.png"))
     print(f"redrew {path}/heatmap.png and {path}/curves.png")
     _print_best(results.best_learning_rates(table))
+    return 0
+
+
+def _assemble_shards(path: str) -> list[str]:
+    """Write a job array's table from its chunk files; returns the chunks still missing."""
+    from jaxopt_lab import results
+    from jaxopt_lab.sweep import Grid, sweep
+
+    definition = results.read_definition(os.path.join(path, "sweep.toml"))
+    _refuse_python_objects(os.path.join(path, "sweep.toml"), definition.get("objects", {}))
+    spec, options = _sweep_arguments(definition)
+    result = sweep(spec, Grid(**definition["grid"]), out=path, progress=False, compute=False, **options)
+    return list(result.missing)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,8 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         if args.command == "report":
-            _report(args.dir)
-            return 0
+            return _report(args.dir)
         if args.command == "sweep":
             from jaxopt_lab.sweep import one_device_per_cpu_core
 
@@ -442,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             raise _UsageError(f"--out {args.out!r} is invalid: expected a folder name")
         definition = _definition_from_args(args)
         out = _DEFAULT_OUT[args.command] if args.out is None else args.out
-        _run_definition(definition, out, args)
+        return _run_definition(definition, out, args)
     except InputError as err:  # the user's mistake; anything else is a bug and keeps its traceback
         print(f"jaxopt-lab: error: {err}", file=sys.stderr)
         return 2

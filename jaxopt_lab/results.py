@@ -57,6 +57,7 @@ __all__ = [
     "foreign_entries",
     "remove_sweep_files",
     "remove_temporary_files",
+    "has_sweep_contents",
     "read_chunk",
 ]
 
@@ -408,6 +409,21 @@ def remove_sweep_files(out_dir: str | os.PathLike) -> None:
         os.rmdir(chunks)
     for name in os.listdir(out_dir):
         os.remove(os.path.join(out_dir, name))
+
+
+def has_sweep_contents(out_dir: str | os.PathLike) -> bool:
+    """Whether ``out_dir`` holds anything but what a starting sweep leaves for an instant
+    (temporary files of atomic writes, an empty ``chunks/``): a folder that other workers
+    of a job array are just creating still counts as empty."""
+    out_dir = os.fspath(out_dir)
+    for name in os.listdir(out_dir):
+        if _TEMPORARY_FILE.fullmatch(name):
+            continue
+        path = os.path.join(out_dir, name)
+        if name == CHUNK_DIR and os.path.isdir(path) and not os.listdir(path):
+            continue
+        return True
+    return False
 
 
 def remove_temporary_files(out_dir: str | os.PathLike) -> None:

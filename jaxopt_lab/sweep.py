@@ -279,14 +279,23 @@ class SweepResult:
     """What a sweep returns.
 
     Attributes:
-      table: one row per (config, evaluation point).
+      table: one row per (config, evaluation point) of the chunks present.
       definition: the full sweep definition (what ``sweep.toml`` holds).
       strategy: the batch-size strategy that ran (``auto`` resolved).
+      missing: the chunk files (under ``chunks/``) neither computed here nor found in
+        the folder: chunks of other shards not finished yet.
     """
 
     table: pd.DataFrame
     definition: dict
     strategy: str
+    missing: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Whether every chunk is in the table (a shard of a job array, or ``compute=False``,
+        may leave some to other workers: their files are ``missing``)."""
+        return not self.missing
 
     def summary(self) -> pd.DataFrame:
         """One row per config: its hyperparameters, final and best metrics."""
@@ -699,7 +708,7 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
 
 
 # Options that change only how fast a sweep runs: a resume keeps the folder's.
-_SPEED_ONLY = (("sweep", "chunk_size"),)
+_SPEED_ONLY = (("sweep", "chunk_size"), ("sweep", "chunk_widths"))
 
 
 def _definition_difference(stored: dict, now: dict) -> str | None:
@@ -737,7 +746,7 @@ def _check_out_dir(out: str, resume: bool, overwrite: bool, definition: dict) ->
         raise InputError("resume=True and overwrite=True are exclusive: give at most one")
     if os.path.exists(out) and not os.path.isdir(out):
         raise InputError(f"output folder {out!r} is a file: expected a folder")
-    if not (os.path.isdir(out) and os.listdir(out)):
+    if not (os.path.isdir(out) and results_lib.has_sweep_contents(out)):
         return None
     if overwrite:
         foreign = results_lib.foreign_entries(out)
@@ -776,6 +785,8 @@ def sweep(
     progress: bool | str = True,
     devices: Sequence[jax.Device] | None = None,
     plots: bool = True,
+    shard: tuple[int, int] | None = None,
+    compute: bool = True,
 ) -> SweepResult:
     """Run every config of ``grid`` and return the results table.
 
@@ -800,6 +811,14 @@ def sweep(
         ``False``: nothing.
       devices: the devices to shard configs over (default: all).
       plots: draw the heatmap and curves into ``out``.
+      shard: ``(index, count)``: one worker of a job array. The sweep's chunks, in
+        order, are dealt round-robin to ``count`` shards; this call computes chunk
+        ``k`` only when ``k % count == index`` (and it is not in ``out`` already) and
+        reads the others that are there. Workers share ``out`` (each chunk is one
+        file, written atomically); the table, summary and pictures are written by
+        the worker that finds every chunk present, or later by ``compute=False``.
+      compute: ``False`` computes nothing: the table is assembled from the chunk
+        files in ``out`` (``jaxopt-lab report`` on a job array's folder).
 
     Returns:
       A :class:`SweepResult`.
@@ -815,8 +834,14 @@ def sweep(
     if progress not in PROGRESS:
         raise InputError(f"progress={progress!r} is invalid: expected one of {_choices(PROGRESS)}")
     out = os.fspath(out) if out is not None else None
+    stored = None
+    shard = _check_shard(shard, out, overwrite)
+    if not compute and out is None:
+        raise InputError("compute=False needs out=: the table is assembled from its chunk files")
     if out is not None:
-        stored = _check_out_dir(out, resume, overwrite, _definition(spec, grid, strategy, chunk_size, epochs))
+        joins = shard is not None or not compute  # a job array's folder: read what is there
+        definition = _definition(spec, grid, strategy, chunk_size, epochs)
+        stored = _check_out_dir(out, resume or joins, overwrite, definition)
         if stored is not None:  # resume in the folder's order and chunking: its chunk files are those
             grid, chunk_size = _reordered(grid, stored["grid"]), stored.get("sweep", {}).get("chunk_size")
     configs = grid.configs(spec)
@@ -845,6 +870,24 @@ def sweep(
     groups, chosen = plan(spec, configs, steps, strategy, families)
     _check_hparams(configs, groups, params)
     definition = _definition(spec, grid, strategy, chunk_size, epochs)
+    devices = tuple(devices or jax.devices())
+    # Configs per chunk of each group. A resume, a shard and a report take the folder's own
+    # (its chunk files are cut so, and a config's last bits depend on its chunk's width)
+    # when this run's devices can hold them; a report computes nothing and always can.
+    widths = (stored or {}).get("sweep", {}).get("chunk_widths")
+    if not (widths and len(widths) == len(groups)):
+        widths = None
+    elif compute and any(w % len(devices) for w in widths):
+        widths = None
+    if widths is None:
+        widths = []
+        for group in groups:
+            if chunk_size is None:
+                widths.append(_default_chunk_size(group.spec, dataset, devices))
+            else:  # a user's chunk size, cut to the group: never pad beyond the configs that exist
+                n = len(group.config_ids)
+                widths.append(min(_round_up(chunk_size, len(devices)), _round_up(n, len(devices))))
+    definition["sweep"]["chunk_widths"] = [int(w) for w in widths]
 
     chunk_dir = None
     if out is not None:
@@ -856,34 +899,37 @@ def sweep(
             raise InputError(f"out={out!r} is invalid: the folder is not writable")
         if overwrite:
             results_lib.remove_sweep_files(out)
-        results_lib.remove_temporary_files(out)  # left by a write that was killed
+        if shard is None and compute:  # other workers' writes may be under way
+            results_lib.remove_temporary_files(out)  # left by a write that was killed
         chunk_dir = os.path.join(out, results_lib.CHUNK_DIR)
         os.makedirs(chunk_dir, exist_ok=True)
         results_lib.write_definition(os.path.join(out, "sweep.toml"), definition)
 
-    devices = tuple(devices or jax.devices())
     # what a chunk file holds
     chunk_columns = [
         "config_id",
         *(c for c in _METRICS if dataset.x_val is not None or c not in _VAL_METRICS),
     ]
     bar = _Progress(progress, int(steps.sum()), len(configs), len(groups))
-    frames = []
+    frames, missing = [], []
+    k = -1  # the chunk's position in the sweep, which deals it to a shard
+    reads = resume or shard is not None or not compute
     try:
         for g, group in enumerate(groups):
             rows = configs.set_index("config_id").loc[list(group.config_ids)].reset_index()
-            if chunk_size is None:
-                size = _default_chunk_size(group.spec, dataset, devices)
-            else:  # a user's chunk size, cut to the group: never pad beyond the configs that exist
-                size = min(_round_up(chunk_size, len(devices)), _round_up(len(rows), len(devices)))
+            size = widths[g]
             for c in range(math.ceil(len(rows) / size)):
+                k += 1
                 chunk = rows.iloc[c * size : (c + 1) * size]
                 chunk_steps = steps[chunk["config_id"].to_numpy()]
                 path = chunk_dir and os.path.join(chunk_dir, results_lib.chunk_file_name(g, c))
-                done = results_lib.read_chunk(path, chunk_columns) if path and resume else None
+                done = results_lib.read_chunk(path, chunk_columns) if path and reads else None
                 if done is not None:
                     frames.append(done)
                     bar.advance(int(chunk_steps.sum()), len(chunk))
+                    continue
+                if not compute or (shard is not None and k % shard[1] != shard[0]):
+                    missing.append(results_lib.chunk_file_name(g, c))  # another worker's
                     continue
                 # Pad with copies of the first config so the chunk's shape never changes.
                 padded = pd.concat([chunk] + [chunk.iloc[:1]] * (size - len(chunk)), ignore_index=True)
@@ -903,8 +949,14 @@ def sweep(
             bar.group_done(g, group)
     finally:
         bar.close()
-    metrics = pd.concat(frames, ignore_index=True)
+    if missing and out is not None:  # the other workers may have finished meanwhile
+        found = {n: results_lib.read_chunk(os.path.join(chunk_dir, n), chunk_columns) for n in missing}
+        frames += [f for f in found.values() if f is not None]
+        missing = [n for n, f in found.items() if f is None]
+    metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=chunk_columns)
     table = _assemble(configs, metrics, grid, spec)
+    if missing:
+        return SweepResult(table=table, definition=definition, strategy=chosen, missing=tuple(missing))
     if out is not None:
         results_lib.save(out, table, definition)
         if plots:
@@ -913,6 +965,25 @@ def sweep(
             plots_lib.heatmap(table, os.path.join(out, "heatmap.png"))
             plots_lib.curves(table, os.path.join(out, "curves.png"))
     return SweepResult(table=table, definition=definition, strategy=chosen)
+
+
+def _check_shard(shard, out, overwrite: bool) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    try:
+        index, count = (int(v) for v in shard)
+        valid = (index, count) == tuple(shard) and 0 <= index < count
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise InputError(f"shard={shard!r} is invalid: expected (index, count) with 0 <= index < count")
+    if out is None:
+        raise InputError(f"shard={shard!r} needs out=: the workers of a job array meet in one folder")
+    if overwrite:
+        raise InputError(
+            f"shard={shard!r} and overwrite=True are exclusive: a worker would delete the others' chunks"
+        )
+    return index, count
 
 
 def _check_hparams(configs: pd.DataFrame, groups, params) -> None:
