@@ -486,9 +486,18 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _replays(devices) -> bool:
+    """Whether segments run fast and unfrozen, replaying one in which a config diverged
+    (a CPU: the select that freezes a diverged config costs up to a fifth of a small step),
+    or frozen with the state donated (an accelerator: a chunk's state may fill the device,
+    and keeping a segment's input for a replay would double it)."""
+    return devices[0].platform == "cpu"
+
+
 @functools.lru_cache(maxsize=64)
-def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
-    """The jitted init and segment programs of one group, sharded over ``devices``."""
+def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple, replays: bool = True):
+    """The jitted init and segment programs of one group, sharded over ``devices``; with
+    ``replays=False`` the segment donates its state and there is no replay program."""
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
     mesh = jax.sharding.Mesh(np.asarray(devices), ("config",))
     by_config = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("config"))
@@ -523,6 +532,14 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
         return jax.vmap(fn, in_axes=(None, 0, 0, None, None, 0, 0, 0), axis_name="config")
 
     init_p = jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=by_config)
+    arrays = jax.device_put(tuple(getattr(dataset, name) for name in names), replicated)
+    if not replays:  # every segment frozen at a config's first non-finite loss; state donated
+        segment_p = jax.jit(
+            vmapped(functools.partial(segment, freeze=True)),
+            out_shardings=(by_config, by_config),
+            donate_argnums=(2,),
+        )
+        return init_p, segment_p, None, arrays, by_config
     # The fast segment keeps its input state, from which a segment where a config
     # diverged is replayed; the replay (compiled only if one is needed) can donate it.
     segment_p = jax.jit(
@@ -533,7 +550,6 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple):
         out_shardings=(by_config, by_config),
         donate_argnums=(2,),
     )
-    arrays = jax.device_put(tuple(getattr(dataset, name) for name in names), replicated)
     return init_p, segment_p, replay_p, arrays, by_config
 
 
@@ -564,7 +580,9 @@ def _run_chunk(
     optimizer steps the real configs took in it.
     """
     spec = group.spec
-    init_p, segment_p, replay_p, arrays, by_config = _programs(spec, group.dynamic_batch, devices)
+    init_p, segment_p, replay_p, arrays, by_config = _programs(
+        spec, group.dynamic_batch, devices, _replays(devices)
+    )
     hparams = {}
     for name, default in train_lib.default_hparams(spec.optimizer, spec.schedule).items():
         column = configs[name] if name in configs else pd.Series([default] * len(configs))
@@ -597,7 +615,7 @@ def _run_chunk(
         new_state, metrics = segment_p(*args)
         metrics = jax.device_get(metrics)
         newly = np.asarray(metrics.diverged) & ~diverged
-        if newly.any():
+        if newly.any() and replay_p is not None:
             # A config diverged inside the segment: run it again, freezing each config
             # at its first non-finite loss, and take from that run only the configs that
             # diverged, so the others' numbers do not depend on their neighbours.

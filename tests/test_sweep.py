@@ -153,6 +153,32 @@ def test_a_diverging_config_leaves_the_others_untouched():
     _assert_same(b[b.learning_rate != 1e4].reset_index(drop=True), a)
 
 
+def test_donated_frozen_segments_give_the_replayed_table_and_free_their_input(monkeypatch):
+    """An accelerator's segments donate the chunk's state and freeze a diverging config in
+    the same pass: the table of the CPU's fast segments with their replay (to rounding)."""
+    grid = S.Grid(optimizer=["sgd"], learning_rate=[0.01, 0.1, 1e4], batch_size=[16], seed=[0])
+    replayed = _run(grid, chunk_size=4)
+    real, donated = S._programs, []
+
+    def programs(spec, dynamic_batch, devices, replays):
+        init_p, segment_p, replay_p, arrays, by_config = real(spec, dynamic_batch, devices, replays)
+        assert replay_p is None and not replays
+
+        def segment(*args):
+            out = segment_p(*args)
+            donated.append(all(leaf.is_deleted() for leaf in jax.tree.leaves(args[2])))
+            return out
+
+        return init_p, segment, replay_p, arrays, by_config
+
+    monkeypatch.setattr(S, "_replays", lambda devices: False)
+    monkeypatch.setattr(S, "_programs", programs)
+    frozen = _run(grid, chunk_size=4)
+    _assert_same(frozen, replayed, rtol=1e-6)  # the select fuses differently: last-bit rounding
+    assert frozen.loc[frozen.learning_rate == 1e4, "diverged"].all()
+    assert donated and all(donated)  # each segment's input state was given to XLA
+
+
 def test_a_second_chunk_does_not_recompile(caplog):
     S._programs.cache_clear()
     grid = S.Grid(optimizer=["sgd"], learning_rate=list(np.geomspace(1e-3, 1e-1, 9)), batch_size=[16])
