@@ -199,6 +199,12 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
     )
     add("--strategy", help="auto, bucket or mask", shown=DEFAULT_SWEEP["sweep"]["strategy"])
     add("--chunk-size", type=int, help="configs per compiled call", shown="sized to the devices")
+    add(
+        "--checkpoint-every",
+        type=float,
+        help="seconds between checkpoints of a running chunk (0: every segment; inf: never)",
+        shown="300",
+    )
     if not single:
         add(
             "--shard",
@@ -359,6 +365,13 @@ def _shard(text: str | None, environ=os.environ) -> tuple[int, int] | None:
     return index, count
 
 
+def _checkpoint_every(seconds: float | None) -> float | None:
+    """``--checkpoint-every``: default 300 s; ``inf``: never (``None`` for the sweep)."""
+    if seconds is None:
+        return 300.0
+    return None if seconds == math.inf else seconds
+
+
 def _sweep_arguments(definition: dict) -> tuple[dict, dict]:
     """The spec (with its option tables) and the sweep options of a definition."""
     spec = dict(definition["spec"])
@@ -395,6 +408,7 @@ def _run_definition(definition: dict, out: str, args) -> int:
         overwrite=args.overwrite,
         progress="lines" if args.no_progress else True,
         shard=shard,
+        checkpoint_every=_checkpoint_every(args.checkpoint_every),
         **options,
     )
     if result.missing:

@@ -23,6 +23,7 @@ import numbers
 import os
 import re
 import secrets
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jaxopt_lab.checkpoints import CHECKPOINT_DIR
 from jaxopt_lab.errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -370,6 +372,7 @@ def load(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
 SWEEP_FILES = ("sweep.toml", "results.parquet", "summary.csv", "heatmap.png", "curves.png")
 CHUNK_DIR = "chunks"
 _CHUNK_FILE = re.compile(r"group\d{3,}-chunk\d{4,}\.parquet(\.corrupt)?")
+_CHUNK_NAME = re.compile(r"group\d{3,}-chunk\d{4,}")
 _TEMPORARY_FILE = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # atomic_write_bytes's
 
 
@@ -384,7 +387,12 @@ def foreign_entries(out_dir: str | os.PathLike) -> list[str]:
     foreign = []
     for name in sorted(os.listdir(out_dir)):
         path = os.path.join(out_dir, name)
-        if name == CHUNK_DIR and os.path.isdir(path) and not os.path.islink(path):
+        if name == CHECKPOINT_DIR and os.path.isdir(path) and not os.path.islink(path):
+            # orbax's folders, one per chunk, whatever they hold
+            foreign += [
+                os.path.join(name, n) for n in sorted(os.listdir(path)) if not _CHUNK_NAME.fullmatch(n)
+            ]
+        elif name == CHUNK_DIR and os.path.isdir(path) and not os.path.islink(path):
             for inner in sorted(os.listdir(path)):
                 inner_path = os.path.join(path, inner)
                 if not (
@@ -407,6 +415,7 @@ def remove_sweep_files(out_dir: str | os.PathLike) -> None:
         for name in os.listdir(chunks):
             os.remove(os.path.join(chunks, name))
         os.rmdir(chunks)
+    shutil.rmtree(os.path.join(out_dir, CHECKPOINT_DIR), ignore_errors=True)
     for name in os.listdir(out_dir):
         os.remove(os.path.join(out_dir, name))
 

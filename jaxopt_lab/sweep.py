@@ -26,6 +26,7 @@ import functools
 import itertools
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxopt_lab import checkpoints as checkpoints_lib
 from jaxopt_lab import data as data_lib
 from jaxopt_lab import fingerprints
 from jaxopt_lab import optimizers as optimizers_lib
@@ -573,11 +575,14 @@ def _run_chunk(
     eval_every: int,
     devices: tuple,
     on_segment,
+    checkpoint=None,
 ) -> pd.DataFrame:
     """Train one chunk of configs of a group; returns the rows of its first ``num_real`` configs.
 
     ``on_segment(config_steps, 0)`` is called after each segment with the
-    optimizer steps the real configs took in it.
+    optimizer steps the real configs took in it. With a
+    :class:`~jaxopt_lab.checkpoints.ChunkCheckpoint`, the chunk starts from its latest
+    checkpoint, if any, and saves one between segments as often as it asks.
     """
     spec = group.spec
     init_p, segment_p, replay_p, arrays, by_config = _programs(
@@ -608,7 +613,16 @@ def _run_chunk(
     # A chunk stops at every config's evaluation points; a config's training loss is
     # averaged over its own interval, which may span several of those segments.
     interval_start = np.zeros(len(configs), np.int32)
+    restored = checkpoint.restore(state) if checkpoint is not None else None
+    if restored is not None:  # continue where the last checkpoint left the chunk
+        state, meta, rows = restored
+        start, frames = int(meta["start"]), [rows]
+        diverged = np.asarray(meta["diverged"], bool)
+        interval_start = np.asarray(meta["interval_start"], np.int32)
+        on_segment(int(np.clip(np.minimum(start, stop_steps[:num_real]), 0, None).sum()), 0)
     for end in boundaries:
+        if end <= start:
+            continue
         keep = np.array([end in points for points in per_config_points])
         intervals = jax.device_put((interval_start, keep), by_config)
         args = (arrays, hparams, state, np.int32(start), np.int32(end - start), stops, *intervals)
@@ -651,6 +665,9 @@ def _run_chunk(
             )
         )
         start = end
+        if checkpoint is not None and end < boundaries[-1]:
+            meta = {"start": end, "diverged": diverged.tolist(), "interval_start": interval_start.tolist()}
+            checkpoint.maybe_save(end, state, meta, pd.concat(frames, ignore_index=True))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -805,6 +822,7 @@ def sweep(
     plots: bool = True,
     shard: tuple[int, int] | None = None,
     compute: bool = True,
+    checkpoint_every: float | None = 300.0,
 ) -> SweepResult:
     """Run every config of ``grid`` and return the results table.
 
@@ -837,6 +855,9 @@ def sweep(
         the worker that finds every chunk present, or later by ``compute=False``.
       compute: ``False`` computes nothing: the table is assembled from the chunk
         files in ``out`` (``jaxopt-lab report`` on a job array's folder).
+      checkpoint_every: seconds between checkpoints of a running chunk's state in
+        ``out/checkpoints/`` (orbax), so that a killed chunk resumes from its last
+        one; ``0``: after every segment; ``None``: never.
 
     Returns:
       A :class:`SweepResult`.
@@ -856,6 +877,15 @@ def sweep(
     shard = _check_shard(shard, out, overwrite)
     if not compute and out is None:
         raise InputError("compute=False needs out=: the table is assembled from its chunk files")
+    if checkpoint_every is not None and (
+        isinstance(checkpoint_every, bool)
+        or not isinstance(checkpoint_every, (int, float, np.number))
+        or not checkpoint_every >= 0
+    ):
+        raise InputError(
+            f"checkpoint_every={checkpoint_every!r} is invalid: expected seconds >= 0 (0: after every "
+            "segment) or None (never)"
+        )
     if out is not None:
         joins = shard is not None or not compute  # a job array's folder: read what is there
         definition = _definition(spec, grid, strategy, chunk_size, epochs)
@@ -951,6 +981,13 @@ def sweep(
                     continue
                 # Pad with copies of the first config so the chunk's shape never changes.
                 padded = pd.concat([chunk] + [chunk.iloc[:1]] * (size - len(chunk)), ignore_index=True)
+                checkpoint = None
+                if path and checkpoint_every is not None:
+                    name = os.path.splitext(results_lib.chunk_file_name(g, c))[0]
+                    folder = os.path.join(out, checkpoints_lib.CHECKPOINT_DIR, name)
+                    if not reads:  # a fresh sweep: nothing to continue from
+                        shutil.rmtree(folder, ignore_errors=True)
+                    checkpoint = checkpoints_lib.ChunkCheckpoint(folder, checkpoint_every)
                 frame = _run_chunk(
                     group,
                     padded,
@@ -959,10 +996,13 @@ def sweep(
                     spec.eval_every,
                     devices,
                     bar.advance,
+                    checkpoint,
                 )
                 bar.advance(0, len(chunk))
                 if path:
                     results_lib.atomic_write_parquet(frame, path)
+                if checkpoint is not None:
+                    checkpoint.remove()  # the chunk's file holds its rows now
                 frames.append(frame)
             bar.group_done(g, group)
     finally:
