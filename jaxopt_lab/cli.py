@@ -200,6 +200,12 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
     add("--strategy", help="auto, bucket or mask", shown=DEFAULT_SWEEP["sweep"]["strategy"])
     add("--chunk-size", type=int, help="configs per compiled call", shown="sized to the devices")
     add(
+        "--data-parallel",
+        type=int,
+        help="devices per config: each config's batch is split over them (a (config, data) mesh)",
+        shown="1",
+    )
+    add(
         "--checkpoint-every",
         type=float,
         help="seconds between checkpoints of a running chunk (0: every segment; inf: never)",
@@ -409,6 +415,7 @@ def _run_definition(definition: dict, out: str, args) -> int:
         progress="lines" if args.no_progress else True,
         shard=shard,
         checkpoint_every=_checkpoint_every(args.checkpoint_every),
+        data_parallel=1 if args.data_parallel is None else args.data_parallel,
         **options,
     )
     if result.missing:

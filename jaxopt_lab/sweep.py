@@ -497,13 +497,27 @@ def _replays(devices) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple, replays: bool = True):
+def _programs(
+    spec: train_lib.TrainSpec,
+    dynamic_batch: bool,
+    devices: tuple,
+    replays: bool = True,
+    data_parallel: int = 1,
+):
     """The jitted init and segment programs of one group, sharded over ``devices``; with
-    ``replays=False`` the segment donates its state and there is no replay program."""
+    ``replays=False`` the segment donates its state and there is no replay program.
+
+    The devices form a mesh ``(config, data)`` of shape ``(len(devices) // data_parallel,
+    data_parallel)``: configs are split along ``config``, and each config's batch along
+    ``data`` (its state is replicated there)."""
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("config",))
+    mesh = jax.sharding.Mesh(np.asarray(devices).reshape(-1, data_parallel), ("config", "data"))
     by_config = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("config"))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    # Under vmap(spmd_axis_name="config") a config's batch, (B, ...), is laid out over "data".
+    by_example = (
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")) if data_parallel > 1 else None
+    )
 
     names = ("x_train", "y_train", "x_test", "y_test") + (
         ("x_val", "y_val") if dataset.x_val is not None else ()
@@ -528,10 +542,13 @@ def _programs(spec: train_lib.TrainSpec, dynamic_batch: bool, devices: tuple, re
             freeze=freeze,
             interval_start=interval_start,
             reset=reset,
+            batch_sharding=by_example,
         )
 
     def vmapped(fn):
-        return jax.vmap(fn, in_axes=(None, 0, 0, None, None, 0, 0, 0), axis_name="config")
+        return jax.vmap(
+            fn, in_axes=(None, 0, 0, None, None, 0, 0, 0), axis_name="config", spmd_axis_name="config"
+        )
 
     init_p = jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=by_config)
     arrays = jax.device_put(tuple(getattr(dataset, name) for name in names), replicated)
@@ -576,6 +593,7 @@ def _run_chunk(
     devices: tuple,
     on_segment,
     checkpoint=None,
+    data_parallel: int = 1,
 ) -> pd.DataFrame:
     """Train one chunk of configs of a group; returns the rows of its first ``num_real`` configs.
 
@@ -586,7 +604,7 @@ def _run_chunk(
     """
     spec = group.spec
     init_p, segment_p, replay_p, arrays, by_config = _programs(
-        spec, group.dynamic_batch, devices, _replays(devices)
+        spec, group.dynamic_batch, devices, _replays(devices), data_parallel
     )
     hparams = {}
     for name, default in train_lib.default_hparams(spec.optimizer, spec.schedule).items():
@@ -823,6 +841,7 @@ def sweep(
     shard: tuple[int, int] | None = None,
     compute: bool = True,
     checkpoint_every: float | None = 300.0,
+    data_parallel: int = 1,
 ) -> SweepResult:
     """Run every config of ``grid`` and return the results table.
 
@@ -855,6 +874,10 @@ def sweep(
         the worker that finds every chunk present, or later by ``compute=False``.
       compute: ``False`` computes nothing: the table is assembled from the chunk
         files in ``out`` (``jaxopt-lab report`` on a job array's folder).
+      data_parallel: devices per config: the devices form a mesh ``(config, data)``
+        with ``data`` of this size, and each config's batch is split over it (losses,
+        gradients and batch-norm statistics are those of the whole batch). It must
+        divide the device count and every batch size.
       checkpoint_every: seconds between checkpoints of a running chunk's state in
         ``out/checkpoints/`` (orbax), so that a killed chunk resumes from its last
         one; ``0``: after every segment; ``None``: never.
@@ -919,22 +942,25 @@ def sweep(
     _check_hparams(configs, groups, params)
     definition = _definition(spec, grid, strategy, chunk_size, epochs)
     devices = tuple(devices or jax.devices())
+    _check_data_parallel(data_parallel, len(devices), configs["batch_size"])
+    config_devices = devices[:: int(data_parallel)]  # one per position of the config axis
     # Configs per chunk of each group. A resume, a shard and a report take the folder's own
     # (its chunk files are cut so, and a config's last bits depend on its chunk's width)
     # when this run's devices can hold them; a report computes nothing and always can.
     widths = (stored or {}).get("sweep", {}).get("chunk_widths")
     if not (widths and len(widths) == len(groups)):
         widths = None
-    elif compute and any(w % len(devices) for w in widths):
+    elif compute and any(w % len(config_devices) for w in widths):
         widths = None
     if widths is None:
         widths = []
+        n_config = len(config_devices)
         for group in groups:
             if chunk_size is None:
-                widths.append(_default_chunk_size(group.spec, dataset, devices))
+                widths.append(_default_chunk_size(group.spec, dataset, config_devices))
             else:  # a user's chunk size, cut to the group: never pad beyond the configs that exist
                 n = len(group.config_ids)
-                widths.append(min(_round_up(chunk_size, len(devices)), _round_up(n, len(devices))))
+                widths.append(min(_round_up(chunk_size, n_config), _round_up(n, n_config)))
     definition["sweep"]["chunk_widths"] = [int(w) for w in widths]
 
     chunk_dir = None
@@ -997,6 +1023,7 @@ def sweep(
                     devices,
                     bar.advance,
                     checkpoint,
+                    int(data_parallel),
                 )
                 bar.advance(0, len(chunk))
                 if path:
@@ -1023,6 +1050,27 @@ def sweep(
             plots_lib.heatmap(table, os.path.join(out, "heatmap.png"))
             plots_lib.curves(table, os.path.join(out, "curves.png"))
     return SweepResult(table=table, definition=definition, strategy=chosen)
+
+
+def _check_data_parallel(data_parallel, num_devices: int, batch_sizes) -> None:
+    if (
+        isinstance(data_parallel, bool)
+        or not isinstance(data_parallel, (int, np.integer))
+        or data_parallel < 1
+    ):
+        raise InputError(f"data_parallel={data_parallel!r} is invalid: expected a positive integer")
+    if num_devices % data_parallel:
+        divisors = [d for d in range(1, num_devices + 1) if num_devices % d == 0]
+        raise InputError(
+            f"data_parallel={data_parallel} is invalid for {num_devices} devices: expected one of "
+            f"{', '.join(map(str, divisors))}"
+        )
+    uneven = sorted({int(b) for b in batch_sizes if int(b) % data_parallel})
+    if uneven:
+        raise InputError(
+            f"data_parallel={data_parallel} is invalid for batch_size={uneven[0]}: expected a divisor "
+            "of every batch size (each device takes an equal share of a batch)"
+        )
 
 
 def _check_shard(shard, out, overwrite: bool) -> tuple[int, int] | None:

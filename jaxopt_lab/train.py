@@ -448,9 +448,22 @@ def _any(flag: jax.Array, axis_name) -> jax.Array:
 
 
 def _train_step(
-    spec, model, dataset, hparams, state: TrainState, step, stop_step, axis_name=None, freeze=True
+    spec,
+    model,
+    dataset,
+    hparams,
+    state: TrainState,
+    step,
+    stop_step,
+    axis_name=None,
+    freeze=True,
+    batch_sharding=None,
 ) -> TrainState:
     """One optimizer step; a config that diverged or passed ``stop_step`` keeps its state.
+
+    ``batch_sharding`` lays the batch's example axis out over devices (a sweep's ``data``
+    mesh axis): the reductions over it (the loss, batch-norm statistics) stay the same
+    code, and XLA's partitioner computes them over the whole batch.
 
     With ``freeze=False`` it does not: see :func:`run_segment`.
     """
@@ -473,6 +486,9 @@ def _train_step(
     idx = jnp.take(perm, (position + offsets) % num_examples)
     mask = None if "batch_size" not in hparams else offsets < batch_size
     xb, yb = dataset.x_train[idx], dataset.y_train[idx]
+    if batch_sharding is not None:
+        xb, yb = jax.lax.with_sharding_constraint((xb, yb), batch_sharding)
+        mask = None if mask is None else jax.lax.with_sharding_constraint(mask, batch_sharding)
 
     def loss_fn(params):
         outputs, new_model_state = model.apply(
@@ -549,6 +565,7 @@ def run_segment(
     freeze=True,
     interval_start=None,
     reset=True,
+    batch_sharding=None,
 ):
     """Advance ``state`` by ``num_steps`` steps from step ``start``, then evaluate.
 
@@ -576,6 +593,8 @@ def run_segment(
     ``interval_start`` (default ``start``), and ``loss_sum`` is cleared only where
     ``reset`` (default: always), at the config's own evaluation points.
 
+    ``batch_sharding`` splits each batch's examples over devices (see ``_train_step``).
+
     Returns:
       ``(state, metrics)``: the new state with ``loss_sum`` reset, and
       ``_Metrics(train_loss, test_loss, test_accuracy, diverged, applied_lr, val_loss,
@@ -589,7 +608,9 @@ def run_segment(
     stop_step = spec.steps if stop_step is None else stop_step
 
     def body(step, state):
-        return _train_step(spec, model, dataset, hparams, state, step, stop_step, axis_name, freeze)
+        return _train_step(
+            spec, model, dataset, hparams, state, step, stop_step, axis_name, freeze, batch_sharding
+        )
 
     entry = state
     state = jax.lax.fori_loop(start, start + num_steps, body, state)

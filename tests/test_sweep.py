@@ -137,12 +137,6 @@ def test_same_seed_gives_an_identical_table(grid, bucket_table):
     _assert_same(_run(grid, strategy="bucket"), bucket_table)
 
 
-def test_four_devices_give_the_same_table_as_one(grid, bucket_table):
-    assert len(jax.devices()) == 4
-    one = _run(grid, strategy="bucket", devices=jax.devices()[:1])
-    _assert_same(one, bucket_table, rtol=1e-4)
-
-
 def test_a_diverging_config_leaves_the_others_untouched():
     stable = S.Grid(optimizer=["sgd"], learning_rate=[0.01, 0.1], batch_size=[16], seed=[0])
     with_bad = S.Grid(optimizer=["sgd"], learning_rate=[0.01, 0.1, 1e4], batch_size=[16], seed=[0])
@@ -160,9 +154,9 @@ def test_donated_frozen_segments_give_the_replayed_table_and_free_their_input(mo
     replayed = _run(grid, chunk_size=4)
     real, donated = S._programs, []
 
-    def programs(spec, dynamic_batch, devices, replays):
-        init_p, segment_p, replay_p, arrays, by_config = real(spec, dynamic_batch, devices, replays)
-        assert replay_p is None and not replays
+    def programs(*args):
+        init_p, segment_p, replay_p, arrays, by_config = real(*args)
+        assert replay_p is None
 
         def segment(*args):
             out = segment_p(*args)
