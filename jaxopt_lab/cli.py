@@ -212,6 +212,21 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
         shown="300",
     )
     if not single:
+        p.add_argument(
+            "--distributed",
+            action="store_true",
+            help="one program over several processes (jax.distributed): the cluster from SLURM or a "
+            "TPU pod, or --coordinator, --num-processes and --process-id; process 0 writes --out",
+        )
+        add("--coordinator", help="HOST:PORT of process 0 (implies --distributed)", shown="detected")
+        add("--num-processes", type=int, help="processes in the job", shown="detected")
+        add("--process-id", type=int, help="this process's index, 0 .. N-1", shown="detected")
+        add(
+            "--distributed-timeout",
+            type=int,
+            help="seconds to wait for every process, at the start and when one stops answering",
+            shown="300",
+        )
         add(
             "--shard",
             help="I/N: be worker I (0 <= I < N) of a job array sharing --out; each computes its "
@@ -418,6 +433,10 @@ def _run_definition(definition: dict, out: str, args) -> int:
         data_parallel=1 if args.data_parallel is None else args.data_parallel,
         **options,
     )
+    from jaxopt_lab.distributed import is_writer
+
+    if not is_writer():
+        return 0  # process 0 reports
     if result.missing:
         print(
             f"shard {shard[0]}/{shard[1]} done; {len(result.missing)} chunks are other shards' and not "
@@ -528,6 +547,15 @@ def main(argv: list[str] | None = None) -> int:
             from jaxopt_lab.sweep import one_device_per_cpu_core
 
             one_device_per_cpu_core()
+            if args.distributed or args.coordinator is not None:
+                from jaxopt_lab import distributed
+
+                distributed.initialize(
+                    args.coordinator,
+                    args.num_processes,
+                    args.process_id,
+                    timeout=300 if args.distributed_timeout is None else args.distributed_timeout,
+                )
         if not args.no_compile_cache:
             _use_compile_cache()
         if args.out is not None and not args.out.strip():

@@ -40,6 +40,7 @@ import pandas as pd
 
 from jaxopt_lab import checkpoints as checkpoints_lib
 from jaxopt_lab import data as data_lib
+from jaxopt_lab import distributed as distributed_lib
 from jaxopt_lab import fingerprints
 from jaxopt_lab import optimizers as optimizers_lib
 from jaxopt_lab import results as results_lib
@@ -526,8 +527,8 @@ def _programs(
     def with_arrays(arrays):
         return dataset._replace(**dict(zip(names, arrays, strict=True)))
 
-    def init(arrays, hparams, key):
-        return train_lib.init_state(spec, with_arrays(arrays), hparams, key)
+    def init(arrays, hparams, seed):  # the key made on the devices: host arrays only go in
+        return train_lib.init_state(spec, with_arrays(arrays), hparams, jax.random.key(seed))
 
     def segment(arrays, hparams, state, start, num_steps, stop_step, interval_start, reset, *, freeze):
         return train_lib.run_segment(
@@ -570,6 +571,16 @@ def _programs(
         donate_argnums=(2,),
     )
     return init_p, segment_p, replay_p, arrays, by_config
+
+
+def _to_host(tree):
+    """NumPy copies of ``tree``'s arrays; a config axis spread over several processes is
+    gathered from all of them first (every process gets every config's metrics)."""
+    if all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree)):
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
 @jax.jit
@@ -617,9 +628,9 @@ def _run_chunk(
         del hparams[name]
     if group.dynamic_batch:
         hparams["batch_size"] = configs["batch_size"].to_numpy(np.int32)
-    keys = jax.vmap(jax.random.key)(jnp.asarray(configs["seed"].to_numpy(np.uint32)))
-    hparams, keys, stops = jax.device_put((hparams, keys, jnp.asarray(stop_steps, jnp.int32)), by_config)
-    state = init_p(arrays, hparams, keys)
+    seeds = configs["seed"].to_numpy(np.uint32)
+    hparams, seeds, stops = jax.device_put((hparams, seeds, np.asarray(stop_steps, np.int32)), by_config)
+    state = init_p(arrays, hparams, seeds)
 
     has_val = train_lib.load_dataset(spec.dataset, spec.dataset_options).x_val is not None
     per_config_points = [set(train_lib.eval_steps(int(s), eval_every)) for s in stop_steps]
@@ -645,7 +656,7 @@ def _run_chunk(
         intervals = jax.device_put((interval_start, keep), by_config)
         args = (arrays, hparams, state, np.int32(start), np.int32(end - start), stops, *intervals)
         new_state, metrics = segment_p(*args)
-        metrics = jax.device_get(metrics)
+        metrics = _to_host(metrics)
         newly = np.asarray(metrics.diverged) & ~diverged
         if newly.any() and replay_p is not None:
             # A config diverged inside the segment: run it again, freezing each config
@@ -654,7 +665,7 @@ def _run_chunk(
             replayed, replay_metrics = replay_p(*args)
             new_state = _take_rows(newly, replayed, new_state)
             metrics = type(metrics)(
-                *(np.where(newly, r, f) for r, f in zip(jax.device_get(replay_metrics), metrics, strict=True))
+                *(np.where(newly, r, f) for r, f in zip(_to_host(replay_metrics), metrics, strict=True))
             )
         state, diverged = new_state, np.asarray(metrics.diverged)
         on_segment(int(np.clip(np.minimum(end, stop_steps[:num_real]) - start, 0, None).sum()), 0)
@@ -963,8 +974,15 @@ def sweep(
                 widths.append(min(_round_up(chunk_size, n_config), _round_up(n, n_config)))
     definition["sweep"]["chunk_widths"] = [int(w) for w in widths]
 
+    # Several processes (jax.distributed): all compute, process 0 alone writes.
+    writer = distributed_lib.is_writer()
+    if jax.process_count() > 1:
+        checkpoint_every = None  # orbax would need every process's shards: not supported yet
     chunk_dir = None
     if out is not None:
+        chunk_dir = os.path.join(out, results_lib.CHUNK_DIR)
+        distributed_lib.barrier("jaxopt_lab: folder checked")  # before process 0 changes it
+    if out is not None and writer:
         try:
             os.makedirs(out, exist_ok=True)
         except OSError as err:
@@ -975,9 +993,10 @@ def sweep(
             results_lib.remove_sweep_files(out)
         if shard is None and compute:  # other workers' writes may be under way
             results_lib.remove_temporary_files(out)  # left by a write that was killed
-        chunk_dir = os.path.join(out, results_lib.CHUNK_DIR)
         os.makedirs(chunk_dir, exist_ok=True)
         results_lib.write_definition(os.path.join(out, "sweep.toml"), definition)
+    if not writer:
+        progress = False  # process 0 reports
 
     # what a chunk file holds
     chunk_columns = [
@@ -1026,7 +1045,7 @@ def sweep(
                     int(data_parallel),
                 )
                 bar.advance(0, len(chunk))
-                if path:
+                if path and writer:
                     results_lib.atomic_write_parquet(frame, path)
                 if checkpoint is not None:
                     checkpoint.remove()  # the chunk's file holds its rows now
@@ -1042,7 +1061,7 @@ def sweep(
     table = _assemble(configs, metrics, grid, spec)
     if missing:
         return SweepResult(table=table, definition=definition, strategy=chosen, missing=tuple(missing))
-    if out is not None:
+    if out is not None and writer:
         results_lib.save(out, table, definition)
         if plots:
             from jaxopt_lab import plots as plots_lib

@@ -312,7 +312,16 @@ def test_help_shows_every_default(command):
     parser = cli._parser()
     sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
     options = sub.choices[command]._actions
-    no_default = {"help", "seed", "epochs", "resume", "overwrite", "no_progress", "no_compile_cache"}
+    no_default = {
+        "help",
+        "seed",
+        "epochs",
+        "resume",
+        "overwrite",
+        "no_progress",
+        "no_compile_cache",
+        "distributed",
+    }
     if command == "run":
         no_default -= {"seed"}
     for action in options:

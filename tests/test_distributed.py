@@ -1,0 +1,72 @@
+"""Many processes, one program: 2 local processes with 2 CPU devices each (gloo collectives
+on 127.0.0.1) give the table of 1 process with 4 devices; process 0 alone writes."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from jaxopt_lab import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "8", "--steps", "20", "--eval-every", "10"]
+ARGV += ["--optimizer", "sgd,momentum", "--lr", "1e-2,1e-1", "--batch-size", "8,16", "--seeds", "1"]
+ARGV += ["--no-progress", "--no-compile-cache"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _process(i, n, port, out, *extra):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    command = [sys.executable, "-m", "jaxopt_lab.cli", "sweep", *ARGV, "--out", str(out), *extra]
+    command += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n), "--process-id", str(i)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_processes_of_two_devices_give_the_table_of_one_process_with_four(tmp_path):
+    assert cli.main(["sweep", *ARGV, "--out", str(tmp_path / "one")]) == 0  # 4 devices here
+    one = pd.read_parquet(tmp_path / "one" / "results.parquet")
+    port = _free_port()
+    processes = [_process(i, 2, port, tmp_path / "two", "--distributed-timeout", "60") for i in range(2)]
+    outputs = [p.communicate(timeout=240) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert "wrote 16 rows for 8 configs" in outputs[0][0] and "wrote" not in outputs[1][0]
+    two = pd.read_parquet(tmp_path / "two" / "results.parquet")
+    pd.testing.assert_frame_equal(two, one)
+
+
+def test_a_coordinator_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
+    lonely = _process(1, 2, _free_port(), tmp_path / "out", "--distributed-timeout", "5")
+    stdout, stderr = lonely.communicate(timeout=120)
+    assert lonely.returncode == 2, (stdout, stderr)
+    line = [ln for ln in stderr.splitlines() if ln.startswith("jaxopt-lab: error:")]
+    assert len(line) == 1 and "did not answer within 5 s" in line[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_process_that_dies_ends_the_other_within_the_timeout(tmp_path):
+    out = tmp_path / "out"
+    port = _free_port()
+    long = ["--steps", "50000", "--distributed-timeout", "5"]  # far longer than the test waits
+    processes = [_process(i, 2, port, out, *long) for i in range(2)]
+    deadline = time.monotonic() + 120
+    while not (out / "sweep.toml").exists():  # both joined: process 0 passed the first barrier
+        assert time.monotonic() < deadline and processes[0].poll() is None, processes[0].communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    processes[1].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    _, stderr = processes[0].communicate(timeout=60)
+    processes[1].communicate()
+    assert processes[0].returncode != 0
+    assert time.monotonic() - killed < 5 + 15  # the heartbeat timeout, and no hang
+    assert "another task died" in stderr or "heartbeat" in stderr
