@@ -16,8 +16,8 @@ from jaxopt_lab import sweep as S
 from jaxopt_lab.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# 4 configs in one chunk of 4 (one per device), 100 segments of 40 steps
-ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "16", "--steps", "4000", "--eval-every", "40"]
+# 4 configs in one chunk of 4 (one per device), 100 segments of 20 steps
+ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "16", "--steps", "2000", "--eval-every", "20"]
 ARGV += ["--optimizer", "momentum", "--lr", "1e-3:1e-1:4", "--batch-size", "32", "--seeds", "1"]
 ARGV += ["--chunk-size", "4", "--no-progress", "--no-compile-cache"]
 CHECKPOINTS = os.path.join("checkpoints", "group000-chunk0000")
@@ -47,15 +47,15 @@ def test_a_killed_chunk_resumes_from_its_checkpoint_and_gives_the_uninterrupted_
     ]
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
-    while not [s for s in _steps_saved(out) if s >= 800] and worker.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint past step 800"
+    while not [s for s in _steps_saved(out) if s >= 400] and worker.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint past step 400"
         time.sleep(0.05)
     worker.send_signal(signal.SIGKILL)
     _, stderr = worker.communicate(timeout=60)
     assert worker.returncode == -signal.SIGKILL, stderr
     assert not os.path.exists(os.path.join(out, "chunks", "group000-chunk0000.parquet"))
     saved = max(_steps_saved(out))
-    assert 800 <= saved < 4000
+    assert 400 <= saved < 2000
 
     segments = {"n": 0}
     real = S._programs
@@ -71,7 +71,7 @@ def test_a_killed_chunk_resumes_from_its_checkpoint_and_gives_the_uninterrupted_
 
     monkeypatch.setattr(S, "_programs", counting)
     assert cli.main(["sweep", *ARGV, "--out", out, "--resume"]) == 0
-    assert segments["n"] == (4000 - saved) // 40  # only the segments after the checkpoint
+    assert segments["n"] == (2000 - saved) // 20  # only the segments after the checkpoint
     pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(out, "results.parquet")), whole)
     assert not os.path.exists(os.path.join(out, CHECKPOINTS))  # the chunk's file replaced it
     assert results.foreign_entries(out) == []

@@ -25,37 +25,38 @@ class Net(nnx.Module):
         return self.out(nnx.relu(self.bn(self.dense(x))))
 
 
+@nnx.jit
+def _step(model, optimizer, xb, yb):
+    def loss_fn(model):
+        return optax.softmax_cross_entropy_with_integer_labels(model(xb), yb).mean()
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+
+@nnx.jit
+def _evaluate(model, x, y):
+    out = model(x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+    return loss, jnp.mean((jnp.argmax(out, -1) == y).astype(jnp.float32))
+
+
 def _nnx_loop(tx, seed):
     """The NNX way: a module, nnx.Optimizer, nnx.value_and_grad, train/eval mode."""
     ds = D.load("digits")
     init_key, data_key = jax.random.split(jax.random.key(seed))
     model = Net(nnx.Rngs(init_key))
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model, optimizer, xb, yb):
-        def loss_fn(model):
-            return optax.softmax_cross_entropy_with_integer_labels(model(xb), yb).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
-
-    @nnx.jit
-    def evaluate(model):
-        out = model(ds.x_test)
-        loss = optax.softmax_cross_entropy_with_integer_labels(out, ds.y_test).mean()
-        return loss, jnp.mean((jnp.argmax(out, -1) == ds.y_test).astype(jnp.float32))
-
     rows, losses = [], []
     with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
         for t in range(STEPS):
             idx, _ = D.batch_indices(data_key, t, ds.x_train.shape[0], BATCH)
             model.train()
-            losses.append(float(step(model, optimizer, ds.x_train[idx], ds.y_train[idx])))
+            losses.append(float(_step(model, optimizer, ds.x_train[idx], ds.y_train[idx])))
             if (t + 1) % EVAL == 0:
                 model.eval()
-                test_loss, accuracy = evaluate(model)
+                test_loss, accuracy = _evaluate(model, ds.x_test, ds.y_test)
                 rows.append((np.mean(losses), float(test_loss), float(accuracy)))
                 losses = []
     return np.asarray(rows)
@@ -63,10 +64,10 @@ def _nnx_loop(tx, seed):
 
 def test_a_sweep_of_an_nnx_model_with_batch_norm_equals_an_nnx_optax_loop():
     spec = dict(dataset="digits", model=M.from_nnx(Net), optimizer="momentum", steps=STEPS, eval_every=EVAL)
-    grid = S.Grid(learning_rate=[0.01, 0.1], seed=[0, 1], batch_size=[BATCH])
+    grid = S.Grid(learning_rate=[0.1], seed=[0, 1], batch_size=[BATCH])
     result = S.sweep(spec, grid, progress=False)
     assert result.strategy == "bucket"
-    for lr in (0.01, 0.1):
+    for lr in (0.1,):
         for seed in (0, 1):
             rows = result.table[(result.table["learning_rate"] == lr) & (result.table["seed"] == seed)]
             expected = _nnx_loop(optax.sgd(lr, momentum=0.9), seed)
