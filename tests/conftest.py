@@ -13,8 +13,13 @@ paths. A justified one goes into ``_ALLOWED_WARNINGS`` with the reason beside it
 
 import os
 
+# Four devices; and XLA's backend without its LLVM optimization passes: the suite's programs
+# are small and run briefly, so compiling them is most of its time, and this halves that.
+# Every comparison is between programs compiled the same way (the README's blocks and the
+# subprocess tests set their own flags).
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -25,7 +25,8 @@ def _free_port() -> int:
 
 
 def _process(i, n, port, out, *extra):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    # the XLA flags of this process (compiled alike), with 2 devices instead of 4
+    env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"].replace("device_count=4", "device_count=2")}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable, "-m", "jaxopt_lab.cli", "sweep", *ARGV, "--out", str(out), *extra]
     command += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n), "--process-id", str(i)]

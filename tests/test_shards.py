@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _worker(index, out):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}  # as here
+    env = dict(os.environ)  # the XLA flags of this process: 4 devices, compiled alike
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     command = [
         sys.executable,
