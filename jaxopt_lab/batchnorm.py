@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxopt_lab.errors import InputError
 
-__all__ = ["BatchNormParams", "BatchNormState", "init", "apply"]
+__all__ = ["BatchNormParams", "BatchNormState", "init", "apply", "ghost_apply"]
 
 
 class BatchNormParams(NamedTuple):
@@ -300,3 +300,64 @@ def apply(
         y_masked = (x32 - sg(mean)) * sg(mul) + sg(bias)
         y = jnp.where(mask[..., None], y, y_masked)
     return y.astype(x.dtype), new_state
+
+
+def ghost_apply(
+    params: BatchNormParams,
+    state: BatchNormState,
+    x: jax.Array,
+    *,
+    ghost_batch_size: int,
+    train: bool,
+    momentum: jax.typing.ArrayLike = 0.99,
+    eps: jax.typing.ArrayLike = 1e-5,
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, BatchNormState]:
+    """Ghost batch normalization: :func:`apply` with the statistics of each group of
+    ``ghost_batch_size`` consecutive examples of the batch.
+
+    In training, the batch ``(N, ..., C)`` is cut into ``N / ghost_batch_size``
+    groups, each normalized with its own mean and variance (over its valid rows
+    with a ``mask``), and the running statistics move once per call, towards the
+    mean over the groups that have valid rows of their statistics:
+    ``momentum * old + (1 - momentum) * mean_g(stat_g)``. In evaluation it is
+    :func:`apply`. It decouples the statistics' batch from the optimizer's on a
+    single device.
+
+    Raises:
+      ValueError: if ``ghost_batch_size`` is not a positive divisor of ``N``.
+
+    References:
+      Hoffer, Hubara and Soudry, 2017, "Train longer, generalize better: closing the
+      generalization gap in large batch training of neural networks", section 4.
+    """
+    n = x.shape[0]
+    if isinstance(ghost_batch_size, bool) or not isinstance(ghost_batch_size, int) or ghost_batch_size < 1:
+        raise InputError(f"ghost_batch_size={ghost_batch_size!r} is invalid: expected a positive integer")
+    if not train:
+        return apply(params, state, x, train=False, momentum=momentum, eps=eps, mask=mask)
+    if n % ghost_batch_size:
+        raise InputError(
+            f"ghost_batch_size={ghost_batch_size} is invalid for a batch of {n} examples: "
+            "expected a divisor of it"
+        )
+    groups = n // ghost_batch_size
+    xg = x.reshape((groups, ghost_batch_size) + x.shape[1:])
+    mg = None if mask is None else jnp.asarray(mask).reshape((groups, ghost_batch_size) + jnp.shape(mask)[1:])
+
+    def one(xi, mi):
+        return apply(params, state, xi, train=True, momentum=momentum, eps=eps, mask=mi)
+
+    y, per_group = jax.vmap(one)(xg, mg) if mg is not None else jax.vmap(lambda xi: one(xi, None))(xg)
+    # A group without valid rows left the running statistics as they were: average the others.
+    has_rows = jnp.ones((groups,), jnp.bool_) if mg is None else jnp.any(mg.reshape(groups, -1), axis=1)
+    weight = has_rows.astype(jnp.float32) / jnp.maximum(jnp.sum(has_rows.astype(jnp.float32)), 1.0)
+
+    def average(stacked, old):
+        w = weight.reshape((groups,) + (1,) * old.ndim).astype(stacked.dtype)
+        return jnp.where(jnp.any(has_rows), jnp.sum(w * stacked, axis=0), old)
+
+    new_state = BatchNormState(
+        mean=average(per_group.mean, state.mean), var=average(per_group.var, state.var)
+    )
+    return y.reshape(x.shape), new_state

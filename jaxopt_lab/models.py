@@ -139,8 +139,12 @@ def _conv2d(params, x: jax.Array, stride: int) -> jax.Array:
     return _add_bias(y, params)
 
 
-def _batchnorm(params, state, x, *, train, mask, momentum):
+def _batchnorm(params, state, x, *, train, mask, momentum, ghost_batch_size=None):
     # A per-example mask of shape (N,) also covers every position of a (N, W, C) input.
+    if ghost_batch_size is not None:
+        return bn.ghost_apply(
+            params, state, x, ghost_batch_size=ghost_batch_size, train=train, momentum=momentum, mask=mask
+        )
     return bn.apply(params, state, x, train=train, momentum=momentum, mask=mask)
 
 
@@ -170,6 +174,14 @@ def _check_positive(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputError(f"{name}={value!r} is invalid: expected a positive integer")
     return value
+
+
+def _check_ghost(ghost_batch_size, batchnorm: bool) -> int | None:
+    if ghost_batch_size is None:
+        return None
+    if not batchnorm:
+        raise InputError(f"ghost_batch_size={ghost_batch_size!r} is invalid without batchnorm=True")
+    return _check_positive("ghost_batch_size", ghost_batch_size)
 
 
 def _activation(name: str):
@@ -213,6 +225,7 @@ def mlp(
     hidden: Sequence[int] = (256, 256),
     batchnorm: bool = False,
     activation: str = "relu",
+    ghost_batch_size: int | None = None,
 ) -> Model:
     """A multilayer perceptron: ``(Dense -> [BatchNorm] -> activation) * len(hidden) -> Dense``.
 
@@ -225,6 +238,9 @@ def mlp(
       hidden: widths of the hidden layers.
       batchnorm: normalize each hidden layer's pre-activations.
       activation: a name from :data:`ACTIVATIONS`.
+      ghost_batch_size: with batch norm, its statistics over each group of this many
+        examples of a training batch (``batchnorm.ghost_apply``; Hoffer et al. 2017);
+        ``None``: over the whole batch.
 
     Returns:
       A :class:`Model`; params ``{"dense_i": {"kernel", ["bias"]}, "bn_i": BatchNormParams}``,
@@ -242,6 +258,7 @@ def mlp(
     hidden = _check_sizes("hidden", hidden)
     act = _activation(activation)
     batchnorm = bool(batchnorm)
+    ghost_batch_size = _check_ghost(ghost_batch_size, batchnorm)
 
     def init(key, x):
         keys = jax.random.split(key, len(hidden) + 1)
@@ -267,6 +284,7 @@ def mlp(
                     train=train,
                     mask=mask,
                     momentum=bn_momentum,
+                    ghost_batch_size=ghost_batch_size,
                 )
             h = act(h)
         return _dense(params[f"dense_{len(hidden)}"], h), new_state
@@ -281,6 +299,7 @@ def cnn1d(
     stride: int = 2,
     batchnorm: bool = False,
     activation: str = "relu",
+    ghost_batch_size: int | None = None,
 ) -> Model:
     """A small 1-D convolutional net for MNIST-1D.
 
@@ -298,6 +317,9 @@ def cnn1d(
       batchnorm: batch norm after each convolution, with statistics over the
         examples and positions of each channel.
       activation: a name from :data:`ACTIVATIONS`.
+      ghost_batch_size: with batch norm, its statistics over each group of this many
+        examples of a training batch (``batchnorm.ghost_apply``; Hoffer et al. 2017);
+        ``None``: over the whole batch.
 
     Returns:
       A :class:`Model`; params ``{"conv_i": {"kernel", ["bias"]}, "bn_i": ...,
@@ -314,6 +336,7 @@ def cnn1d(
     stride = _check_positive("stride", stride)
     act = _activation(activation)
     batchnorm = bool(batchnorm)
+    ghost_batch_size = _check_ghost(ghost_batch_size, batchnorm)
 
     def as_nwc(x):
         if x.ndim == 2:
@@ -350,6 +373,7 @@ def cnn1d(
                     train=train,
                     mask=mask,
                     momentum=bn_momentum,
+                    ghost_batch_size=ghost_batch_size,
                 )
             h = act(h)
         return _dense(params["dense_0"], _flatten(h)), new_state
@@ -364,6 +388,7 @@ def cnn2d(
     stride: int = 2,
     batchnorm: bool = False,
     activation: str = "relu",
+    ghost_batch_size: int | None = None,
 ) -> Model:
     """A small 2-D convolutional net for images such as ``mnist5k``.
 
@@ -381,6 +406,9 @@ def cnn2d(
       stride: stride of every convolution, in both directions.
       batchnorm: batch norm after each convolution.
       activation: a name from :data:`ACTIVATIONS`.
+      ghost_batch_size: with batch norm, its statistics over each group of this many
+        examples of a training batch (``batchnorm.ghost_apply``; Hoffer et al. 2017);
+        ``None``: over the whole batch.
 
     Returns:
       A :class:`Model`; params ``{"conv_i": {"kernel", ["bias"]}, "bn_i": ...,
@@ -392,6 +420,7 @@ def cnn2d(
     stride = _check_positive("stride", stride)
     act = _activation(activation)
     batchnorm = bool(batchnorm)
+    ghost_batch_size = _check_ghost(ghost_batch_size, batchnorm)
 
     def as_nhwc(x):
         if x.ndim == 3:
@@ -422,7 +451,13 @@ def cnn2d(
             h = _conv2d(params[f"conv_{i}"], h, stride)
             if batchnorm:
                 h, new_state[f"bn_{i}"] = _batchnorm(
-                    params[f"bn_{i}"], state[f"bn_{i}"], h, train=train, mask=mask, momentum=bn_momentum
+                    params[f"bn_{i}"],
+                    state[f"bn_{i}"],
+                    h,
+                    train=train,
+                    mask=mask,
+                    momentum=bn_momentum,
+                    ghost_batch_size=ghost_batch_size,
                 )
             h = act(h)
         return _dense(params["dense_0"], _flatten(h)), new_state

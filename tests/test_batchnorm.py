@@ -491,3 +491,42 @@ def test_a_mask_in_flax_shape_is_accepted(shape):
     for a, b in zip(new, t_new, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jnp.where(mask, y, 0), jnp.where(mask, ty, 0), rtol=1e-5, atol=1e-5)
+
+
+def _ghost_by_hand(x, groups, valid, old_mean, old_var, m, eps=1e-5):
+    """Float64: each group normalized by its valid rows; running stats towards the mean of
+    the non-empty groups' statistics."""
+    y, means, variances = np.empty_like(x), [], []
+    for rows, ok in zip(np.split(np.arange(len(x)), groups), np.split(valid, groups), strict=True):
+        xs = x[rows][ok]
+        mu, var = (xs.mean(0), xs.var(0)) if len(xs) else (np.zeros(x.shape[1]), np.zeros(x.shape[1]))
+        y[rows] = (x[rows] - mu) / np.sqrt(var + eps)
+        if len(xs):
+            means.append(mu)
+            variances.append(var)
+    return y, m * old_mean + (1 - m) * np.mean(means, 0), m * old_var + (1 - m) * np.mean(variances, 0)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_ghost_batch_norm_by_hand(masked):
+    x = np.random.default_rng(0).normal(size=(12, 3)) * 2 + 1
+    valid = np.ones(12, bool)
+    if masked:  # the second group half padding, the third all padding
+        valid[6:] = False
+    params, state = batchnorm.init(3)
+    state = batchnorm.BatchNormState(mean=jnp.full(3, 0.5), var=jnp.full(3, 2.0))
+    y, new = batchnorm.ghost_apply(
+        params, state, jnp.asarray(x, jnp.float32), ghost_batch_size=4, train=True, momentum=0.9,
+        mask=jnp.asarray(valid) if masked else None,
+    )  # fmt: skip
+    want_y, want_mean, want_var = _ghost_by_hand(x, 3, valid, 0.5, 2.0, 0.9)
+    np.testing.assert_allclose(np.asarray(y)[valid], want_y[valid], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(new.mean, want_mean, rtol=1e-5)
+    np.testing.assert_allclose(new.var, want_var, rtol=1e-5)
+    # evaluation mode is plain batch norm on the running statistics
+    y_eval, same = batchnorm.ghost_apply(
+        params, new, jnp.asarray(x, jnp.float32), ghost_batch_size=4, train=False
+    )
+    np.testing.assert_allclose(y_eval, (x - want_mean) / np.sqrt(want_var + 1e-5), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="ghost_batch_size=5 is invalid for a batch of 12 examples"):
+        batchnorm.ghost_apply(params, state, jnp.asarray(x, jnp.float32), ghost_batch_size=5, train=True)

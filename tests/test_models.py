@@ -456,3 +456,21 @@ def test_from_flax_rejects_other_collections():
 
     with pytest.raises(ValueError, match="'counter'"):
         jax.eval_shape(models.from_flax(Counter()).init, KEY, jnp.zeros((1, 3)))
+
+
+def test_ghost_batches_in_the_models():
+    x = _normal(np.random.default_rng(0), (8, 40))
+    plain = models.mlp(3, hidden=(4,), batchnorm=True)
+    whole = models.mlp(3, hidden=(4,), batchnorm=True, ghost_batch_size=8)  # one group: the batch
+    halves = models.mlp(3, hidden=(4,), batchnorm=True, ghost_batch_size=4)
+    params, state = plain.init(KEY, x)
+    out, new = plain.apply(params, state, x, train=True)
+    out_whole, new_whole = whole.apply(params, state, x, train=True)
+    np.testing.assert_allclose(out_whole, out, rtol=1e-5, atol=1e-6)
+    _assert_trees_close(new_whole, new, rtol=1e-5, atol=1e-7)
+    out_halves, _ = halves.apply(params, state, x, train=True)
+    assert not np.allclose(out_halves, out)  # each half normalized by its own statistics
+    for name in ("cnn1d", "cnn2d"):
+        assert models.create(name, 3, batchnorm=True, ghost_batch_size=2) is not None
+    with pytest.raises(ValueError, match="ghost_batch_size=4 is invalid without batchnorm=True"):
+        models.mlp(3, ghost_batch_size=4)
