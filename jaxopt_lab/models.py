@@ -100,41 +100,27 @@ def _dense(params, x: jax.Array) -> jax.Array:
     return _add_bias(jnp.matmul(x, params["kernel"]), params)
 
 
-def _conv_init(key, kernel_size: int, in_channels: int, out_channels: int, use_bias: bool):
-    params = {"kernel": _kernel_init(key, (kernel_size, in_channels, out_channels), jnp.float32)}
-    if use_bias:
-        params["bias"] = jnp.zeros((out_channels,), jnp.float32)
-    return params
-
-
-def _conv(params, x: jax.Array, stride: int) -> jax.Array:
-    """1-D convolution with "SAME" padding, as ``flax.linen.Conv``: ``(N, W, C) -> (N, W', C')``."""
-    y = jax.lax.conv_general_dilated(
-        x,
-        params["kernel"],
-        window_strides=(stride,),
-        padding="SAME",
-        dimension_numbers=("NWC", "WIO", "NWC"),
-    )
-    return _add_bias(y, params)
-
-
-def _conv2d_init(key, kernel_size: int, in_channels: int, out_channels: int, use_bias: bool):
-    shape = (kernel_size, kernel_size, in_channels, out_channels)
+def _conv_init(key, kernel_size: int, in_channels: int, out_channels: int, use_bias: bool, ndim: int):
+    shape = (kernel_size,) * ndim + (in_channels, out_channels)
     params = {"kernel": _kernel_init(key, shape, jnp.float32)}
     if use_bias:
         params["bias"] = jnp.zeros((out_channels,), jnp.float32)
     return params
 
 
-def _conv2d(params, x: jax.Array, stride: int) -> jax.Array:
-    """2-D convolution with "SAME" padding, as ``flax.linen.Conv``: ``(N, H, W, C) -> (N, H', W', C')``."""
+_CONV_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+
+
+def _conv(params, x: jax.Array, stride: int) -> jax.Array:
+    """1-D or 2-D convolution (by the kernel's rank) with "SAME" padding, as
+    ``flax.linen.Conv``: ``(N, W, C) -> (N, W', C')`` or ``(N, H, W, C) -> (N, H', W', C')``."""
+    ndim = params["kernel"].ndim - 2
     y = jax.lax.conv_general_dilated(
         x,
         params["kernel"],
-        window_strides=(stride, stride),
+        window_strides=(stride,) * ndim,
         padding="SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        dimension_numbers=_CONV_DIMENSIONS[ndim],
     )
     return _add_bias(y, params)
 
@@ -330,55 +316,7 @@ def cnn1d(
       (arXiv:2011.14439): a 3-layer CNN with stride 2 reaches about 94% test
       accuracy where an MLP reaches about 70%.
     """
-    num_outputs = _check_num_outputs(num_outputs)
-    channels = _check_sizes("channels", channels)
-    kernel_size = _check_positive("kernel_size", kernel_size)
-    stride = _check_positive("stride", stride)
-    act = _activation(activation)
-    batchnorm = bool(batchnorm)
-    ghost_batch_size = _check_ghost(ghost_batch_size, batchnorm)
-
-    def as_nwc(x):
-        if x.ndim == 2:
-            return x[:, :, None]
-        if x.ndim != 3:
-            raise InputError(f"x.shape={x.shape} is invalid for cnn1d: expected (N, L) or (N, L, C)")
-        return x
-
-    def init(key, x):
-        length, in_channels = as_nwc(x).shape[1:]
-        keys = jax.random.split(key, len(channels) + 1)
-        params, state = {}, {}
-        for i, out_channels in enumerate(channels):
-            params[f"conv_{i}"] = _conv_init(
-                keys[i], kernel_size, in_channels, out_channels, use_bias=not batchnorm
-            )
-            if batchnorm:
-                params[f"bn_{i}"], state[f"bn_{i}"] = bn.init(out_channels)
-            in_channels = out_channels
-            length = -(-length // stride)  # "SAME" padding: ceil(length / stride)
-        params["dense_0"] = _dense_init(keys[-1], length * in_channels, num_outputs)
-        return params, state
-
-    def apply(params, state, x, *, train, mask=None, bn_momentum=0.99):
-        h = as_nwc(x)
-        new_state = {}
-        for i in range(len(channels)):
-            h = _conv(params[f"conv_{i}"], h, stride)
-            if batchnorm:
-                h, new_state[f"bn_{i}"] = _batchnorm(
-                    params[f"bn_{i}"],
-                    state[f"bn_{i}"],
-                    h,
-                    train=train,
-                    mask=mask,
-                    momentum=bn_momentum,
-                    ghost_batch_size=ghost_batch_size,
-                )
-            h = act(h)
-        return _dense(params["dense_0"], _flatten(h)), new_state
-
-    return Model(init, apply)
+    return _conv_net(1, num_outputs, channels, kernel_size, stride, batchnorm, activation, ghost_batch_size)
 
 
 def cnn2d(
@@ -414,6 +352,11 @@ def cnn2d(
       A :class:`Model`; params ``{"conv_i": {"kernel", ["bias"]}, "bn_i": ...,
       "dense_0": {...}}``.
     """
+    return _conv_net(2, num_outputs, channels, kernel_size, stride, batchnorm, activation, ghost_batch_size)
+
+
+def _conv_net(ndim, num_outputs, channels, kernel_size, stride, batchnorm, activation, ghost_batch_size):
+    """:func:`cnn1d` (``ndim=1``) or :func:`cnn2d` (``ndim=2``)."""
     num_outputs = _check_num_outputs(num_outputs)
     channels = _check_sizes("channels", channels)
     kernel_size = _check_positive("kernel_size", kernel_size)
@@ -421,34 +364,35 @@ def cnn2d(
     act = _activation(activation)
     batchnorm = bool(batchnorm)
     ghost_batch_size = _check_ghost(ghost_batch_size, batchnorm)
+    expected = "(N, L) or (N, L, C)" if ndim == 1 else "(N, H, W) or (N, H, W, C)"
 
-    def as_nhwc(x):
-        if x.ndim == 3:
+    def with_channels(x):
+        if x.ndim == ndim + 1:
             return x[..., None]
-        if x.ndim != 4:
-            raise InputError(f"x.shape={x.shape} is invalid for cnn2d: expected (N, H, W) or (N, H, W, C)")
+        if x.ndim != ndim + 2:
+            raise InputError(f"x.shape={x.shape} is invalid for cnn{ndim}d: expected {expected}")
         return x
 
     def init(key, x):
-        height, width, in_channels = as_nhwc(x).shape[1:]
+        *sizes, in_channels = with_channels(x).shape[1:]
         keys = jax.random.split(key, len(channels) + 1)
         params, state = {}, {}
         for i, out_channels in enumerate(channels):
-            params[f"conv_{i}"] = _conv2d_init(
-                keys[i], kernel_size, in_channels, out_channels, use_bias=not batchnorm
+            params[f"conv_{i}"] = _conv_init(
+                keys[i], kernel_size, in_channels, out_channels, use_bias=not batchnorm, ndim=ndim
             )
             if batchnorm:
                 params[f"bn_{i}"], state[f"bn_{i}"] = bn.init(out_channels)
             in_channels = out_channels
-            height, width = -(-height // stride), -(-width // stride)  # "SAME": ceil(size / stride)
-        params["dense_0"] = _dense_init(keys[-1], height * width * in_channels, num_outputs)
+            sizes = [-(-n // stride) for n in sizes]  # "SAME" padding: ceil(size / stride)
+        params["dense_0"] = _dense_init(keys[-1], math.prod(sizes) * in_channels, num_outputs)
         return params, state
 
     def apply(params, state, x, *, train, mask=None, bn_momentum=0.99):
-        h = as_nhwc(x)
+        h = with_channels(x)
         new_state = {}
         for i in range(len(channels)):
-            h = _conv2d(params[f"conv_{i}"], h, stride)
+            h = _conv(params[f"conv_{i}"], h, stride)
             if batchnorm:
                 h, new_state[f"bn_{i}"] = _batchnorm(
                     params[f"bn_{i}"],

@@ -5,17 +5,16 @@ table of the uninterrupted sweep."""
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pandas as pd
 import pytest
+from _processes import command_process
 
 from jaxopt_lab import cli, results
 from jaxopt_lab import sweep as S
 from jaxopt_lab.errors import InputError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 4 configs in one chunk of 4 (one per device), 100 segments of 20 steps
 ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "16", "--steps", "2000", "--eval-every", "20"]
 ARGV += ["--optimizer", "momentum", "--lr", "1e-3:1e-1:4", "--batch-size", "32", "--seeds", "1"]
@@ -32,20 +31,9 @@ def test_a_killed_chunk_resumes_from_its_checkpoint_and_gives_the_uninterrupted_
     assert cli.main(["sweep", *ARGV, "--out", str(tmp_path / "whole")]) == 0
     whole = pd.read_parquet(tmp_path / "whole" / "results.parquet")
     out = str(tmp_path / "killed")
-    env = dict(os.environ)  # the XLA flags of this process: 4 devices, compiled alike
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    command = [
-        sys.executable,
-        "-m",
-        "jaxopt_lab.cli",
-        "sweep",
-        *ARGV,
-        "--checkpoint-every",
-        "0",
-        "--out",
-        out,
-    ]
-    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = command_process(
+        "sweep", *ARGV, "--checkpoint-every", "0", "--out", out, stdout=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 180
     while not [s for s in _steps_saved(out) if s >= 400] and worker.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint past step 400"

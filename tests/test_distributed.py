@@ -1,18 +1,15 @@
 """Many processes, one program: 2 local processes with 2 CPU devices each (gloo collectives
 on 127.0.0.1) give the table of 1 process with 4 devices; process 0 alone writes."""
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pandas as pd
+from _processes import command_process
 
 from jaxopt_lab import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "8", "--steps", "20", "--eval-every", "10"]
 ARGV += ["--optimizer", "momentum", "--lr", "1e-2,1e-1", "--batch-size", "16", "--seeds", "2"]
 ARGV += ["--no-progress", "--no-compile-cache"]
@@ -25,12 +22,8 @@ def _free_port() -> int:
 
 
 def _process(i, n, port, out, *extra):
-    # the XLA flags of this process (compiled alike), with 2 devices instead of 4
-    env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"].replace("device_count=4", "device_count=2")}
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    command = [sys.executable, "-m", "jaxopt_lab.cli", "sweep", *ARGV, "--out", str(out), *extra]
-    command += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n), "--process-id", str(i)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    coordinator = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", n, "--process-id", i]
+    return command_process("sweep", *ARGV, "--out", out, *extra, *coordinator, devices=2)
 
 
 def test_two_processes_of_two_devices_give_the_table_of_one_process_with_four(tmp_path):

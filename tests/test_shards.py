@@ -2,11 +2,10 @@
 chunks, and the table the last one (or `report`) writes is the single-process table."""
 
 import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
+from _processes import command_process
 
 from jaxopt_lab import cli, results
 from jaxopt_lab import sweep as S
@@ -16,24 +15,10 @@ from jaxopt_lab.errors import InputError
 ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "8", "--steps", "20", "--eval-every", "10"]
 ARGV += ["--optimizer", "sgd", "--lr", "1e-3:1:6", "--batch-size", "16", "--seeds", "2", "--chunk-size", "4"]
 ARGV += ["--no-progress", "--no-compile-cache"]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _worker(index, out):
-    env = dict(os.environ)  # the XLA flags of this process: 4 devices, compiled alike
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    command = [
-        sys.executable,
-        "-m",
-        "jaxopt_lab.cli",
-        "sweep",
-        *ARGV,
-        "--shard",
-        f"{index}/3",
-        "--out",
-        str(out),
-    ]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return command_process("sweep", *ARGV, "--shard", f"{index}/3", "--out", out)
 
 
 def test_three_concurrent_workers_give_the_single_process_table(tmp_path, capsys):
