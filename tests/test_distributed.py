@@ -1,6 +1,7 @@
 """Many processes, one program: 2 local processes with 2 CPU devices each (gloo collectives
 on 127.0.0.1) give the table of 1 process with 4 devices; process 0 alone writes."""
 
+import os
 import signal
 import socket
 import time
@@ -11,7 +12,8 @@ from _processes import command_process
 from jaxopt_lab import cli
 
 ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "8", "--steps", "20", "--eval-every", "10"]
-ARGV += ["--optimizer", "momentum", "--lr", "1e-2,1e-1", "--batch-size", "16", "--seeds", "2"]
+ARGV += ["--optimizer", "momentum", "--lr", "1e-3:1:4", "--batch-size", "16", "--seeds", "2"]
+ARGV += ["--chunk-size", "4"]  # 8 configs, 2 chunks
 ARGV += ["--no-progress", "--no-compile-cache"]
 
 
@@ -33,9 +35,30 @@ def test_two_processes_of_two_devices_give_the_table_of_one_process_with_four(tm
     processes = [_process(i, 2, port, tmp_path / "two", "--distributed-timeout", "60") for i in range(2)]
     outputs = [p.communicate(timeout=240) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
-    assert "wrote 8 rows for 4 configs" in outputs[0][0] and "wrote" not in outputs[1][0]
+    assert "wrote 16 rows for 8 configs" in outputs[0][0] and "wrote" not in outputs[1][0]
     two = pd.read_parquet(tmp_path / "two" / "results.parquet")
     pd.testing.assert_frame_equal(two, one)
+    # all processes restarted with --resume: only the chunk that is gone runs again
+    os.remove(tmp_path / "two" / "chunks" / "group000-chunk0001.parquet")
+    os.remove(tmp_path / "two" / "results.parquet")
+    kept = (tmp_path / "two" / "chunks" / "group000-chunk0000.parquet").stat().st_mtime_ns
+    port = _free_port()
+    processes = [_process(i, 2, port, tmp_path / "two", "--resume") for i in range(2)]
+    outputs = [p.communicate(timeout=240) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert (tmp_path / "two" / "chunks" / "group000-chunk0000.parquet").stat().st_mtime_ns == kept
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "two" / "results.parquet"), one)
+
+
+def test_distributed_without_a_cluster_or_coordinator_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    for name in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["sweep", *ARGV, "--distributed", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and "no cluster detected (SLURM, TPU, Open MPI): expected --coordinator" in err
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_coordinator_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
@@ -50,7 +73,7 @@ def test_a_coordinator_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
 def test_a_process_that_dies_ends_the_other_within_the_timeout(tmp_path):
     out = tmp_path / "out"
     port = _free_port()
-    long = ["--steps", "50000", "--distributed-timeout", "5"]  # far longer than the test waits
+    long = ["--steps", "50000", "--distributed-timeout", "3"]  # far longer than the test waits
     processes = [_process(i, 2, port, out, *long) for i in range(2)]
     deadline = time.monotonic() + 120
     while not (out / "sweep.toml").exists():  # both joined: process 0 passed the first barrier
@@ -62,5 +85,5 @@ def test_a_process_that_dies_ends_the_other_within_the_timeout(tmp_path):
     _, stderr = processes[0].communicate(timeout=60)
     processes[1].communicate()
     assert processes[0].returncode != 0
-    assert time.monotonic() - killed < 5 + 15  # the heartbeat timeout, and no hang
+    assert time.monotonic() - killed < 3 + 15  # the heartbeat timeout, and no hang
     assert "another task died" in stderr or "heartbeat" in stderr
