@@ -386,13 +386,6 @@ def _shard(text: str | None, environ=os.environ) -> tuple[int, int] | None:
     return index, count
 
 
-def _checkpoint_every(seconds: float | None) -> float | None:
-    """``--checkpoint-every``: default 300 s; ``inf``: never (``None`` for the sweep)."""
-    if seconds is None:
-        return 300.0
-    return None if seconds == math.inf else seconds
-
-
 def _sweep_arguments(definition: dict) -> tuple[dict, dict]:
     """The spec (with its option tables) and the sweep options of a definition."""
     spec = dict(definition["spec"])
@@ -421,6 +414,11 @@ def _run_definition(definition: dict, out: str, args) -> int:
         raise _UsageError(
             f"output folder {out!r} is not empty: pass --resume to finish it or --overwrite to replace it"
         )
+    # Flags not given leave the engine's defaults; --checkpoint-every inf is the engine's None.
+    if args.checkpoint_every is not None:
+        options["checkpoint_every"] = None if args.checkpoint_every == math.inf else args.checkpoint_every
+    if args.data_parallel is not None:
+        options["data_parallel"] = args.data_parallel
     result = sweep(
         spec,
         Grid(**definition["grid"]),
@@ -429,8 +427,6 @@ def _run_definition(definition: dict, out: str, args) -> int:
         overwrite=args.overwrite,
         progress="lines" if args.no_progress else True,
         shard=shard,
-        checkpoint_every=_checkpoint_every(args.checkpoint_every),
-        data_parallel=1 if args.data_parallel is None else args.data_parallel,
         **options,
     )
     from jaxopt_lab.distributed import is_writer
@@ -550,12 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.distributed or args.coordinator is not None:
                 from jaxopt_lab import distributed
 
-                distributed.initialize(
-                    args.coordinator,
-                    args.num_processes,
-                    args.process_id,
-                    timeout=300 if args.distributed_timeout is None else args.distributed_timeout,
-                )
+                timeout = {} if args.distributed_timeout is None else {"timeout": args.distributed_timeout}
+                distributed.initialize(args.coordinator, args.num_processes, args.process_id, **timeout)
         if not args.no_compile_cache:
             _use_compile_cache()
         if args.out is not None and not args.out.strip():
