@@ -920,21 +920,17 @@ def sweep(
             f"checkpoint_every={checkpoint_every!r} is invalid: expected seconds >= 0 (0: after every "
             "segment) or None (never)"
         )
+    # A resume, a job array's worker and a report read the chunks the folder holds.
+    reads = resume or shard is not None or not compute
     if out is not None:
-        joins = shard is not None or not compute  # a job array's folder: read what is there
         definition = _definition(spec, grid, strategy, chunk_size, epochs)
-        stored = _check_out_dir(out, resume or joins, overwrite, definition)
+        stored = _check_out_dir(out, reads, overwrite, definition)
         if stored is not None:  # resume in the folder's order and chunking: its chunk files are those
             grid, chunk_size = _reordered(grid, stored["grid"]), stored.get("sweep", {}).get("chunk_size")
     configs = grid.configs(spec)
     families = grid.families(spec)
     dataset = train_lib.load_dataset(spec.dataset, spec.dataset_options)
     model = train_lib.get_model(spec, dataset)  # bad model options raise here, before anything is written
-    if spec.loss == "cross_entropy" and not dataset.num_classes:
-        raise InputError(
-            f"loss='cross_entropy' is invalid for dataset={spec.dataset!r}: it has no classes; "
-            "expected 'squared_error', 'mse' or a callable"
-        )
     train_lib.check_model_fits(spec, dataset)
     params, _ = jax.eval_shape(model.init, jax.random.key(0), dataset.x_train[:1])
     num_examples = int(dataset.x_train.shape[0])
@@ -1006,7 +1002,6 @@ def sweep(
     bar = _Progress(progress, int(steps.sum()), len(configs), len(groups))
     frames, missing = [], []
     k = -1  # the chunk's position in the sweep, which deals it to a shard
-    reads = resume or shard is not None or not compute
     try:
         for g, group in enumerate(groups):
             rows = configs.set_index("config_id").loc[list(group.config_ids)].reset_index()

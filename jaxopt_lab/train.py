@@ -367,9 +367,15 @@ def _per_example_loss(outputs, y, num_classes: int, loss="auto", label_smoothing
 
 
 def check_model_fits(spec: TrainSpec, dataset: data_lib.Dataset) -> None:
-    """Raise :class:`InputError` when the model's outputs do not fit the targets under the
-    spec's loss, or a callable loss does not return one loss per example; abstractly, on
-    two training examples (``jax.eval_shape``), before anything runs."""
+    """Raise :class:`InputError` when the spec's loss does not fit the dataset (cross-entropy
+    without classes), the model's outputs do not fit the targets under it, or a callable
+    loss does not return one loss per example; abstractly, on two training examples
+    (``jax.eval_shape``), before anything runs."""
+    if spec.loss == "cross_entropy" and not dataset.num_classes:
+        raise InputError(
+            f"loss='cross_entropy' is invalid for dataset={spec.dataset!r}: it has no classes; "
+            "expected 'squared_error', 'mse' or a callable"
+        )
     model = get_model(spec, dataset)
     x, y = dataset.x_train[:2], dataset.y_train[:2]
     params, state = jax.eval_shape(model.init, jax.random.key(0), x)
