@@ -371,8 +371,8 @@ def load(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
 # only these, and refuses a folder that holds anything more.
 SWEEP_FILES = ("sweep.toml", "results.parquet", "summary.csv", "heatmap.png", "curves.png")
 CHUNK_DIR = "chunks"
-_CHUNK_FILE = re.compile(r"group\d{3,}-chunk\d{4,}\.parquet(\.corrupt)?")
-_CHUNK_NAME = re.compile(r"group\d{3,}-chunk\d{4,}")
+_CHUNK_NAME = re.compile(r"group\d{3,}-chunk\d{4,}")  # chunk_file_name's stem
+_CHUNK_FILE = re.compile(_CHUNK_NAME.pattern + r"\.parquet(\.corrupt)?")
 _TEMPORARY_FILE = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # atomic_write_bytes's
 
 
