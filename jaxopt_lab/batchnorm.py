@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxopt_lab.errors import InputError
 
-__all__ = ["BatchNormParams", "BatchNormState", "init", "apply", "ghost_apply"]
+__all__ = ["BatchNormParams", "BatchNormState", "init", "apply", "ghost_apply", "running_stats_error"]
 
 
 class BatchNormParams(NamedTuple):
@@ -361,3 +361,23 @@ def ghost_apply(
         mean=average(per_group.mean, state.mean), var=average(per_group.var, state.var)
     )
     return y.reshape(x.shape), new_state
+
+
+def running_stats_error(running: BatchNormState, reference: BatchNormState):
+    """How far running statistics are from reference ones, in units of the reference spread.
+
+    ::
+
+      mean_error = sqrt(mean_j ((running.mean_j - ref.mean_j)² / ref.var_j))
+      var_error  = sqrt(mean_j (log(running.var_j / ref.var_j))²)
+
+    Args:
+      running: running statistics, leaves ``(..., features)``.
+      reference: the statistics to compare with (same shape).
+
+    Returns:
+      ``(mean_error, var_error)``, reduced over the last axis.
+    """
+    z = (running.mean - reference.mean) / jnp.sqrt(reference.var)
+    log_ratio = jnp.log(running.var / reference.var)
+    return jnp.sqrt(jnp.mean(jnp.square(z), axis=-1)), jnp.sqrt(jnp.mean(jnp.square(log_ratio), axis=-1))

@@ -197,6 +197,31 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
         help="training loss past which a config has diverged (inf: only non-finite losses)",
         shown="100 times its first training loss",
     )
+    add(
+        "--measure",
+        help="measurements at every evaluation point, comma list of: " + ", ".join(_measurements()),
+        shown="none",
+    )
+    add(
+        "--measure-batch-size",
+        type=int,
+        help="training examples the measurements use, the same ones at every point",
+        shown="1024",
+    )
+    add(
+        "--target",
+        help="METRIC=VALUE: a config stops at the first evaluation point where METRIC reaches VALUE; "
+        "the table gains steps_to_target and examples_to_target",
+        shown="none",
+    )
+    add("--target-mode", help="min or max: how the target is reached", shown="max for an accuracy, else min")
+    add(
+        "--target-interpolate",
+        action="store_true",
+        default=None,
+        help="interpolate steps_to_target between evaluation points",
+        shown="off",
+    )
     add("--strategy", help="auto, bucket or mask", shown=DEFAULT_SWEEP["sweep"]["strategy"])
     add("--chunk-size", type=int, help="configs per compiled call", shown="sized to the devices")
     add(
@@ -258,6 +283,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _measurements() -> list[str]:
+    from jaxopt_lab.measure import MEASUREMENTS
+
+    return list(MEASUREMENTS)
+
+
+def _target(text: str, mode, interpolate) -> dict:
+    metric, sep, value = text.partition("=")
+    try:
+        number = float(value)
+        if not (sep and metric.strip() and math.isfinite(number)):
+            raise ValueError
+    except ValueError:
+        raise _UsageError(
+            f"--target {text!r} is invalid: expected METRIC=VALUE, e.g. train_loss=0.5"
+        ) from None
+    target = {"metric": metric.strip(), "value": number}
+    if mode is not None:
+        target["mode"] = mode
+    if interpolate:
+        target["interpolate"] = True
+    return target
+
+
 def _single(values: list, flag: str):
     if len(values) != 1:
         raise _UsageError(f"{flag} takes one value in `run`, got {len(values)}")
@@ -266,8 +315,11 @@ def _single(values: list, flag: str):
 
 def _refuse_python_objects(path: str, objects: dict) -> None:
     """A sweep run from Python with its own objects cannot run from the command: say which."""
-    named = [f"{kind} {entry['name']}" for kind, entry in objects.items() if kind != "optimizer"]
+    named = [
+        f"{kind} {entry['name']}" for kind, entry in objects.items() if kind not in ("optimizer", "measure")
+    ]
     named += [f"optimizer {name} ({entry['name']})" for name, entry in objects.get("optimizer", {}).items()]
+    named += [f"measure {entry['name']}" for entry in objects.get("measure", {}).values()]
     if named:
         raise InputError(
             f"--config {path!r} was run from Python with its own objects ({', '.join(named)}): run it "
@@ -357,6 +409,19 @@ def _definition_from_args(args) -> dict:
                 grid.setdefault(name, [value])
         grid.setdefault("batch_size", [spec.get("batch_size", DEFAULT_SWEEP["spec"]["batch_size"])])
         grid.setdefault("seed", [0])
+    if args.measure is not None:
+        definition["measure"] = {name: {} for name in _name_list(args.measure)}
+    if args.measure_batch_size is not None:
+        spec["measure_batch_size"] = args.measure_batch_size
+    if args.target is not None:
+        definition["target"] = _target(args.target, args.target_mode, args.target_interpolate)
+    elif args.target_mode is not None or args.target_interpolate:
+        if "target" not in definition:
+            raise _UsageError("--target-mode and --target-interpolate need --target METRIC=VALUE")
+        if args.target_mode is not None:
+            definition["target"]["mode"] = args.target_mode
+        if args.target_interpolate:
+            definition["target"]["interpolate"] = True
     if args.strategy is not None:
         definition["sweep"]["strategy"] = args.strategy
     if args.chunk_size is not None:
@@ -389,7 +454,7 @@ def _shard(text: str | None, environ=os.environ) -> tuple[int, int] | None:
 def _sweep_arguments(definition: dict) -> tuple[dict, dict]:
     """The spec (with its option tables) and the sweep options of a definition."""
     spec = dict(definition["spec"])
-    for table in ("model_options", "dataset_options", "optimizer_flags"):
+    for table in ("model_options", "dataset_options", "optimizer_flags", "measure", "target"):
         if definition.get(table):
             spec[table] = definition[table]
     options = dict(definition.get("sweep", {}))

@@ -48,8 +48,10 @@ __all__ = [
     "noise_scale_from_per_example",
     "noise_scale",
     "noise_scale_two_batch",
+    "two_batch_estimate",
     "gradient_noise_scale",
     "hessian_top_eigenvalue",
+    "power_iteration",
     "steps_to_target",
     "examples_to_target",
 ]
@@ -269,7 +271,10 @@ def _check_batch_sizes(b_small, b_big):
             )
 
 
-def _two_batch(sq_small, sq_big, b_small, b_big) -> NoiseScale:
+def two_batch_estimate(sq_small, sq_big, b_small, b_big) -> NoiseScale:
+    """The two-batch estimates from the squared norms ``|G_small|²`` and ``|G_big|²`` of
+    minibatch mean gradients at batch sizes ``b_small < b_big`` (see
+    :func:`noise_scale_two_batch`); every argument may be traced."""
     dtype = sq_small.dtype
     b_small = jnp.asarray(b_small, dtype)
     b_big = jnp.asarray(b_big, dtype)
@@ -317,7 +322,7 @@ def noise_scale_two_batch(grad_small, grad_big, b_small, b_big, *, draw_axis: bo
     sq_big = _sq_norm(grad_big, leading_axes=leading)
     if draw_axis:
         sq_small, sq_big = jnp.mean(sq_small), jnp.mean(sq_big)
-    return _two_batch(sq_small, sq_big, b_small, b_big)
+    return two_batch_estimate(sq_small, sq_big, b_small, b_big)
 
 
 def gradient_noise_scale(
@@ -375,7 +380,7 @@ def gradient_noise_scale(
 
     zero = jnp.zeros((), _sq_norm(params).dtype)
     (sum_small, sum_big), _ = jax.lax.scan(draw, (zero, zero), jax.random.split(key, num_draws))
-    return _two_batch(sum_small / num_draws, sum_big / num_draws, b_small, b_big)
+    return two_batch_estimate(sum_small / num_draws, sum_big / num_draws, b_small, b_big)
 
 
 # ------------------------------------------------------------- sharpness
@@ -443,21 +448,36 @@ def hessian_top_eigenvalue(
         raise InputError(f"num_iters must be a positive int, got {num_iters!r}")
     flat, unravel = ravel_pytree(params)
     _, hvp = jax.linearize(jax.grad(lambda p: loss_fn(unravel(p))), flat)
-    shift = jnp.asarray(shift, flat.dtype)
-
-    def normalize(v, fallback):
-        norm = jnp.linalg.norm(v)
-        # A zero product (zero Hessian) keeps the previous vector instead of producing NaN.
-        return jnp.where(norm > 0, v / jnp.where(norm > 0, norm, 1), fallback)
-
     key = jax.random.key(0) if key is None else key
     v0 = jax.random.normal(key, flat.shape, flat.dtype)
-    v0 = v0 / jnp.linalg.norm(v0)
-    v = jax.lax.fori_loop(0, num_iters, lambda _, v: normalize(hvp(v) - shift * v, v), v0)
+    eigenvalue, v, residual = power_iteration(hvp, v0 / jnp.linalg.norm(v0), num_iters, shift=shift)
+    return HessianEigen(eigenvalue, unravel(v), residual)
+
+
+def power_iteration(hvp: Callable[[jax.Array], jax.Array], v: jax.Array, num_iters, *, shift=0.0):
+    """``num_iters`` steps of ``v <- (H - shift·I) v / |(H - shift·I) v|`` from the unit vector ``v``.
+
+    ``hvp(v) = H v`` on flat vectors. ``num_iters`` may be traced (the loop is a
+    ``fori_loop``), so one compiled program serves a cold start with many iterations
+    and warm starts with few. A zero product (a zero Hessian) keeps the previous
+    vector instead of producing NaN.
+
+    Returns:
+      ``(eigenvalue, v, residual)``: the Rayleigh quotient ``vᵀHv`` of the final unit
+      vector (an eigenvalue of ``H`` itself, whatever the shift), ``v``, and
+      ``|Hv - eigenvalue·v|``.
+    """
+    shift = jnp.asarray(shift, v.dtype)
+
+    def body(_, v):
+        hv = hvp(v) - shift * v
+        norm = jnp.linalg.norm(hv)
+        return jnp.where(norm > 0, hv / jnp.where(norm > 0, norm, 1), v)
+
+    v = jax.lax.fori_loop(0, num_iters, body, v)
     hv = hvp(v)
     eigenvalue = jnp.vdot(v, hv)
-    residual = jnp.linalg.norm(hv - eigenvalue * v)
-    return HessianEigen(eigenvalue, unravel(v), residual)
+    return eigenvalue, v, jnp.linalg.norm(hv - eigenvalue * v)
 
 
 # -------------------------------------------------------- steps to target

@@ -41,6 +41,8 @@ from jax.flatten_util import ravel_pytree
 
 from jaxopt_lab import batchnorm as bn
 from jaxopt_lab import data as data_lib
+from jaxopt_lab import measure as measure_lib
+from jaxopt_lab import metrics as metrics_lib
 from jaxopt_lab import models as models_lib
 from jaxopt_lab import train as train_lib
 from jaxopt_lab.errors import InputError
@@ -258,48 +260,8 @@ def _jitted_ema():
 # ------------------------------------------------ running statistics, training
 
 
-def full_set_bn_statistics(model: models_lib.Model, params, state, x: jax.Array):
-    """Statistics of every batch-norm layer's input over the whole of ``x``, at ``params``.
-
-    Runs the model itself in training mode on all of ``x`` with
-    ``bn_momentum=0``, so each returned state is exactly the batch mean and
-    biased variance of that layer's input over ``x`` (no copy of the model's
-    structure to drift out of sync). For the first batch-norm layer these are
-    the statistics of its input at ``params``; a deeper layer's input is that
-    of the network whose earlier layers normalize with the full set's
-    statistics (not the running ones).
-
-    Args:
-      model: a :class:`jaxopt_lab.models.Model`.
-      params: its parameters.
-      state: its batch-norm state (only the structure is used).
-      x: the whole dataset's inputs, e.g. ``dataset.x_train``.
-
-    Returns:
-      The model's state pytree, e.g. ``{"bn_0": BatchNormState(mean, var), ...}``.
-    """
-    _, stats = model.apply(params, state, x, train=True, bn_momentum=0.0)
-    return stats
-
-
-def running_stats_error(running: bn.BatchNormState, reference: bn.BatchNormState):
-    """How far running statistics are from reference ones, in units of the reference spread.
-
-    ::
-
-      mean_error = sqrt(mean_j ((running.mean_j - ref.mean_j)² / ref.var_j))
-      var_error  = sqrt(mean_j (log(running.var_j / ref.var_j))²)
-
-    Args:
-      running: running statistics, leaves ``(..., features)``.
-      reference: the statistics to compare with (same shape).
-
-    Returns:
-      ``(mean_error, var_error)``, reduced over the last axis.
-    """
-    z = (running.mean - reference.mean) / jnp.sqrt(reference.var)
-    log_ratio = jnp.log(running.var / reference.var)
-    return jnp.sqrt(jnp.mean(jnp.square(z), axis=-1)), jnp.sqrt(jnp.mean(jnp.square(log_ratio), axis=-1))
+full_set_bn_statistics = measure_lib.full_set_bn_statistics  # re-exported
+running_stats_error = bn.running_stats_error  # re-exported: the experiments' name
 
 
 def batch_stats_accuracy(
@@ -470,21 +432,6 @@ class SharpnessTrace(NamedTuple):
     params: Any
 
 
-def _power_iteration(hvp, v, num_iters):
-    """``num_iters`` steps of ``v <- Hv/|Hv|`` from the unit vector ``v``; (eigenvalue, v, residual)."""
-
-    def body(_, v):
-        hv = hvp(v)
-        norm = jnp.linalg.norm(hv)
-        # A zero product keeps the previous vector instead of producing NaN.
-        return jnp.where(norm > 0, hv / jnp.where(norm > 0, norm, 1), v)
-
-    v = jax.lax.fori_loop(0, num_iters, body, v)
-    hv = hvp(v)
-    eigenvalue = jnp.vdot(v, hv)
-    return eigenvalue, v, jnp.linalg.norm(hv - eigenvalue * v)
-
-
 def gradient_descent_sharpness(
     loss_fn: Callable[[Any], jax.Array],
     params,
@@ -549,7 +496,7 @@ def gradient_descent_sharpness(
 
     def measure(p, v, iters):
         _, hvp = jax.linearize(jax.grad(flat_loss), p)
-        return _power_iteration(hvp, v, iters)
+        return metrics_lib.power_iteration(hvp, v, iters)
 
     def gd_step(p, _):
         loss, grad = value_and_grad(p)

@@ -42,9 +42,11 @@ else:  # pragma: no cover - exercised only on Python 3.10
 
 __all__ = [
     "METRIC_COLUMNS",
+    "TARGET_COLUMNS",
     "DEFINITION_TABLES",
     "SUMMARY_METRICS",
     "hyperparameter_columns",
+    "measured_columns",
     "summary",
     "best_learning_rates",
     "save",
@@ -74,6 +76,8 @@ METRIC_COLUMNS = (
     "val_loss",  # these two only for a dataset with a validation set
     "val_accuracy",
 )
+# Per config, with a target (TrainSpec.target): the first evaluation point where it held.
+TARGET_COLUMNS = ("steps_to_target", "examples_to_target")
 # A table written before `applied_lr` existed still reads: these are the ones it must have.
 _REQUIRED_METRICS = METRIC_COLUMNS[:6]
 # The top-level tables a sweep.toml may hold; anything else is a typo worth an error.
@@ -84,6 +88,8 @@ DEFINITION_TABLES = (
     "optimizer_flags",
     "grid",
     "sweep",
+    "measure",  # measurement name -> its options (TrainSpec.measure)
+    "target",  # TrainSpec.target's fields
     "objects",  # what was given as Python objects: {name, sha256} each (jaxopt_lab.fingerprints)
 )
 # Per-config metrics of `summary` that `best_learning_rates` can rank by, and
@@ -99,6 +105,9 @@ SUMMARY_METRICS = {
     "best_val_accuracy": True,
     "test_loss_at_best_val": False,
     "test_accuracy_at_best_val": True,
+    # with a target:
+    "steps_to_target": False,
+    "examples_to_target": False,
 }
 _REQUIRED_COLUMNS = ("config_id", "optimizer", "learning_rate", "batch_size", "seed")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -125,9 +134,20 @@ def _check_table(table: pd.DataFrame) -> None:
 def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
     """The table's hyperparameter columns, in table order.
 
-    They are every column that is neither ``config_id`` nor in :data:`METRIC_COLUMNS`.
+    They are the columns before ``step`` that are neither ``config_id`` nor in
+    :data:`METRIC_COLUMNS` (a sweep writes its hyperparameters first, then the metrics).
     """
-    return [c for c in table.columns if c != "config_id" and c not in METRIC_COLUMNS]
+    columns = list(table.columns)
+    before = columns[: columns.index("step")] if "step" in columns else columns
+    return [c for c in before if c != "config_id" and c not in METRIC_COLUMNS + TARGET_COLUMNS]
+
+
+def measured_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of the table's measurements (``TrainSpec.measure``), in table order:
+    those after ``step`` that are neither :data:`METRIC_COLUMNS` nor :data:`TARGET_COLUMNS`."""
+    columns = list(table.columns)
+    after = columns[columns.index("step") + 1 :] if "step" in columns else []
+    return [c for c in after if c not in METRIC_COLUMNS + TARGET_COLUMNS]
 
 
 # --------------------------------------------------------------------------- summaries
@@ -149,6 +169,10 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
       and ``test_loss_at_best_val``, ``test_accuracy_at_best_val``: the test
       metrics at that step, the ones to report when the point is chosen on
       validation data (the tuning playbook);
+    - with measurements (``TrainSpec.measure``): ``final_<column>`` of each, at the
+      last evaluation point;
+    - with a target: ``steps_to_target`` and ``examples_to_target`` (NaN for a
+      config that did not reach it);
     - ``diverged``: whether the config diverged at any point.
 
     Args:
@@ -177,6 +201,11 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
             out[f"{name}_at_best_val"] = (
                 _at_best(rows, "val_loss", name).reindex(out.index).astype(np.float64)
             )
+    for name in measured_columns(table):
+        out[f"final_{name}"] = last[name].astype(np.float64)
+    for name in TARGET_COLUMNS:
+        if name in rows:
+            out[name] = by_config[name].first().astype(np.float64)
     out["diverged"] = by_config["diverged"].any().astype(bool)
     return out.reset_index()
 
@@ -230,8 +259,13 @@ def best_learning_rates(
     has_val = "val_loss" in table.columns
     if metric is None:
         metric = "best_val_loss" if has_val else "best_test_loss"
-    if metric not in SUMMARY_METRICS or (not has_val and "val" in metric):
-        raise InputError(f"metric={metric!r} is invalid: expected one of {_choices(SUMMARY_METRICS)}")
+    valid = [
+        m
+        for m in SUMMARY_METRICS
+        if (has_val or "val" not in m) and (m not in TARGET_COLUMNS or m in table.columns)
+    ]
+    if metric not in valid:
+        raise InputError(f"metric={metric!r} is invalid: expected one of {_choices(valid)}")
     by = [by] if isinstance(by, str) else list(by)
     hparams = hyperparameter_columns(table)
     valid_by = [c for c in hparams if c not in ("learning_rate", "seed")]

@@ -42,6 +42,7 @@ from jaxopt_lab import checkpoints as checkpoints_lib
 from jaxopt_lab import data as data_lib
 from jaxopt_lab import distributed as distributed_lib
 from jaxopt_lab import fingerprints
+from jaxopt_lab import measure as measure_lib
 from jaxopt_lab import optimizers as optimizers_lib
 from jaxopt_lab import results as results_lib
 from jaxopt_lab import schedules as schedules_lib
@@ -583,6 +584,10 @@ def _to_host(tree):
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
+def _where(rows, a, b):
+    return np.where(rows, a, b)
+
+
 @jax.jit
 def _take_rows(rows, a, b):
     """The configs (leading axis) of ``a`` where ``rows``, of ``b`` elsewhere."""
@@ -633,6 +638,7 @@ def _run_chunk(
     state = init_p(arrays, hparams, seeds)
 
     has_val = train_lib.load_dataset(spec.dataset, spec.dataset_options).x_val is not None
+    measured = _measurement_columns(spec)
     per_config_points = [set(train_lib.eval_steps(int(s), eval_every)) for s in stop_steps]
     boundaries = sorted(set().union(*per_config_points))
     batch_sizes = configs["batch_size"].to_numpy(np.int64)
@@ -642,16 +648,20 @@ def _run_chunk(
     # A chunk stops at every config's evaluation points; a config's training loss is
     # averaged over its own interval, which may span several of those segments.
     interval_start = np.zeros(len(configs), np.int32)
+    reached = np.zeros(len(configs), bool)  # rows end at a config's target
     restored = checkpoint.restore(state) if checkpoint is not None else None
     if restored is not None:  # continue where the last checkpoint left the chunk
         state, meta, rows = restored
         start, frames = int(meta["start"]), [rows]
         diverged = np.asarray(meta["diverged"], bool)
         interval_start = np.asarray(meta["interval_start"], np.int32)
+        reached = np.asarray(meta.get("reached", reached), bool)
         on_segment(int(np.clip(np.minimum(start, stop_steps[:num_real]), 0, None).sum()), 0)
     for end in boundaries:
         if end <= start:
             continue
+        if np.all(reached | diverged | (start >= stop_steps)):
+            break  # every config reached its target, diverged or finished: the chunk ends early
         keep = np.array([end in points for points in per_config_points])
         intervals = jax.device_put((interval_start, keep), by_config)
         args = (arrays, hparams, state, np.int32(start), np.int32(end - start), stops, *intervals)
@@ -664,12 +674,12 @@ def _run_chunk(
             # diverged, so the others' numbers do not depend on their neighbours.
             replayed, replay_metrics = replay_p(*args)
             new_state = _take_rows(newly, replayed, new_state)
-            metrics = type(metrics)(
-                *(np.where(newly, r, f) for r, f in zip(_to_host(replay_metrics), metrics, strict=True))
-            )
+            metrics = jax.tree.map(functools.partial(_where, newly), _to_host(replay_metrics), metrics)
         state, diverged = new_state, np.asarray(metrics.diverged)
         on_segment(int(np.clip(np.minimum(end, stop_steps[:num_real]) - start, 0, None).sum()), 0)
         interval_start = np.where(keep, end, interval_start).astype(np.int32)
+        keep &= ~reached  # a config that reached its target has no later rows
+        reached = np.asarray(metrics.reached, bool)
         keep[num_real:] = False
         frames.append(
             pd.DataFrame(
@@ -690,14 +700,53 @@ def _run_chunk(
                         if has_val
                         else {}
                     ),
+                    **{name: metrics.measured[name][keep].astype(np.float64) for name in measured},
+                    "_reached": reached[keep],
                 }
             )
         )
         start = end
         if checkpoint is not None and end < boundaries[-1]:
-            meta = {"start": end, "diverged": diverged.tolist(), "interval_start": interval_start.tolist()}
+            meta = {
+                "start": end,
+                "diverged": diverged.tolist(),
+                "interval_start": interval_start.tolist(),
+                "reached": reached.tolist(),
+            }
             checkpoint.maybe_save(end, state, meta, pd.concat(frames, ignore_index=True))
-    return pd.concat(frames, ignore_index=True)
+    frame = pd.concat(frames, ignore_index=True)
+    if spec.target is not None:
+        frame = _with_steps_to_target(frame, spec.target)
+    return frame.drop(columns="_reached")
+
+
+def _with_steps_to_target(frame: pd.DataFrame, target: train_lib.Target) -> pd.DataFrame:
+    """``frame`` with ``steps_to_target`` and ``examples_to_target``: per config, its first
+    row that reached the target (``_reached``), or between it and the row before
+    (linear in the metric) with ``target.interpolate``; NaN where none did."""
+    frame = frame.sort_values(["config_id", "step"], kind="stable").reset_index(drop=True)
+    steps = pd.Series(np.nan, index=frame.index)
+    examples = pd.Series(np.nan, index=frame.index)
+    for _, rows in frame.groupby("config_id", sort=False):
+        hit = np.flatnonzero(rows["_reached"].to_numpy())
+        if not len(hit):
+            continue
+        i = hit[0]
+        step, seen = float(rows["step"].iloc[i]), float(rows["examples_seen"].iloc[i])
+        if target.interpolate and i > 0:
+            before, at = rows[target.metric].iloc[i - 1], rows[target.metric].iloc[i]
+            if np.isfinite(before) and before != at:
+                fraction = (before - target.value) / (before - at)  # in (0, 1]: `before` missed it
+                step0, seen0 = float(rows["step"].iloc[i - 1]), float(rows["examples_seen"].iloc[i - 1])
+                step, seen = step0 + fraction * (step - step0), seen0 + fraction * (seen - seen0)
+        steps[rows.index] = step
+        examples[rows.index] = seen
+    return frame.assign(steps_to_target=steps, examples_to_target=examples)
+
+
+@functools.lru_cache(maxsize=64)
+def _measurement_columns(spec: train_lib.TrainSpec) -> tuple[str, ...]:
+    return train_lib.measurement_columns(spec, train_lib.load_dataset(spec.dataset, spec.dataset_options))
 
 
 def _spec_from(spec_or_options) -> tuple[train_lib.TrainSpec, float | None]:
@@ -728,7 +777,7 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
     spec_fields = {}
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
-        if f.name in ("dataset_options", "model_options", "optimizer_flags"):
+        if f.name in ("dataset_options", "model_options", "optimizer_flags", "measure", "target"):
             continue
         if f.name in ("model", "loss") and not isinstance(value, str):
             objects[f.name] = fingerprints.describe(value)
@@ -762,6 +811,16 @@ def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size
         },
         "sweep": {"strategy": strategy, **({"chunk_size": chunk_size} if chunk_size else {})},
     }
+    if spec.measure:  # [measure.<name>] with its options; a function by qualified name
+        definition["measure"] = {}
+        for m in spec.measure:
+            if isinstance(m, measure_lib.Custom):
+                objects.setdefault("measure", {})[m.label()] = fingerprints.describe(m.fn)
+                definition["measure"][train_lib.PYTHON_PREFIX + m.label()] = {}
+            else:
+                definition["measure"][m.name] = m.options()
+    if spec.target is not None:
+        definition["target"] = dataclasses.asdict(spec.target)
     families = [optimizers_lib.resolve(o) for o in grid.axes.get("optimizer", (spec.optimizer,))]
     custom = {f.name: fingerprints.describe(f) for f in families if optimizers_lib.REGISTRY.get(f.name) != f}
     if custom:
@@ -853,6 +912,8 @@ def sweep(
     compute: bool = True,
     checkpoint_every: float | None = 300.0,
     data_parallel: int = 1,
+    measure: Sequence[Any] | None = None,
+    target: Any = None,
 ) -> SweepResult:
     """Run every config of ``grid`` and return the results table.
 
@@ -892,11 +953,21 @@ def sweep(
       checkpoint_every: seconds between checkpoints of a running chunk's state in
         ``out/checkpoints/`` (orbax), so that a killed chunk resumes from its last
         one; ``0``: after every segment; ``None``: never.
+      measure: measurements at every evaluation point, as ``TrainSpec.measure``
+        (:mod:`jaxopt_lab.measure`); given here, they replace the spec's.
+      target: a stop for every config, as ``TrainSpec.target`` (e.g.
+        ``{"train_loss": 0.5}`` or a :class:`~jaxopt_lab.train.Target`): the table
+        gains ``steps_to_target`` and ``examples_to_target``; given here, it replaces
+        the spec's.
 
     Returns:
       A :class:`SweepResult`.
     """
     spec, spec_epochs = _spec_from(spec_or_options)
+    if measure is not None:
+        spec = dataclasses.replace(spec, measure=measure)
+    if target is not None:
+        spec = dataclasses.replace(spec, target=target)
     epochs = spec_epochs if epochs is None else epochs
     if epochs is not None and not (isinstance(epochs, (int, float, np.number)) and 0 < epochs < math.inf):
         raise InputError(f"epochs={epochs!r} is invalid: expected a positive finite number")
@@ -995,9 +1066,12 @@ def sweep(
         progress = False  # process 0 reports
 
     # what a chunk file holds
+    measured = _measurement_columns(spec)
     chunk_columns = [
         "config_id",
         *(c for c in _METRICS if dataset.x_val is not None or c not in _VAL_METRICS),
+        *measured,
+        *(results_lib.TARGET_COLUMNS if spec.target is not None else ()),
     ]
     bar = _Progress(progress, int(steps.sum()), len(configs), len(groups))
     frames, missing = [], []
@@ -1141,7 +1215,7 @@ def _assemble(configs, metrics, grid, spec) -> pd.DataFrame:
     swept = [c for c in configs.columns if c not in ("config_id",) + _FIRST_COLUMNS]
     columns = ["config_id", *_FIRST_COLUMNS, *swept]
     table = metrics.merge(configs[columns], on="config_id", how="left")
-    table = table[columns + [c for c in _METRICS if c in metrics.columns]]
+    table = table[columns + [c for c in metrics.columns if c not in ("config_id",) + _FIRST_COLUMNS]]
     table = table.sort_values(["config_id", "step"], kind="stable").reset_index(drop=True)
     return table.astype(
         {"config_id": np.int64, "batch_size": np.int64, "seed": np.int64, "learning_rate": np.float64}

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from jaxopt_lab import data as data_lib
+from jaxopt_lab import measure as measure_lib
 from jaxopt_lab import models as models_lib
 from jaxopt_lab import optimizers as optimizers_lib
 from jaxopt_lab import scaling
@@ -35,6 +36,7 @@ from jaxopt_lab.errors import InputError
 
 __all__ = [
     "TrainSpec",
+    "Target",
     "TrainState",
     "History",
     "default_hparams",
@@ -48,6 +50,8 @@ __all__ = [
     "load_dataset",
     "get_model",
     "check_model_fits",
+    "measurement_columns",
+    "TARGET_METRICS",
     "eval_steps",
     "DIVERGE_FACTOR",
     "PYTHON_PREFIX",
@@ -71,6 +75,78 @@ def _optax_promotion():
     # optax's transforms are written for JAX's standard dtype promotion (`decay**count`
     # mixes float32 and int32); the optimizer runs under it whatever the caller's setting.
     return jax.numpy_dtype_promotion("standard")
+
+
+# The metrics a target can name besides the measurements' columns.
+TARGET_METRICS = ("train_loss", "test_loss", "test_accuracy", "val_loss", "val_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A value of a metric at which a config stops: ``Target("train_loss", 0.5)``.
+
+    At each of a config's evaluation points the engine compares the metric with
+    ``value``; at the first point where it is reached (``<=`` for ``mode="min"``,
+    ``>=`` for ``"max"``; a NaN never is) the config stops updating and its rows
+    end, and the table's ``steps_to_target`` and ``examples_to_target`` hold that
+    point (NaN for a config that never reached it). A chunk whose configs have all
+    reached their targets, diverged or finished ends there.
+
+    Attributes:
+      metric: ``train_loss``, ``test_loss``, ``test_accuracy``, ``val_loss``,
+        ``val_accuracy`` or a column of the spec's measurements.
+      value: the target value.
+      mode: ``"min"`` or ``"max"``; default ``"max"`` for an accuracy, else ``"min"``.
+      interpolate: report ``steps_to_target`` (and examples) interpolated linearly
+        in the metric between the point before and the point where it was reached,
+        instead of that point.
+    """
+
+    metric: str
+    value: float
+    mode: str | None = None
+    interpolate: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.metric, str) or not self.metric:
+            raise InputError(f"target metric {self.metric!r} is invalid: expected a column name")
+        value = self.value
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.number))
+            or not np.isfinite(value)
+        ):
+            raise InputError(f"target {self.metric}={value!r} is invalid: expected a finite number")
+        object.__setattr__(self, "value", float(value))
+        mode = self.mode if self.mode is not None else ("max" if "accuracy" in self.metric else "min")
+        if mode not in ("min", "max"):
+            raise InputError(f"target mode={self.mode!r} is invalid: expected 'min' or 'max'")
+        object.__setattr__(self, "mode", mode)
+        if not isinstance(self.interpolate, (bool, np.bool_)):
+            raise InputError(f"target interpolate={self.interpolate!r} is invalid: expected true or false")
+        object.__setattr__(self, "interpolate", bool(self.interpolate))
+
+    @classmethod
+    def from_value(cls, value) -> Target | None:
+        """A Target from ``None``, a Target, ``{"metric": ..., "value": ..., ...}`` (as
+        ``sweep.toml`` writes it) or ``{metric: value}``."""
+        if value is None or isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping) and "metric" in value:
+            fields = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(value) - fields)
+            if unknown:
+                raise InputError(
+                    f"target key {unknown[0]!r} is invalid: expected {', '.join(map(repr, sorted(fields)))}"
+                )
+            return cls(**value)
+        if isinstance(value, Mapping) and len(value) == 1:
+            ((metric, target),) = value.items()
+            return cls(metric, target)
+        raise InputError(
+            f"target={value!r} is invalid: expected one metric and its value, e.g. {{'train_loss': 0.5}}, "
+            "or a jaxopt_lab.train.Target"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +180,14 @@ class TrainSpec:
         (``0.5 * |outputs - targets|**2``), ``"mse"`` (the mean of the squares over
         the outputs), or a callable ``loss(outputs, targets) -> per-example losses``.
         The test loss is the same loss without label smoothing.
+      measure: measurements taken at every evaluation point, each adding columns
+        (:mod:`jaxopt_lab.measure`): built-in names (``"sharpness"``,
+        ``"noise_scale"``, ...), :class:`~jaxopt_lab.measure.Measurement` objects, or
+        functions ``fn(params, model_state, batch) -> dict[str, scalar]``.
+      measure_batch_size: examples of the measurement batch, the same training
+        examples at every point (all of them when the set is smaller).
+      target: a :class:`Target` (or ``{metric: value}``): a config stops at the
+        first evaluation point where the metric reaches the value.
       diverge_above: a training-loss ceiling: a config whose loss passes it has
         diverged (frozen, its metrics NaN), as one whose loss is not finite.
         ``None`` (the default) puts it at ``DIVERGE_FACTOR`` (100) times the
@@ -125,6 +209,9 @@ class TrainSpec:
     diverge_above: float | None = None
     loss: Any = "auto"
     schedule: str = "constant"
+    measure: tuple = ()
+    measure_batch_size: int = 1024
+    target: Any = None
 
     def __post_init__(self):
         optimizers_lib.resolve(self.optimizer)  # a registry name or an Optimizer
@@ -161,7 +248,7 @@ class TrainSpec:
                 f"lr_rule={self.lr_rule!r} is invalid: expected one of "
                 f"{', '.join(map(repr, scaling.LR_RULES))}"
             )
-        for name in ("batch_size", "steps", "eval_every", "base_batch_size"):
+        for name in ("batch_size", "steps", "eval_every", "base_batch_size", "measure_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value < 2**31:
                 raise InputError(
@@ -182,6 +269,18 @@ class TrainSpec:
                 f"diverge_above={value!r} is invalid: expected a positive number (inf: only non-finite "
                 "losses) or None (100 times the first training loss)"
             )
+        measure = self.measure
+        if isinstance(measure, Mapping):  # sweep.toml's [measure] table: name -> options
+            measure = [measure_lib.resolve(k, v) for k, v in measure.items()]
+        elif isinstance(measure, str) or callable(measure) or isinstance(measure, measure_lib.Measurement):
+            measure = [measure]
+        measure = tuple(measure_lib.resolve(m) for m in measure)
+        labels = [measure_lib.label(m) for m in measure]
+        repeated = sorted({n for n in labels if labels.count(n) > 1})
+        if repeated:
+            raise InputError(f"measure {repeated[0]!r} is given twice: expected each measurement once")
+        object.__setattr__(self, "measure", measure)
+        object.__setattr__(self, "target", Target.from_value(self.target))
         # Options arrive as dicts from users; keep them hashable and ordered.
         for name in ("dataset_options", "model_options", "optimizer_flags"):
             value = getattr(self, name)
@@ -208,6 +307,9 @@ class TrainState(NamedTuple):
         until the first step sets it from ``TrainSpec.diverge_above``).
       diverged: true once a training loss was not finite or passed the ceiling;
         the state is then frozen.
+      measure: the carries of ``TrainSpec.measure``, one per measurement.
+      reached: true once the config reached its ``TrainSpec.target``; the state is
+        then frozen.
     """
 
     params: Any
@@ -218,6 +320,8 @@ class TrainState(NamedTuple):
     loss_sum: jax.Array
     loss_ceiling: jax.Array
     diverged: jax.Array
+    measure: tuple
+    reached: jax.Array
 
 
 class History(NamedTuple):
@@ -232,6 +336,8 @@ class History(NamedTuple):
     applied_lr: jax.Array  # the learning rate of the last step before the point
     val_loss: jax.Array  # on the dataset's validation set (NaN without one)
     val_accuracy: jax.Array
+    measured: dict  # the columns of TrainSpec.measure, by name
+    reached: jax.Array  # whether the target was reached at or before the point
 
 
 class _Metrics(NamedTuple):
@@ -242,6 +348,8 @@ class _Metrics(NamedTuple):
     applied_lr: jax.Array
     val_loss: jax.Array
     val_accuracy: jax.Array
+    measured: dict
+    reached: jax.Array
 
 
 @functools.lru_cache(maxsize=16)
@@ -437,6 +545,8 @@ def init_state(spec: TrainSpec, dataset: data_lib.Dataset, hparams, key: jax.Arr
         loss_sum=jnp.zeros((), jnp.float32),
         loss_ceiling=jnp.asarray(jnp.nan if spec.diverge_above is None else spec.diverge_above, jnp.float32),
         diverged=jnp.zeros((), jnp.bool_),
+        measure=tuple(m.init(params) for m in spec.measure),
+        reached=jnp.zeros((), jnp.bool_),
     )
 
 
@@ -496,7 +606,7 @@ def _train_step(
         xb, yb = jax.lax.with_sharding_constraint((xb, yb), batch_sharding)
         mask = None if mask is None else jax.lax.with_sharding_constraint(mask, batch_sharding)
 
-    def loss_fn(params):
+    def per_example_fn(params):
         outputs, new_model_state = model.apply(
             params,
             state.model_state,
@@ -508,18 +618,49 @@ def _train_step(
         per_example = _per_example_loss(
             outputs, yb, dataset.num_classes, spec.loss, hparams.get("label_smoothing")
         )
+        return per_example, new_model_state
+
+    def reduce(per_example):
         loss = scaling.reduce_loss(per_example, mask, spec.reduction)
         # The reported loss is always the mean, so curves compare across reductions.
         mean_loss = loss if spec.reduction == "mean" else scaling.reduce_loss(per_example, mask)
-        return loss, (new_model_state, mean_loss)
+        return loss, mean_loss
 
-    grads, (new_model_state, mean_loss) = jax.grad(loss_fn, has_aux=True)(state.params)
+    small_batch_size = batch_size // 2
+    small_sq = jnp.full((), jnp.nan, jnp.float32)
+    if any(m.uses_small_batch for m in spec.measure):
+        # One forward pass, two backward passes: the batch's gradient, and the mean
+        # gradient of its first B // 2 examples (through the same batch statistics).
+        per_example, pullback, new_model_state = jax.vjp(per_example_fn, state.params, has_aux=True)
+        weights, mean_loss = jax.grad(lambda pe: reduce(pe), has_aux=True)(per_example)
+        (grads,) = pullback(weights)
+        small = (offsets < small_batch_size).astype(per_example.dtype)
+        small = small / jnp.asarray(small_batch_size, per_example.dtype)
+        (small_grads,) = pullback(small)
+        small_sq = _sq_norm(small_grads)
+    else:
+
+        def loss_fn(params):
+            per_example, new_model_state = per_example_fn(params)
+            loss, mean_loss = reduce(per_example)
+            return loss, (new_model_state, mean_loss)
+
+        grads, (new_model_state, mean_loss) = jax.grad(loss_fn, has_aux=True)(state.params)
     with _optax_promotion():
         tx = make_optimizer(spec, hparams, batch_size, step)
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
+    new_measure = state.measure
+    if spec.measure:
+        grad_sq = _sq_norm(grads)
+        if spec.reduction == "sum":  # the mean gradient's
+            grad_sq = grad_sq / jnp.square(jnp.asarray(batch_size, grad_sq.dtype))
+        info = measure_lib.StepInfo(
+            state.params, updates, grad_sq, small_sq, jnp.asarray(batch_size), jnp.asarray(small_batch_size)
+        )
+        new_measure = tuple(m.step(c, info) for m, c in zip(spec.measure, state.measure, strict=True))
 
-    active = step < stop_step
+    active = (step < stop_step) & ~state.reached
     ceiling = state.loss_ceiling
     if spec.diverge_above is None:  # set by the first step: a multiple of its loss
         first = DIVERGE_FACTOR * jnp.abs(mean_loss)
@@ -528,12 +669,14 @@ def _train_step(
     ok = jnp.isfinite(mean_loss) & (mean_loss <= ceiling)
     diverged = state.diverged | (active & ~ok)
     keep_old = diverged | ~active
-    params, model_state, opt_state = new = (new_params, new_model_state, new_opt_state)
+    params, model_state, opt_state, measure = new = (new_params, new_model_state, new_opt_state, new_measure)
     if freeze:
         # A select, not a cond on `_any(keep_old)`: the select fuses into the optimizer's
         # own passes, while a cond's outputs cost a copy of every leaf (measured: no gain).
-        old = (state.params, state.model_state, state.opt_state)
-        params, model_state, opt_state = jax.tree.map(lambda n, o: jnp.where(keep_old, o, n), new, old)
+        old = (state.params, state.model_state, state.opt_state, state.measure)
+        params, model_state, opt_state, measure = jax.tree.map(
+            lambda n, o: jnp.where(keep_old, o, n), new, old
+        )
     return TrainState(
         params=params,
         model_state=model_state,
@@ -543,7 +686,13 @@ def _train_step(
         loss_sum=state.loss_sum + jnp.where(active, mean_loss, jnp.zeros_like(mean_loss)),
         loss_ceiling=ceiling,
         diverged=diverged,
+        measure=measure,
+        reached=state.reached,
     )
+
+
+def _sq_norm(tree) -> jax.Array:
+    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)).astype(jnp.float32)
 
 
 def _evaluate(spec, model, dataset, state: TrainState, x, y):
@@ -621,13 +770,13 @@ def run_segment(
     entry = state
     state = jax.lax.fori_loop(start, start + num_steps, body, state)
     if not freeze:
-        frozen = entry.diverged | (start >= stop_step)
+        frozen = entry.diverged | entry.reached | (start >= stop_step)
         state = state._replace(
             **{
                 name: jax.tree.map(
                     lambda n, o: jnp.where(frozen, o, n), getattr(state, name), getattr(entry, name)
                 )
-                for name in ("params", "model_state", "opt_state")
+                for name in ("params", "model_state", "opt_state", "measure")
             }
         )
     interval_start = start if interval_start is None else interval_start
@@ -638,6 +787,11 @@ def run_segment(
     nan = jnp.full((), jnp.nan, jnp.float32)
     last_step = jnp.maximum(jnp.minimum(start + num_steps, stop_step) - 1, 0)
     batch_size = hparams.get("batch_size", spec.batch_size)
+    reset = jnp.asarray(reset)
+    measured, carries = _measure(spec, model, dataset, hparams, state, start + num_steps)
+    # A carry moves only at the config's own points, so that its chunk's other points
+    # do not change its numbers (a warm start from an extra power iteration would).
+    carries = jax.tree.map(lambda n, o: jnp.where(reset, n, o), carries, state.measure)
     metrics = _Metrics(
         train_loss=jnp.where(state.diverged, nan, train_loss),
         test_loss=jnp.where(state.diverged, nan, test_loss),
@@ -646,9 +800,110 @@ def run_segment(
         applied_lr=jnp.asarray(learning_rate_at(spec, hparams, batch_size, last_step), jnp.float32),
         val_loss=jnp.where(state.diverged, nan, val_loss),
         val_accuracy=jnp.where(state.diverged, nan, val_accuracy),
+        measured={k: jnp.where(state.diverged, nan, v) for k, v in measured.items()},
+        reached=state.reached,
     )
+    reached = state.reached
+    if spec.target is not None:
+        value = {**metrics._asdict(), **metrics.measured}[spec.target.metric]
+        target = jnp.asarray(spec.target.value, value.dtype)
+        hit = (value <= target) if spec.target.mode == "min" else (value >= target)
+        reached = reached | (reset & ~state.diverged & jnp.isfinite(value) & hit)
+        metrics = metrics._replace(reached=reached)
     loss_sum = jnp.where(reset, jnp.zeros_like(state.loss_sum), state.loss_sum)
-    return state._replace(loss_sum=loss_sum), metrics
+    return state._replace(loss_sum=loss_sum, measure=carries, reached=reached), metrics
+
+
+def _measure(spec: TrainSpec, model, dataset, hparams, state: TrainState, step):
+    """The spec's measurements at ``state``: ``(columns, carries)``."""
+    if not spec.measure:
+        return {}, state.measure
+    idx = measure_lib.batch_indices(dataset.x_train.shape[0], spec.measure_batch_size)
+    batch = (dataset.x_train[idx], dataset.y_train[idx])
+
+    def loss(params, x, y):
+        outputs, _ = model.apply(params, state.model_state, x, train=True, bn_momentum=hparams["bn_momentum"])
+        per_example = _per_example_loss(
+            outputs, y, dataset.num_classes, spec.loss, hparams.get("label_smoothing")
+        )
+        return jnp.mean(per_example)
+
+    def example_loss(params, example):
+        x, y = (a[None] for a in example)
+        outputs, _ = model.apply(params, state.model_state, x, train=False)
+        return _per_example_loss(outputs, y, dataset.num_classes, spec.loss, hparams.get("label_smoothing"))[
+            0
+        ]
+
+    ctx = measure_lib.Context(
+        params=state.params,
+        model_state=state.model_state,
+        opt_state=state.opt_state,
+        batch=batch,
+        dataset=dataset,
+        model=model,
+        loss=loss,
+        example_loss=example_loss,
+        evaluate=lambda x, y: _evaluate(spec, model, dataset, state, x, y),
+        step=jnp.asarray(step, jnp.int32),
+    )
+    columns, carries = {}, []
+    for m, carry in zip(spec.measure, state.measure, strict=True):
+        values, carry = m(ctx, carry)
+        columns.update({k: jnp.asarray(v).astype(jnp.float32) for k, v in values.items()})
+        carries.append(carry)
+    return columns, tuple(carries)
+
+
+def measurement_columns(spec: TrainSpec, dataset: data_lib.Dataset) -> tuple[str, ...]:
+    """The columns ``spec.measure`` adds, in order; raises :class:`InputError` for a
+    measurement that cannot run on this spec and data, that returns something other
+    than named real scalars, or whose column another measurement or the table has,
+    and for a target naming a column the run does not have. Abstract: nothing runs."""
+    from jaxopt_lab import results as results_lib
+
+    for m in spec.measure:
+        m.check(spec, dataset)
+    hp = default_hparams(spec.optimizer, spec.schedule)
+    hparams = _as_arrays({k: spec.steps if v is None else v for k, v in hp.items()})
+    model = get_model(spec, dataset)
+    taken = dict.fromkeys(results_lib.METRIC_COLUMNS + results_lib.TARGET_COLUMNS, "the results table")
+    columns = []
+    for m in spec.measure:
+        one = dataclasses.replace(spec, measure=(m,))
+
+        def run(key, one=one):
+            state = init_state(one, dataset, hparams, key)
+            return _measure(one, model, dataset, hparams, state, 0)[0]
+
+        name = measure_lib.label(m)
+        try:
+            shapes = jax.eval_shape(run, jax.random.key(0))
+        except InputError:
+            raise
+        except Exception as err:  # the user's function: say which, keep the cause
+            raise InputError(
+                f"measure {name!r} cannot run on this model and data: {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}"
+            ) from err
+        for key, shape in shapes.items():
+            if not isinstance(key, str) or not key:
+                raise InputError(f"measure {name!r} returned the key {key!r}: expected column names")
+            if shape.shape != ():
+                raise InputError(
+                    f"measure {name!r} returned {key!r} of shape {shape.shape}: expected a scalar"
+                )
+            if key in taken:
+                raise InputError(f"measure {name!r} returns column {key!r}, which {taken[key]} has already")
+            taken[key] = f"measure {name!r}"
+            columns.append(key)
+    if spec.target is not None:
+        valid = [m for m in TARGET_METRICS if dataset.x_val is not None or not m.startswith("val_")]
+        valid += columns
+        if spec.target.metric not in valid:
+            shown = ", ".join(map(repr, valid))
+            raise InputError(f"target metric {spec.target.metric!r} is invalid: expected one of {shown}")
+    return tuple(columns)
 
 
 def eval_steps(steps: int, eval_every: int) -> list[int]:
@@ -700,6 +955,8 @@ def make_train(spec: TrainSpec, dataset: data_lib.Dataset):
             applied_lr=metrics.applied_lr,
             val_loss=metrics.val_loss,
             val_accuracy=metrics.val_accuracy,
+            measured=metrics.measured,
+            reached=metrics.reached,
         )
 
     return train_fn
@@ -728,7 +985,9 @@ def train(spec: TrainSpec, hparams: Mapping[str, Any] | None = None, key=0) -> H
       A :class:`History` with one entry per evaluation point.
     """
     check_optimizer_flags(spec.optimizer, spec.optimizer_flags)
-    check_model_fits(spec, load_dataset(spec.dataset, spec.dataset_options))
+    dataset = load_dataset(spec.dataset, spec.dataset_options)
+    check_model_fits(spec, dataset)
+    measurement_columns(spec, dataset)
     hp = default_hparams(spec.optimizer, spec.schedule, **dict(hparams or {}))
     schedules_lib.check_params({k: hp[k] for k in schedules_lib.params_of(spec.schedule)})
     hp.update({k: spec.steps for k, v in hp.items() if v is None})  # a decay that ends with the run

@@ -213,7 +213,7 @@ def test_fast_segment_restores_configs_frozen_before_it_and_matches_the_select()
         strict=True,
     ):
         np.testing.assert_array_equal(f[1:], before[1:])  # frozen: exactly the entry state
-        np.testing.assert_allclose(f[0], s[0], rtol=1e-6)
+        np.testing.assert_allclose(f[0], s[0], rtol=1e-6, atol=1e-8)  # float32 rounding of a near-zero bias
         assert not np.allclose(f[0], before[0])  # the active config did train
     np.testing.assert_array_equal(
         jax.tree.leaves(fast.opt_state)[-1][1:], jax.tree.leaves(state.opt_state)[-1][1:]
