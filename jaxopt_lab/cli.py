@@ -280,6 +280,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_options(sub.add_parser("run", help="run one config"), single=True)
     report = sub.add_parser("report", help="redraw a sweep's pictures and print its best lrs")
     report.add_argument("dir", help="a sweep's output folder")
+    report.add_argument(
+        "--metric",
+        help="also draw this column against --x for each batch size's best learning rate "
+        "(curves_METRIC.png), or a summary column as a heatmap (heatmap_METRIC.png)",
+    )
+    report.add_argument("--x", choices=("examples", "steps"), default="examples", help="the curves' x axis")
     return parser
 
 
@@ -507,13 +513,20 @@ def _run_definition(definition: dict, out: str, args) -> int:
         return 0
     print(
         f"wrote {len(result.table)} rows for {result.table['config_id'].nunique()} configs "
-        f"to {out}/ (results.parquet, summary.csv, sweep.toml, heatmap.png, curves.png)"
+        f"to {out}/ (results.parquet, summary.csv, sweep.toml, {', '.join(_pictures(result.table))})"
     )
     if args.command == "run" and result.table["config_id"].nunique() == 1:
         _print_config(results.summary(result.table).iloc[0], results.hyperparameter_columns(result.table))
     else:
         _print_best(results.best_learning_rates(result.table))
     return 0
+
+
+def _pictures(table) -> list[str]:
+    from jaxopt_lab import results
+
+    names = ["heatmap.png", "curves.png", *(f"curves_{c}.png" for c in results.measured_columns(table))]
+    return names + (["heatmap_steps_to_target.png"] if "steps_to_target" in table.columns else [])
 
 
 def _print_config(row, hparams) -> None:
@@ -558,7 +571,7 @@ def _print_best(best) -> None:
         print(best.to_string(index=False))
 
 
-def _report(path: str) -> int:
+def _report(path: str, metric: str | None = None, x_axis: str = "examples") -> int:
     from jaxopt_lab import plots, results
 
     if not os.path.isfile(os.path.join(path, "results.parquet")):
@@ -575,9 +588,17 @@ def _report(path: str) -> int:
             )
             return 1
     table, _ = results.load(path)
-    plots.heatmap(table, os.path.join(path, "heatmap.png"))
-    plots.curves(table, os.path.join(path, "curves.png"))
-    print(f"redrew {path}/heatmap.png and {path}/curves.png")
+    extra = []
+    if metric is not None:  # first: a bad --metric stops the report before it draws anything
+        x = "step" if x_axis == "steps" else "examples_seen"
+        if metric in table.columns:
+            extra.append(f"curves_{metric}{'_by_step' if x == 'step' else ''}.png")
+            plots.curves(table, os.path.join(path, extra[-1]), metric=metric, x=x)
+        else:
+            extra.append(f"heatmap_{metric}.png")
+            plots.heatmap(table, os.path.join(path, extra[-1]), metric=metric)
+    names = plots.draw(table, path) + extra
+    print(f"redrew {', '.join(os.path.join(path, n) for n in names)}")
     _print_best(results.best_learning_rates(table))
     return 0
 
@@ -603,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         if args.command == "report":
-            return _report(args.dir)
+            return _report(args.dir, args.metric, args.x)
         if args.command == "sweep":
             from jaxopt_lab.sweep import one_device_per_cpu_core
 

@@ -29,7 +29,7 @@ from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, Nul
 from jaxopt_lab import results as results_lib
 from jaxopt_lab.errors import InputError
 
-__all__ = ["PLOT_METRICS", "heatmap", "heatmap_data", "curves", "format_lr"]
+__all__ = ["PLOT_METRICS", "heatmap", "heatmap_data", "curves", "draw", "format_lr"]
 
 # Metrics the plots can show, and whether larger is better.
 PLOT_METRICS = {
@@ -89,16 +89,57 @@ def _lr_labels(values) -> list[str]:
     return [repr(float(v)) for v in values]
 
 
-def _check(table: pd.DataFrame, metric: str | None) -> str:
+def _default_metric(table: pd.DataFrame) -> str:
+    return "val_loss" if "val_loss" in table.columns else "test_loss"
+
+
+def _check(table: pd.DataFrame, metric: str | None, summary_columns: bool = False) -> str:
     """The metric to draw: ``metric``, by default ``val_loss`` with a validation set, else
-    ``test_loss``."""
+    ``test_loss``: a column of :data:`PLOT_METRICS`, a measurement's column, or (for the
+    heatmap, ``summary_columns``) a column of :func:`jaxopt_lab.results.summary`."""
     if metric is None:
-        metric = "val_loss" if "val_loss" in table.columns else "test_loss"
+        metric = _default_metric(table)
     results_lib._check_table(table)
-    if metric not in PLOT_METRICS or metric not in table.columns:
-        valid = [m for m in PLOT_METRICS if m in table.columns]
+    valid = [m for m in PLOT_METRICS if m in table.columns] + results_lib.measured_columns(table)
+    if summary_columns:
+        valid += [c for c in _summary_values(table) if c not in valid]
+    if metric not in valid:
         raise InputError(f"metric={metric!r} is invalid: expected one of {', '.join(map(repr, valid))}")
     return metric
+
+
+def _summary_values(table: pd.DataFrame) -> list[str]:
+    """The per-config numbers of :func:`jaxopt_lab.results.summary` a heatmap can show."""
+    configs = results_lib.summary(table)
+    skip = {"config_id", "diverged", *results_lib.hyperparameter_columns(table)}
+    return [c for c in configs.columns if c not in skip and pd.api.types.is_numeric_dtype(configs[c])]
+
+
+def _direction(metric: str) -> bool | None:
+    """Whether larger is better for ``metric``; ``None`` for a measurement, which has no best."""
+    if metric in PLOT_METRICS:
+        return PLOT_METRICS[metric]
+    return results_lib.SUMMARY_METRICS.get(metric)
+
+
+def _label(metric: str) -> str:
+    return _LABELS.get(metric, metric.replace("_", " "))
+
+
+def _config_values(table: pd.DataFrame, metric: str) -> tuple[pd.Series, str]:
+    """One number per config for a heatmap cell, and how it was taken: the best over
+    evaluation points of a metric of :data:`PLOT_METRICS`, the last point's value of a
+    measurement, or the summary's column."""
+    by_config = table.groupby("config_id", sort=True)
+    if metric in PLOT_METRICS:
+        larger = PLOT_METRICS[metric]
+        values = by_config[metric].max() if larger else by_config[metric].min()
+        return values, f"{'max' if larger else 'min'} over evaluation steps"
+    if metric in results_lib.measured_columns(table):
+        rows = table.sort_values(["config_id", "step"], kind="stable")
+        return rows.groupby("config_id", sort=True)[metric].last(), "at the last evaluation step"
+    values = results_lib.summary(table).set_index("config_id")[metric].astype(np.float64)
+    return values, "per config"
 
 
 def _optimizers(table: pd.DataFrame) -> list[str]:
@@ -115,11 +156,11 @@ def _cells(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     seed diverged) and ``score`` (``value`` oriented so smaller is better;
     +inf when diverged or missing).
     """
-    larger_is_better = PLOT_METRICS[metric]
+    larger_is_better = bool(_direction(metric))
     hparams = [c for c in results_lib.hyperparameter_columns(table) if c != "seed"]
     by_config = table.groupby("config_id", sort=True)
     configs = table.drop_duplicates("config_id").set_index("config_id")[hparams]
-    configs["value"] = by_config[metric].max() if larger_is_better else by_config[metric].min()
+    configs["value"] = _config_values(table, metric)[0]
     configs["diverged"] = by_config["diverged"].any()
     cells = (
         configs.groupby(hparams, dropna=False, sort=True)
@@ -149,18 +190,20 @@ def heatmap_data(table: pd.DataFrame, metric: str | None = None) -> dict[str, pd
     Entry ``[batch_size, learning_rate]`` is ``mean over seeds of (min over
     evaluation points of metric)`` (max for accuracy), best over any other
     swept hyperparameter; NaN where every setting diverged in some seed, or
-    where the pair was not run.
+    where the pair was not run. For a measurement's column the config's value
+    is the last point's, and for a column of :func:`jaxopt_lab.results.summary`
+    (``steps_to_target``, ``final_sharpness``, ...) the summary's.
 
     Args:
       table: a results table.
-      metric: one of :data:`PLOT_METRICS` (default: ``val_loss`` with a validation set,
-        else ``test_loss``).
+      metric: one of :data:`PLOT_METRICS`, a measurement's column or a summary
+        column (default: ``val_loss`` with a validation set, else ``test_loss``).
 
     Returns:
       ``{optimizer: DataFrame}``, each indexed by every batch size of the table
       (ascending) with a column per learning rate of the table (ascending).
     """
-    metric = _check(table, metric)
+    metric = _check(table, metric, summary_columns=True)
     data, _ = _matrices(table, metric)
     return data
 
@@ -244,14 +287,15 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Fig
       table: a results table.
       path: where to write the picture (format from the suffix, PNG by
         default), atomically; ``None`` to only return the figure.
-      metric: one of :data:`PLOT_METRICS` (default: ``val_loss`` with a validation set,
-        else ``test_loss``).
+      metric: as :func:`heatmap_data`'s. A measurement's column has no best
+        learning rate: no cell is outlined.
 
     Returns:
       The figure.
     """
-    metric = _check(table, metric)
-    larger_is_better = PLOT_METRICS[metric]
+    metric = _check(table, metric, summary_columns=True)
+    ranked = _direction(metric) is not None
+    larger_is_better = bool(_direction(metric))
     values, diverged = _matrices(table, metric)
     optimizers = list(values)
     first = values[optimizers[0]]
@@ -298,7 +342,7 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Fig
                     )
                 )
                 ax.text(j, i, "×", ha="center", va="center", fontsize=14, color="#404040")
-            for i in range(n_b):
+            for i in range(n_b if ranked else 0):
                 row = matrix[i]
                 if np.isfinite(row).any():
                     j = int(np.nanargmax(row) if larger_is_better else np.nanargmin(row))
@@ -340,8 +384,8 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Fig
             for spine in ax.spines.values():
                 spine.set_visible(False)
         axes[0].set_ylabel("batch size")
-        label = _LABELS[metric]
-        word = "max" if larger_is_better else "min"
+        label = _label(metric)
+        how = _config_values(table, metric)[1]
         outliers = norm is not None and any(
             ((v < norm.vmin) if larger_is_better else (v > norm.vmax)).to_numpy().any()
             for v in values.values()
@@ -354,6 +398,8 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Fig
                 bar.ax.yaxis.set_major_formatter(plain)
                 bar.ax.yaxis.set_minor_formatter(plain)
         handles = [Patch(fill=False, edgecolor=_BEST_EDGE, linewidth=2, label="best lr per batch size")]
+        if not ranked:
+            handles = []
         if any(d.to_numpy().any() for d in diverged.values()):
             handles.append(
                 Patch(
@@ -368,11 +414,12 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Fig
                 Patch(facecolor="none", edgecolor="none", label="▲ beyond the colour scale (an outlier)")
             )
         if any((v.isna() & ~diverged[o]).to_numpy().any() for o, v in values.items()):
-            handles.append(Patch(facecolor="white", edgecolor=_DIVERGED_EDGE, linewidth=0.5, label="not run"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+            missing = "target not reached" if metric in results_lib.TARGET_COLUMNS else "not run"
+            handles.append(Patch(facecolor="white", edgecolor=_DIVERGED_EDGE, linewidth=0.5, label=missing))
+        if handles:
+            fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
         fig.suptitle(
-            f"{label.capitalize()} by learning rate and batch size\n"
-            f"({word} over evaluation steps, mean over seeds)"
+            f"{label[0].upper() + label[1:]} by learning rate and batch size\n({how}, mean over seeds)"
         )
     if path is not None:
         _save(fig, path)
@@ -424,7 +471,7 @@ def _matching(table: pd.DataFrame, winner: pd.Series, columns: list[str]) -> pd.
     return keep
 
 
-def curves(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Figure:
+def curves(table: pd.DataFrame, path=None, *, metric: str | None = None, x: str = "examples_seen") -> Figure:
     """``metric`` against examples seen, one line per batch size, one panel per optimizer.
 
     Each batch size is drawn at its best learning rate (the heatmap's outlined
@@ -436,14 +483,20 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Figu
       table: a results table.
       path: where to write the picture (format from the suffix, PNG by
         default), atomically; ``None`` to only return the figure.
-      metric: one of :data:`PLOT_METRICS` (default: ``val_loss`` with a validation set,
-        else ``test_loss``).
+      metric: one of :data:`PLOT_METRICS` or a measurement's column (default:
+        ``val_loss`` with a validation set, else ``test_loss``). The best learning
+        rate is chosen on ``metric`` itself for a metric of :data:`PLOT_METRICS`, and
+        on the default metric for a measurement (``sharpness`` has no best).
+      x: ``"examples_seen"`` or ``"step"``.
 
     Returns:
       The figure.
     """
     metric = _check(table, metric)
-    winners = _winners(table, metric)
+    if x not in ("examples_seen", "step"):
+        raise InputError(f"x={x!r} is invalid: expected 'examples_seen' or 'step'")
+    axis = x
+    winners = _winners(table, metric if metric in PLOT_METRICS else _default_metric(table))
     optimizers = _optimizers(table)
     batch_sizes = sorted(winners["batch_size"].unique())
     colors = mpl.colormaps["viridis"](np.linspace(0.0, 0.8, max(2, len(batch_sizes))))
@@ -456,7 +509,7 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Figu
         if c not in ("optimizer", "batch_size", "learning_rate")
         and table.groupby("optimizer")[c].nunique().max() > 1
     ]
-    label = _LABELS[metric]
+    label = _label(metric)
 
     with mpl.rc_context(_STYLE):
         fig = Figure(figsize=(max(6.0, 4.4 * len(optimizers) + 0.6), 4.2), layout="constrained")
@@ -479,8 +532,8 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Figu
                     )
                     continue
                 rows = table[_matching(table, winner, hparams)]
-                rows = rows[rows["examples_seen"] > 0]
-                stats = rows.groupby("examples_seen")[metric].agg(["mean", "min", "max"])
+                rows = rows[rows[axis] > 0]
+                stats = rows.groupby(axis)[metric].agg(["mean", "min", "max"])
                 x = stats.index.to_numpy(np.float64)
                 xs.append(x)
                 ax.fill_between(x, stats["min"], stats["max"], color=color_of[b], alpha=0.2, linewidth=0)
@@ -494,6 +547,8 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Figu
                     stats["mean"],
                     color=color_of[b],
                     linewidth=1.8,
+                    marker="o" if len(x) <= 12 else None,  # a run that stopped at its first point is one
+                    markersize=4,
                     label=f"B={b}, lr={format_lr(winner['learning_rate'])}{extra}",
                 )
                 handles.append(line)
@@ -515,17 +570,36 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Figu
             if handles:
                 ax.legend(handles=handles, loc="best", frameon=False)
             ax.set_title(opt)
-            ax.set_xlabel("examples seen")
+            ax.set_xlabel("examples seen" if axis == "examples_seen" else "step")
             ax.grid(True, which="major", alpha=0.3)
         values = np.concatenate(positive) if positive else np.array([])
         values = values[np.isfinite(values)]
-        if not PLOT_METRICS[metric] and values.size and values.min() > 0 and values.max() / values.min() > 10:
+        if not _direction(metric) and values.size and values.min() > 0 and values.max() / values.min() > 10:
             axes[0].set_yscale("log")
         axes[0].set_ylabel(label)
+        chosen = "" if metric in PLOT_METRICS else f" by {_label(_default_metric(table))}"
         fig.suptitle(
-            f"{label.capitalize()} at the best learning rate of each batch size\n"
+            f"{label[0].upper() + label[1:]} at the best learning rate{chosen} of each batch size\n"
             "(mean and min-max over seeds)"
         )
     if path is not None:
         _save(fig, path)
     return fig
+
+
+def draw(table: pd.DataFrame, out_dir) -> list[str]:
+    """Draw a sweep's pictures into ``out_dir``; returns their file names.
+
+    ``heatmap.png`` and ``curves.png`` of the default metric; ``curves_<column>.png``
+    of each measurement's column; ``heatmap_steps_to_target.png`` with a target.
+    """
+    names = ["heatmap.png", "curves.png"]
+    heatmap(table, os.path.join(out_dir, "heatmap.png"))
+    curves(table, os.path.join(out_dir, "curves.png"))
+    for column in results_lib.measured_columns(table):
+        names.append(f"curves_{column}.png")
+        curves(table, os.path.join(out_dir, names[-1]), metric=column)
+    if "steps_to_target" in table.columns:
+        names.append("heatmap_steps_to_target.png")
+        heatmap(table, os.path.join(out_dir, names[-1]), metric="steps_to_target")
+    return names

@@ -1135,8 +1135,7 @@ def sweep(
         if plots:
             from jaxopt_lab import plots as plots_lib
 
-            plots_lib.heatmap(table, os.path.join(out, "heatmap.png"))
-            plots_lib.curves(table, os.path.join(out, "curves.png"))
+            plots_lib.draw(table, out)
     return SweepResult(table=table, definition=definition, strategy=chosen)
 
 
