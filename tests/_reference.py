@@ -22,6 +22,7 @@ class Curves(NamedTuple):
     train_loss: np.ndarray  # mean training loss over each segment between evaluations
     test_loss: np.ndarray
     test_accuracy: np.ndarray
+    measured: dict | None = None  # at_points' values per evaluation point, by name
 
 
 def per_example_loss(outputs, y, num_classes):
@@ -43,6 +44,8 @@ def optax_loop(
     reduction="mean",
     loss_fn=None,
     test_loss_fn=None,
+    at_points=None,
+    on_step=None,
 ):
     """Train with ``tx`` and return :class:`Curves` at every ``eval_every`` steps and the last.
 
@@ -50,6 +53,9 @@ def optax_loop(
     ``loss_fn(outputs, targets)`` is the per-example training loss (default: cross-entropy or
     half the squared error); ``test_loss_fn`` the test one (default: ``loss_fn``'s default).
     The key is split as the engine documents: ``init_key, data_key = split(key(seed))``.
+    ``at_points(params, state) -> dict`` is called at every evaluation point (its values
+    come back in ``Curves.measured``), ``on_step(params, state, xb, yb, updates)`` after
+    every step with the state the step started from.
     """
     init_key, data_key = jax.random.split(jax.random.key(seed))
     params, state = init(init_key, dataset.x_train[:1])
@@ -69,7 +75,7 @@ def optax_loop(
 
         grads, (new_state, mean_loss) = jax.grad(objective, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_state, opt_state, mean_loss
+        return optax.apply_updates(params, updates), new_state, opt_state, mean_loss, updates
 
     @jax.jit
     def evaluate(params, state):
@@ -80,20 +86,25 @@ def optax_loop(
         return loss, jnp.mean((jnp.argmax(out, -1) == dataset.y_test).astype(jnp.float32))
 
     points = sorted(set(range(eval_every, steps + 1, eval_every)) | {steps})
-    rows, losses = [], []
+    rows, losses, measured = [], [], []
     # optax and flax are written for standard dtype promotion; the suite runs strict.
     with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
         for t in range(steps):
             idx, _ = data.batch_indices(data_key, t, n, batch_size)
-            params, state, opt_state, loss = step(
-                params, state, opt_state, dataset.x_train[idx], dataset.y_train[idx]
-            )
+            xb, yb = dataset.x_train[idx], dataset.y_train[idx]
+            before = (params, state)
+            params, state, opt_state, loss, updates = step(params, state, opt_state, xb, yb)
+            if on_step is not None:
+                on_step(*before, xb, yb, updates)
             losses.append(float(loss))
             if t + 1 in points:
                 test_loss, accuracy = evaluate(params, state)
                 rows.append((t + 1, np.mean(losses), float(test_loss), float(accuracy)))
                 losses = []
-    return Curves(*map(np.asarray, zip(*rows, strict=True)))
+                if at_points is not None:
+                    measured.append(at_points(params, state))
+    columns = {k: np.asarray([m[k] for m in measured], np.float64) for k in (measured[0] if measured else ())}
+    return Curves(*map(np.asarray, zip(*rows, strict=True)), measured=columns)
 
 
 def model_fns(model, bn_momentum=0.99):

@@ -409,3 +409,71 @@ def test_schedule_axes_from_the_command(tmp_path):
     from jaxopt_lab import results
 
     assert results.read_definition(out / "sweep.toml")["grid"]["warmup_steps"] == [0.0, 5.0]
+
+
+def test_measurements_and_a_target_from_the_command(tmp_path, capsys):
+    """--measure and --target write their columns, pictures and definition tables; the
+    definition runs again to the same table; report --metric draws any column; a resume
+    with other measurements, an unknown one and a malformed target are one line, exit 2."""
+    from jaxopt_lab import results
+
+    out, again = tmp_path / "measured", tmp_path / "again"
+    flags = [
+        "--measure",
+        "sharpness,noise_scale",
+        "--measure-batch-size",
+        "64",
+        "--target",
+        "test_accuracy=0.3",
+    ]
+    assert cli.main(["sweep", *ONE_CONFIG, *flags, "--out", str(out)]) == 0
+    table = pd.read_parquet(out / "results.parquet")
+    for column in (
+        "sharpness",
+        "noise_scale",
+        "noise_scale_running",
+        "steps_to_target",
+        "examples_to_target",
+    ):
+        assert column in table.columns
+    assert table["sharpness"].notna().all() and (table["sharpness"] > 0).all()
+    reached = table["test_accuracy"].to_numpy() >= 0.3
+    if reached.any():  # the rows end at the first point that reached it
+        assert (
+            table["steps_to_target"].iloc[0] == table["step"].iloc[np.argmax(reached)] == table["step"].max()
+        )
+    for name in ("curves_sharpness.png", "curves_noise_scale_running.png", "heatmap_steps_to_target.png"):
+        assert (out / name).stat().st_size > 0
+    definition = results.read_definition(out / "sweep.toml")
+    assert list(definition["measure"]) == ["sharpness", "noise_scale"]
+    assert definition["target"] == {
+        "metric": "test_accuracy",
+        "value": 0.3,
+        "mode": "max",
+        "interpolate": False,
+    }
+    assert definition["spec"]["measure_batch_size"] == 64
+    assert cli.main(["sweep", "--config", str(out / "sweep.toml"), "--out", str(again), "--no-progress"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(again / "results.parquet"), table)
+
+    assert cli.main(["report", str(out), "--metric", "noise_scale", "--x", "steps"]) == 0
+    assert (out / "curves_noise_scale_by_step.png").stat().st_size > 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    bad = [
+        (["sweep", *ONE_CONFIG, "--measure", "sharpness", "--out", str(out), "--resume"], "[measure]"),
+        (
+            ["sweep", *ONE_CONFIG, "--measure", "nope", "--out", str(tmp_path / "x")],
+            "measure 'nope' is invalid",
+        ),
+        (
+            ["sweep", *ONE_CONFIG, "--target", "loss", "--out", str(tmp_path / "x")],
+            "--target 'loss' is invalid",
+        ),
+        (["report", str(out), "--metric", "nope"], "metric='nope' is invalid"),
+    ]
+    for argv, message in bad:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

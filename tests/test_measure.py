@@ -1,0 +1,348 @@
+"""Measurements inside the sweep, each against an independent reference.
+
+The references are a plain optax loop (``tests/_reference.py``) with the quantity
+computed again here: ``eigvalsh`` of the full Hessian, the noise scale's closed form
+in float64 NumPy, batch-norm statistics by hand, and
+``probes.gradient_descent_sharpness`` for full-batch gradient descent.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from _reference import model_fns, optax_loop
+from jax.flatten_util import ravel_pytree
+
+from jaxopt_lab import data, measure, probes
+from jaxopt_lab import sweep as sweep_lib
+from jaxopt_lab import train as T
+
+_rng = np.random.default_rng(0)
+_X = _rng.normal(size=(56, 3)).astype(np.float32)
+_Y = ((_X[:, 0] + 0.5 * _X[:, 1] > 0).astype(np.int32) + (_X[:, 2] > 0.8)).astype(np.int32)
+TINY = data.from_arrays(_X[:40], _Y[:40], _X[40:], _Y[40:], name="tiny")
+MLP = {"hidden": (4,), "activation": "tanh"}
+
+
+def _spec(**fields):
+    base = dict(
+        dataset=TINY,
+        model="mlp",
+        model_options=MLP,
+        optimizer="sgd",
+        batch_size=8,
+        steps=12,
+        eval_every=4,
+        measure_batch_size=64,  # more than the 40 examples: the whole training set
+    )
+    return T.TrainSpec(**{**base, **fields})
+
+
+def _ce(model, params, state, x, y):
+    out, _ = model.apply(params, state, x, train=False)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y))
+
+
+def test_measurements_against_a_plain_loop_and_eigvalsh():
+    """sharpness = eigvalsh's top eigenvalue of the full Hessian; grad_norm, param_norm,
+    update_ratio, train_set and a user's function against the same quantities computed
+    in the test from a plain optax loop's parameters."""
+
+    def mine(params, model_state, batch):
+        del model_state
+        return {"x_mean": jnp.mean(batch[0]), "w_sum": sum(jnp.sum(p) for p in jax.tree.leaves(params))}
+
+    names = [measure.Sharpness(num_iters=300, warm_iters=300), "grad_norm", "param_norm", "update_ratio"]
+    spec = _spec(measure=[*names, "train_set", mine])
+    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.5, 2.0]), progress=False)
+    model = T.get_model(spec, TINY)
+    x, y = TINY.x_train, TINY.y_train
+    for lr in (0.5, 2.0):
+        last = {}
+
+        def on_step(params, state, xb, yb, updates, last=last):
+            last["ratio"] = float(optax.tree.norm(updates) / optax.tree.norm(params))
+
+        def at_points(params, state, last=last):
+            flat, unravel = ravel_pytree(params)
+            hessian = jax.hessian(lambda f: _ce(model, unravel(f), state, x, y))(flat)
+            eigenvalues = np.linalg.eigvalsh(np.asarray(hessian, np.float64))
+            loss = _ce(model, params, state, x, y)
+            out, _ = model.apply(params, state, x, train=False)
+            return {
+                "sharpness": eigenvalues[np.argmax(np.abs(eigenvalues))],  # power iteration's
+                "grad_norm": float(optax.tree.norm(jax.grad(lambda p: _ce(model, p, state, x, y))(params))),
+                "param_norm": float(np.sqrt(sum(np.sum(np.square(p)) for p in jax.tree.leaves(params)))),
+                "update_ratio": last["ratio"],
+                "train_set_loss": float(loss),
+                "train_set_accuracy": float(np.mean(np.argmax(out, -1) == y)),
+                "x_mean": float(np.mean(np.asarray(x, np.float64))),
+                "w_sum": float(sum(np.sum(p) for p in jax.tree.leaves(params))),
+            }
+
+        ref = optax_loop(
+            TINY, *model_fns(model), optax.sgd(lr), batch_size=8, steps=12, eval_every=4, seed=0,
+            at_points=at_points, on_step=on_step,
+        )  # fmt: skip
+        rows = result.table[result.table["learning_rate"] == lr].sort_values("step")
+        np.testing.assert_allclose(rows["test_loss"], ref.test_loss, rtol=1e-5)
+        for name, expected in ref.measured.items():
+            np.testing.assert_allclose(rows[name], expected, rtol=2e-4, atol=1e-6, err_msg=name)
+
+
+def test_sharpness_warm_starts_from_the_previous_point():
+    """Three warm iterations per point stay on eigvalsh's value, where three from a
+    cold start do not: each point continues from the previous point's vector."""
+    spec = _spec(steps=6, eval_every=1, measure=[measure.Sharpness(num_iters=300, warm_iters=3)])
+    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.05]), progress=False)
+    model = T.get_model(spec, TINY)
+    x, y = TINY.x_train, TINY.y_train
+    cold = []
+
+    def at_points(params, state):
+        flat, unravel = ravel_pytree(params)
+        loss = lambda f: _ce(model, unravel(f), state, x, y)  # noqa: E731
+        eigenvalues = np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(flat), np.float64))
+        _, hvp = jax.linearize(jax.grad(loss), flat)
+        v = jax.random.normal(jax.random.key(0), flat.shape)
+        for _ in range(3):
+            v = hvp(v) / jnp.linalg.norm(hvp(v))
+        cold.append(float(jnp.vdot(v, hvp(v))))
+        return {"sharpness": eigenvalues[np.argmax(np.abs(eigenvalues))]}
+
+    ref = optax_loop(
+        TINY, *model_fns(model), optax.sgd(0.05), batch_size=8, steps=6, eval_every=1, seed=0,
+        at_points=at_points,
+    )  # fmt: skip
+    warm = result.table.sort_values("step")["sharpness"].to_numpy()
+    np.testing.assert_allclose(warm, ref.measured["sharpness"], rtol=1e-4)
+    assert np.max(np.abs(np.asarray(cold) / ref.measured["sharpness"] - 1)) > 1e-2
+
+
+def test_full_batch_sharpness_equals_gradient_descent_sharpness():
+    """Full-batch SGD in a sweep, squared error on one-hot targets: the sharpness and the
+    loss at each point equal ``probes.gradient_descent_sharpness`` (the edge-of-stability
+    experiment's loop), which also starts from ``key(0)``'s vector."""
+    ds = data.load("mnist1d")
+    n = 100
+    arrays = data.from_arrays(ds.x_train[:n], ds.y_train[:n], ds.x_test[:50], ds.y_test[:50])
+
+    def squared_error(outputs, labels):
+        return 0.5 * jnp.sum(jnp.square(outputs - jax.nn.one_hot(labels, outputs.shape[-1])), axis=-1)
+
+    options = {"hidden": (16, 16), "activation": "tanh"}
+    spec = T.TrainSpec(
+        dataset=arrays, model="mlp", model_options=options, optimizer="sgd", batch_size=n, steps=60,
+        eval_every=20, loss=squared_error, measure=[measure.Sharpness(100, 20), "train_set"],
+    )  # fmt: skip
+    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.05]), progress=False)
+    model = T.get_model(spec, arrays)
+    params, _ = model.init(jax.random.split(jax.random.key(0))[0], arrays.x_train[:1])
+    loss_fn = probes.full_batch_loss(model, arrays.x_train, arrays.y_train, loss="mse")
+    trace = probes.gradient_descent_sharpness(
+        loss_fn, params, 0.05, num_steps=60, sharpness_every=20, power_iters=20, first_power_iters=100
+    )
+    rows = result.table.sort_values("step")
+    np.testing.assert_allclose(rows["sharpness"], np.asarray(trace.sharpness)[1:], rtol=1e-4)
+    losses = np.append(np.asarray(trace.loss), float(loss_fn(trace.params)))
+    np.testing.assert_allclose(rows["train_set_loss"], losses[[20, 40, 60]], rtol=1e-5)
+
+
+def _regression(n=1024, d=4):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n + 64, d)).astype(np.float32)
+    y = (x @ rng.normal(size=(d, 1)) + 0.5 * rng.normal(size=(n + 64, 1))).astype(np.float32)
+    return data.from_arrays(x[:n], y[:n], x[n:], y[n:], name="linreg")
+
+
+def test_noise_scale_against_the_closed_form_on_linear_regression():
+    """At fixed parameters (lr 1e-9), B_simple from per-example gradients on the whole set
+    equals the float64 formula of the dataset's per-example gradients. The steps' running
+    estimate (batch sizes 16 and 32 in one masked program) equals McCandlish et al.'s
+    two-batch estimates of |G|² and tr(Σ) from each batch and its first half, averaged by
+    the EMA, written here in float64 on a plain loop's batches; and it lands near the
+    closed form tr(Σ)/|G|² with the finite-population terms of batches drawn without
+    replacement."""
+    ds = _regression()
+    n = ds.x_train.shape[0]
+    decay = 0.998
+    spec = T.TrainSpec(
+        dataset=ds, model="linear", optimizer="sgd", steps=400, eval_every=400, measure_batch_size=n,
+        measure=[measure.NoiseScale(ema_decay=decay)],
+    )  # fmt: skip
+    grid = sweep_lib.Grid(learning_rate=[1e-9], batch_size=[16, 32])
+    result = sweep_lib.sweep(spec, grid, strategy="mask", progress=False)
+    assert result.strategy == "mask"
+    model = T.get_model(spec, ds)
+
+    def per_example(params, x, y):  # gradients of 0.5 (x.w + b - y)² in float64
+        w = np.asarray(params["dense_0"]["kernel"], np.float64)[:, 0]
+        b = float(np.asarray(params["dense_0"]["bias"])[0])
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)[:, 0]
+        residual = x @ w + b - y
+        return np.concatenate([residual[:, None] * x, residual[:, None]], axis=1)
+
+    params, _ = model.init(jax.random.split(jax.random.key(0))[0], ds.x_train[:1])
+    g = per_example(params, ds.x_train, ds.y_train)
+    mean = g.mean(0)
+    trace_pop = np.sum((g - mean) ** 2) / n
+    sample_trace = trace_pop * n / (n - 1)
+    assert result.table["noise_scale"].to_numpy() == pytest.approx(
+        sample_trace / (mean @ mean - sample_trace / n), rel=1e-3
+    )
+    for batch_size in (16, 32):
+        ema = {"g2": 0.0, "trace": 0.0}
+
+        def on_step(params, state, xb, yb, updates, ema=ema, big=batch_size):
+            grads = per_example(params, xb, yb)
+            small = big // 2
+            sq_big, sq_small = np.sum(grads.mean(0) ** 2), np.sum(grads[:small].mean(0) ** 2)
+            g2 = (big * sq_big - small * sq_small) / (big - small)
+            trace = (sq_small - sq_big) / (1 / small - 1 / big)
+            ema["g2"] = decay * ema["g2"] + (1 - decay) * g2
+            ema["trace"] = decay * ema["trace"] + (1 - decay) * trace
+
+        optax_loop(
+            ds, *model_fns(model), optax.sgd(1e-9), batch_size=batch_size, steps=400, eval_every=400,
+            seed=0, on_step=on_step,
+        )  # fmt: skip
+        row = result.table[result.table["batch_size"] == batch_size].iloc[0]
+        assert row["noise_scale_running"] == pytest.approx(ema["trace"] / ema["g2"], rel=1e-3)
+        # E|G_B|² = |G|² + tr(Σ)(n - B)/(B (n - 1)) without replacement: the estimates tend
+        # to n/(n-1) tr(Σ) and |G|² - tr(Σ)/(n - 1).
+        closed_form = sample_trace / (mean @ mean - trace_pop / (n - 1))
+        assert row["noise_scale_running"] == pytest.approx(closed_form, rel=0.35)
+
+
+def test_batchnorm_running_statistics_error_by_hand():
+    """bn_stats_error: the running mean and variance of the one batch-norm layer against
+    the mean and biased variance of its input over the training set, computed in NumPy
+    from a plain loop's parameters."""
+    options = {"hidden": (4,), "batchnorm": True}
+    spec = _spec(model_options=options, optimizer="adam", measure=["bn_stats_error"])
+    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.01]), progress=False)
+    model = T.get_model(spec, TINY)
+
+    def at_points(params, state):
+        h = np.asarray(TINY.x_train, np.float64) @ np.asarray(params["dense_0"]["kernel"], np.float64)
+        mean, var = h.mean(0), h.var(0)
+        run = state["bn_0"]
+        z = (np.asarray(run.mean, np.float64) - mean) / np.sqrt(var)
+        log_ratio = np.log(np.asarray(run.var, np.float64) / var)
+        return {"bn_mean_error": np.sqrt(np.mean(z**2)), "bn_var_error": np.sqrt(np.mean(log_ratio**2))}
+
+    ref = optax_loop(
+        TINY, *model_fns(model), optax.adam(0.01), batch_size=8, steps=12, eval_every=4, seed=0,
+        at_points=at_points,
+    )  # fmt: skip
+    rows = result.table.sort_values("step")
+    for name, expected in ref.measured.items():
+        np.testing.assert_allclose(rows[name], expected, rtol=1e-4, err_msg=name)
+
+
+def test_a_config_measured_in_a_sweep_equals_it_run_alone_and_measuring_changes_no_number():
+    """Under the mask strategy with an epochs budget the chunk stops at the union of its
+    configs' points: a config's warm-started sharpness (one iteration per point, so an
+    extra one would show) and its running noise scale are train()'s; and the training
+    numbers are those of a run without measurements."""
+    measured = [measure.Sharpness(num_iters=5, warm_iters=1), "noise_scale"]
+    spec = _spec(eval_every=3, measure=measured)
+    grid = sweep_lib.Grid(learning_rate=[0.5], batch_size=[8, 16])
+    result = sweep_lib.sweep(spec, grid, epochs=4, strategy="mask", progress=False)
+    assert result.strategy == "mask"
+    for batch_size, steps in ((8, 20), (16, 8)):
+        alone_spec = _spec(eval_every=3, measure=measured, batch_size=batch_size, steps=steps)
+        alone = T.train(alone_spec, {"learning_rate": 0.5})
+        plain = T.train(_spec(eval_every=3, batch_size=batch_size, steps=steps), {"learning_rate": 0.5})
+        rows = result.table[result.table["batch_size"] == batch_size].sort_values("step")
+        np.testing.assert_array_equal(rows["step"], alone.step)
+        for name in ("sharpness", "noise_scale", "noise_scale_running"):
+            np.testing.assert_allclose(rows[name], alone.measured[name], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(alone.train_loss, plain.train_loss, rtol=1e-6)
+        np.testing.assert_allclose(alone.test_loss, plain.test_loss, rtol=1e-6)
+
+
+def test_target_stops_each_config_at_its_first_point_and_ends_the_chunk(monkeypatch):
+    """steps_to_target is the first point where a plain loop's test loss is at most the
+    target (interpolated between points when asked); the config's rows end there, one
+    that never reaches it runs its budget with NaN, and a chunk whose configs all
+    reached it ends early."""
+    model = T.get_model(_spec(), TINY)
+    curves = {
+        lr: optax_loop(TINY, *model_fns(model), optax.sgd(lr), batch_size=8, steps=40, eval_every=4, seed=0)
+        for lr in (0.5, 1.0, 1e-4)
+    }
+    target = float(np.mean(curves[0.5].test_loss[2:4]))  # crossed between the 3rd and 4th points
+    expected = {lr: c.step[np.argmax(c.test_loss <= target)] for lr, c in curves.items() if lr != 1e-4}
+    assert expected[0.5] == 16
+
+    segments = []
+    to_host = sweep_lib._to_host
+    monkeypatch.setattr(sweep_lib, "_to_host", lambda tree: segments.append(1) or to_host(tree))
+    spec = _spec(steps=40, target=T.Target("test_loss", target, interpolate=True))
+    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.5, 1.0, 1e-4]), progress=False)
+    summary = result.summary().set_index("learning_rate")
+    for lr, step in expected.items():
+        rows = result.table[result.table["learning_rate"] == lr]
+        assert rows["step"].max() == step  # the rows end at the point
+        np.testing.assert_allclose(rows["test_loss"], curves[lr].test_loss[: len(rows)], rtol=1e-5)
+        i = len(rows) - 1
+        before, at = curves[lr].test_loss[i - 1], curves[lr].test_loss[i]
+        interpolated = step - 4 + 4 * (before - target) / (before - at)
+        assert summary.loc[lr, "steps_to_target"] == pytest.approx(interpolated, rel=1e-6)
+        assert summary.loc[lr, "examples_to_target"] == pytest.approx(8 * interpolated, rel=1e-6)
+    assert np.isnan(summary.loc[1e-4, "steps_to_target"])
+    assert result.table[result.table["learning_rate"] == 1e-4]["step"].max() == 40
+    assert len(segments) == 10  # every point: one config never reaches the target
+
+    segments.clear()
+    fast = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.5, 1.0]), progress=False)
+    assert len(segments) == max(expected.values()) // 4  # ended at the slower one's point
+    best = fast.best_learning_rates(metric="steps_to_target")
+    assert best["learning_rate"].item() == min(expected, key=lambda lr: (expected[lr], lr))
+
+
+def test_target_mode_max_on_accuracy_and_without_interpolation():
+    model = T.get_model(_spec(), TINY)
+    ref = optax_loop(TINY, *model_fns(model), optax.sgd(1.0), batch_size=8, steps=40, eval_every=4, seed=0)
+    value = float(np.unique(ref.test_accuracy)[-2])  # reached before the best point
+    spec = _spec(steps=40, target={"test_accuracy": value})
+    assert spec.target.mode == "max"
+    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[1.0]), progress=False)
+    step = ref.step[np.argmax(ref.test_accuracy >= value)]
+    assert result.table["steps_to_target"].unique().tolist() == [step]
+    assert result.table["step"].max() == step
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        ({"measure": ["nope"]}, "measure 'nope' is invalid: expected one of 'sharpness'"),
+        (
+            {"measure": ["bn_stats_error"]},
+            "measure 'bn_stats_error' is invalid for model='mlp' without batchnorm",
+        ),
+        (
+            {"measure": [lambda p, s, b: {"v": b[0][:, 0]}]},
+            r"returned 'v' of shape \(40,\): expected a scalar",
+        ),
+        ({"measure": [lambda p, s, b: {"sharpness": 1.0}, "sharpness"]}, "returns column 'sharpness'"),
+        ({"measure": [lambda p, s, b: {"step": 1.0}]}, "column 'step', which the results table has"),
+        ({"measure": [lambda p, s, b: [1.0]]}, "returned list: expected a dict"),
+        ({"measure": ["sharpness", "sharpness"]}, "measure 'sharpness' is given twice"),
+        ({"measure": ["noise_scale"], "batch_size": 1}, "expected batch_size >= 2"),
+        ({"measure": {"sharpness": {"num_iters": 0}}}, r"Sharpness\(num_iters=0\) is invalid"),
+        ({"measure": {"sharpness": {"iters": 5}}}, r"measure 'sharpness' options \['iters'\] are invalid"),
+        ({"target": {"nope": 1.0}}, "target metric 'nope' is invalid: expected one of 'train_loss'"),
+        ({"target": {"val_loss": 1.0}}, "target metric 'val_loss' is invalid"),
+        ({"target": {"a": 1.0, "b": 2.0}}, "expected one metric and its value"),
+        ({"target": {"train_loss": float("nan")}}, "expected a finite number"),
+        ({"target": {"metric": "train_loss", "value": 1.0, "mode": "up"}}, "target mode='up' is invalid"),
+        ({"target": {"metric": "train_loss", "value": 1.0, "when": 2}}, "target key 'when' is invalid"),
+    ],
+)
+def test_bad_measurements_and_targets_are_one_line(fields, match):
+    with pytest.raises(ValueError, match=match):
+        spec = _spec(**fields)
+        T.measurement_columns(spec, TINY)
