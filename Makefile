@@ -30,6 +30,7 @@ sweep: install
 bench: install
 	$(PY) experiments/bench_sweep.py $(ARGS)
 	$(PY) experiments/bench_families.py $(filter --update-results,$(ARGS))
+	$(PY) experiments/bench_measure.py $(filter --update-results,$(ARGS))
 
 experiments: install
 	$(PY) experiments/run_all.py $(ARGS)

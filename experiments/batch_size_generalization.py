@@ -8,51 +8,47 @@ Scientific: B in {1, 4, 16, 64, 256, 1024}.
 Nuisance: learning rate, 4 points per decade over [1e-3, 10], the best by final test accuracy
 (mean over seeds; MNIST-1D has no validation split, so the test set picks it, for every B alike).
 Fixed: MNIST-1D, MLP (64, 64) (compiles dominate on 2 CPU cores), plain SGD, 30 epochs
-(B=1: 120000 steps, B=1024: 90 steps), 2 seeds; sharpness by 30 power iterations on the whole
-training loss at the final parameters. The whole grid of a batch size is one vmapped program
-(studies.train_states) whose final states are kept: near the largest stable learning rate
-training is chaotic, and a re-run in a program of another width ends elsewhere.
+(B=1: 120000 steps, B=1024: 90 steps), 2 seeds. One sweep of the whole grid; its measurements
+at each config's last step are the engine's `sharpness` (30 power iterations on the whole
+training loss) and `train_set` (accuracy on the whole training set), taken inside the run that
+trained the config: near the largest stable learning rate training is chaotic, and a re-run in
+a program of another width would end elsewhere.
 PASS (Keskar's effect seen) if, averaged over seeds, sharpness at B=1024 is larger than at B=1
 and test accuracy at B=1024 is lower than at B=1.
 """
 
-import dataclasses
-
-import numpy as np
-import pandas as pd
 from _results import OUT
 from matplotlib.figure import Figure
 
-from jaxopt_lab import studies
-from jaxopt_lab.train import TrainSpec
+from jaxopt_lab import measure, studies
+from jaxopt_lab.sweep import Grid, sweep
 
 BATCH_SIZES = [1, 4, 16, 64, 256, 1024]  # single examples to a quarter of the training set
 LRS = studies.log_grid(1e-3, 10)  # wide enough for B=1 (small lr) and B=1024 (lr above 1)
 SEEDS = [0, 1]  # two seeds: test accuracy differences of a point are within seed noise
-SPEC = TrainSpec(model="mlp", model_options={"hidden": (64, 64)}, optimizer="sgd")
+SPEC = dict(
+    model="mlp", model_options={"hidden": (64, 64)}, optimizer="sgd", eval_every=10**6,  # the last step only
+    measure=[measure.Sharpness(num_iters=30), "train_set"], measure_batch_size=4000,  # the whole set
+)  # fmt: skip
 EPOCHS = 30
 
 
 def main():
-    frames = []
-    for b in BATCH_SIZES:
-        spec = dataclasses.replace(SPEC, batch_size=b, steps=EPOCHS * (4000 // b))
-        lrs, seeds = np.repeat(LRS, len(SEEDS)), np.tile(SEEDS, len(LRS))
-        states = studies.train_states(spec, {"learning_rate": lrs}, seeds)
-        frame = pd.DataFrame(
-            {
-                "batch_size": b,
-                "learning_rate": lrs,
-                "seed": seeds,
-                **studies.evaluate_states(spec, states)._asdict(),
-            }
-        )
-        frame["best"] = lrs == frame.groupby("learning_rate").test_accuracy.mean().idxmax()
-        frame.loc[frame.best, ["sharpness", "residual"]] = np.c_[
-            studies.sharpness(spec, studies.take_states(states, frame.best.to_numpy()))
-        ]
-        frames.append(frame)
-    table = pd.concat(frames, ignore_index=True)
+    grid = Grid(batch_size=BATCH_SIZES, learning_rate=[float(v) for v in LRS], seed=SEEDS)
+    result = sweep(SPEC, grid, epochs=EPOCHS, strategy="bucket", progress="lines")
+    table = result.summary().rename(
+        columns={
+            "final_test_accuracy": "test_accuracy",
+            "final_train_set_accuracy": "train_accuracy",
+            "final_train_set_loss": "train_loss_full",
+            "final_sharpness": "sharpness",
+        }
+    )
+    best = result.best_learning_rates(by="batch_size", metric="final_test_accuracy")
+    table["best"] = [
+        lr == best.set_index("batch_size").learning_rate[b]
+        for b, lr in zip(table.batch_size, table.learning_rate, strict=True)
+    ]
     table["gap"] = table.train_accuracy - table.test_accuracy
     table.to_csv(OUT / "batch_size_generalization.csv", index=False)
     mean = table[table.best].groupby("batch_size").mean(numeric_only=True)
@@ -85,11 +81,7 @@ def main():
 
     small, large = mean.loc[BATCH_SIZES[0]], mean.loc[BATCH_SIZES[-1]]
     ok = large.sharpness > small.sharpness and large.test_accuracy < small.test_accuracy
-    print(
-        mean[["learning_rate", "train_accuracy", "test_accuracy", "gap", "sharpness", "residual"]]
-        .round(4)
-        .to_string()
-    )
+    print(mean[["learning_rate", "train_accuracy", "test_accuracy", "gap", "sharpness"]].round(4).to_string())
     print(
         f"batch_size_generalization: {'PASS' if ok else 'FAIL'} B=1 vs B=1024: test acc "
         f"{100 * small.test_accuracy:.1f}% vs {100 * large.test_accuracy:.1f}%, "

@@ -9,6 +9,7 @@ from jaxopt_lab import (
     batchnorm,
     data,
     errors,
+    measure,
     metrics,
     models,
     optimizers,
@@ -36,7 +37,7 @@ from jaxopt_lab.models import Model, cnn1d, from_flax, from_nnx, linear, mlp
 from jaxopt_lab.optimizers import Optimizer
 from jaxopt_lab.scaling import reduce_loss, scale_learning_rate
 from jaxopt_lab.sweep import Grid, SweepResult
-from jaxopt_lab.train import History, TrainSpec, TrainState
+from jaxopt_lab.train import History, Target, TrainSpec, TrainState
 from jaxopt_lab.transforms import (
     OPTIMIZERS,
     ScaleByAdamState,
@@ -61,6 +62,7 @@ __all__ = [
     "batchnorm",
     "data",
     "errors",
+    "measure",
     "metrics",
     "models",
     "optimizers",
@@ -107,6 +109,7 @@ __all__ = [
     # runs and sweeps
     "Optimizer",
     "TrainSpec",
+    "Target",
     "TrainState",
     "History",
     "Grid",

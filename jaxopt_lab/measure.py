@@ -349,9 +349,21 @@ class BatchNormError(Measurement):
     :func:`jaxopt_lab.batchnorm.running_stats_error` of each layer, averaged over
     layers: ``bn_mean_error`` (RMS over features of the mean's error in units of
     the set's standard deviation) and ``bn_var_error`` (RMS of the log variance ratio).
+
+    Attributes:
+      layer: the index of one batch-norm layer (in the model state's order) whose
+        errors to report instead of the average over layers.
     """
 
+    layer: int | None = None
     name: ClassVar[str] = "bn_stats_error"
+
+    def __post_init__(self):
+        layer = self.layer
+        if layer is not None and (
+            isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0
+        ):
+            raise InputError(f"BatchNormError(layer={layer!r}) is invalid: expected None or an index >= 0")
 
     def check(self, spec, dataset):
         options = dict(spec.model_options)
@@ -364,10 +376,15 @@ class BatchNormError(Measurement):
 
     def __call__(self, ctx, carry):
         full = full_set_bn_statistics(ctx.model, ctx.params, ctx.model_state, ctx.dataset.x_train)
-        errors = [
-            bn.running_stats_error(r, f)
-            for r, f in zip(_bn_layers(ctx.model_state), _bn_layers(full), strict=True)
-        ]
+        pairs = list(zip(_bn_layers(ctx.model_state), _bn_layers(full), strict=True))
+        if self.layer is not None:
+            if self.layer >= len(pairs):
+                raise InputError(
+                    f"BatchNormError(layer={self.layer}) is invalid: the model has {len(pairs)} "
+                    f"batch-norm layers, expected an index below {len(pairs)}"
+                )
+            pairs = [pairs[self.layer]]
+        errors = [bn.running_stats_error(r, f) for r, f in pairs]
         mean_error = jnp.mean(jnp.stack([jnp.mean(e[0]) for e in errors]))
         var_error = jnp.mean(jnp.stack([jnp.mean(e[1]) for e in errors]))
         return {"bn_mean_error": mean_error, "bn_var_error": var_error}, carry
