@@ -78,7 +78,7 @@ def main():
         yscale="log",
         xlabel="GD step",
         ylabel="training loss 0.5 |f(x) - onehot(y)|^2 (mean)",
-        title=f"Training loss every {EVERY} steps: it rises where the sharpness overshoots 2/lr",
+        title=f"Training loss every {EVERY} steps: spikes where sharpness > 2/lr",
     )
     ax_s.legend(fontsize=8), ax_l.legend(fontsize=8)
     fig.tight_layout()

@@ -181,6 +181,12 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
     budget.add_argument("--steps", type=int, help=f"optimizer steps (default: {spec['steps']})")
     budget.add_argument("--epochs", type=float, help="epochs (steps depend on batch size)")
     add("--eval-every", type=int, help="steps between evaluations", shown=spec["eval_every"])
+    add(
+        "--eval-growth",
+        type=float,
+        help="evaluate at steps spaced geometrically by this factor from --eval-every",
+        shown="off: every --eval-every steps",
+    )
     add("--reduction", help="mean or sum of per-example losses", shown=spec["reduction"])
     add(
         "--loss",
@@ -355,6 +361,7 @@ def _definition_from_args(args) -> dict:
         ("reduction", "reduction"),
         ("lr_rule", "lr_rule"),
         ("eval_every", "eval_every"),
+        ("eval_growth", "eval_growth"),
         ("base_batch_size", "base_batch_size"),
         ("diverge_above", "diverge_above"),
         ("loss", "loss"),

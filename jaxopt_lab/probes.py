@@ -354,7 +354,7 @@ def make_track_batchnorm(
         raise InputError(
             f"spec.model_options={spec.model_options!r} is invalid: expected a model with batch norm"
         )
-    points = train_lib.eval_steps(spec.steps, spec.eval_every)
+    points = train_lib.eval_steps(spec.steps, spec.eval_every, spec.eval_growth)
     starts = jnp.asarray([0] + points[:-1], jnp.int32)
     lengths = jnp.asarray(np.diff([0] + points), jnp.int32)
 

@@ -585,10 +585,7 @@ def geometric_steps(max_steps: int, growth: float = 1.05) -> np.ndarray:
         raise InputError(f"max_steps={max_steps!r} is invalid: expected a positive integer")
     if not (isinstance(growth, (int, float, np.number)) and growth > 1):
         raise InputError(f"growth={growth!r} is invalid: expected a number > 1")
-    points = [1]
-    while points[-1] < max_steps:
-        points.append(min(int(max_steps), max(points[-1] + 1, math.floor(points[-1] * growth))))
-    return np.asarray(points, np.int64)
+    return np.asarray(train_lib.eval_steps(int(max_steps), 1, growth), np.int64)
 
 
 class TargetRuns(NamedTuple):

@@ -639,7 +639,7 @@ def _run_chunk(
 
     has_val = train_lib.load_dataset(spec.dataset, spec.dataset_options).x_val is not None
     measured = _measurement_columns(spec)
-    per_config_points = [set(train_lib.eval_steps(int(s), eval_every)) for s in stop_steps]
+    per_config_points = [set(train_lib.eval_steps(int(s), eval_every, spec.eval_growth)) for s in stop_steps]
     boundaries = sorted(set().union(*per_config_points))
     batch_sizes = configs["batch_size"].to_numpy(np.int64)
     frames = []

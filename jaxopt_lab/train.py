@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -165,6 +166,8 @@ class TrainSpec:
       batch_size: examples per step.
       steps: number of optimizer steps.
       eval_every: steps between evaluation points (the last point is ``steps``).
+      eval_growth: ``None``, or points spaced geometrically from ``eval_every`` by at
+        most this factor (> 1; :func:`eval_steps`).
       reduction: ``"mean"`` or ``"sum"`` of the per-example losses.
       lr_rule: how the learning rate moves with batch size: ``"none"``,
         ``"linear"`` or ``"sqrt"`` relative to ``base_batch_size``.
@@ -203,6 +206,7 @@ class TrainSpec:
     batch_size: int = 32
     steps: int = 1000
     eval_every: int = 100
+    eval_growth: float | None = None
     reduction: str = "mean"
     lr_rule: str = "none"
     base_batch_size: int = 32
@@ -260,6 +264,15 @@ class TrainSpec:
             raise InputError(
                 f"loss={self.loss!r} is invalid: expected one of {', '.join(map(repr, LOSSES))} or a "
                 "callable loss(outputs, targets) -> per-example losses"
+            )
+        growth = self.eval_growth
+        if growth is not None and (
+            isinstance(growth, bool)
+            or not isinstance(growth, (int, float, np.number))
+            or not 1 < growth < math.inf
+        ):
+            raise InputError(
+                f"eval_growth={growth!r} is invalid: expected a number > 1 (geometric points) or None"
             )
         value = self.diverge_above
         if value is not None and (
@@ -906,9 +919,20 @@ def measurement_columns(spec: TrainSpec, dataset: data_lib.Dataset) -> tuple[str
     return tuple(columns)
 
 
-def eval_steps(steps: int, eval_every: int) -> list[int]:
-    """Evaluation points of a run: every ``eval_every`` steps, and always the last step."""
-    points = list(range(eval_every, steps + 1, eval_every))
+def eval_steps(steps: int, eval_every: int, growth: float | None = None) -> list[int]:
+    """Evaluation points of a run: every ``eval_every`` steps, and always the last step.
+
+    With ``growth``, geometric instead: from ``eval_every``, each point is
+    ``max(previous + 1, floor(previous * growth))``, so a run is evaluated at
+    steps spaced by at most that factor (a steps-to-target resolved to ``growth``
+    relative), consecutively while ``previous * growth < previous + 1``.
+    """
+    if growth is None:
+        points = list(range(eval_every, steps + 1, eval_every))
+    else:
+        points = [min(eval_every, steps)]
+        while points[-1] < steps:
+            points.append(min(steps, max(points[-1] + 1, math.floor(points[-1] * growth))))
     if not points or points[-1] != steps:
         points.append(steps)
     return points
@@ -930,7 +954,7 @@ def make_train(spec: TrainSpec, dataset: data_lib.Dataset):
       >>> jax.jit(fn)(lrs).test_loss.shape
       (2, 1)
     """
-    points = eval_steps(spec.steps, spec.eval_every)
+    points = eval_steps(spec.steps, spec.eval_every, spec.eval_growth)
     starts = jnp.asarray([0] + points[:-1], jnp.int32)
     lengths = jnp.asarray(np.diff([0] + points), jnp.int32)
 

@@ -46,6 +46,7 @@ def optax_loop(
     test_loss_fn=None,
     at_points=None,
     on_step=None,
+    points=None,
 ):
     """Train with ``tx`` and return :class:`Curves` at every ``eval_every`` steps and the last.
 
@@ -55,7 +56,8 @@ def optax_loop(
     The key is split as the engine documents: ``init_key, data_key = split(key(seed))``.
     ``at_points(params, state) -> dict`` is called at every evaluation point (its values
     come back in ``Curves.measured``), ``on_step(params, state, xb, yb, updates)`` after
-    every step with the state the step started from.
+    every step with the state the step started from. ``points`` lists the evaluation steps
+    instead of every ``eval_every``.
     """
     init_key, data_key = jax.random.split(jax.random.key(seed))
     params, state = init(init_key, dataset.x_train[:1])
@@ -85,7 +87,7 @@ def optax_loop(
             return loss, jnp.nan
         return loss, jnp.mean((jnp.argmax(out, -1) == dataset.y_test).astype(jnp.float32))
 
-    points = sorted(set(range(eval_every, steps + 1, eval_every)) | {steps})
+    points = points or sorted(set(range(eval_every, steps + 1, eval_every)) | {steps})
     rows, losses, measured = [], [], []
     # optax and flax are written for standard dtype promotion; the suite runs strict.
     with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):

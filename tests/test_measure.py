@@ -356,3 +356,23 @@ def test_bad_measurements_and_targets_are_one_line(fields, match):
     with pytest.raises(ValueError, match=match):
         spec = _spec(**fields)
         T.measurement_columns(spec, TINY)
+
+
+def test_geometric_evaluation_points_against_a_plain_loop():
+    """eval_growth=1.5 from eval_every=2 over 20 steps: 2, 3, 4, 6, 9, 13, 19, 20 (each
+    max(previous + 1, floor(1.5 previous))), with a plain loop's numbers there; a sweep
+    of a batch size under an epochs budget gives train()'s points."""
+    points = [2, 3, 4, 6, 9, 13, 19, 20]
+    spec = _spec(steps=20, eval_every=2, eval_growth=1.5)
+    alone = T.train(spec, {"learning_rate": 0.5})
+    np.testing.assert_array_equal(alone.step, points)
+    model = T.get_model(spec, TINY)
+    ref = optax_loop(
+        TINY, *model_fns(model), optax.sgd(0.5), batch_size=8, steps=20, eval_every=2, seed=0, points=points
+    )
+    np.testing.assert_allclose(alone.train_loss, ref.train_loss, rtol=1e-5)
+    np.testing.assert_allclose(alone.test_loss, ref.test_loss, rtol=1e-5)
+    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.5]), epochs=4, progress=False)
+    assert result.table["step"].tolist() == points  # 40 // 8 * 4 = 20 steps
+    with pytest.raises(ValueError, match=r"eval_growth=1.0 is invalid: expected a number > 1"):
+        _spec(eval_growth=1.0)
