@@ -9,16 +9,20 @@ grows during training.
 Scientific: B in {4, 8, 32, 128, 512, 4000 (full batch)}, optimizer (sgd, momentum 0.9, adam).
 Nuisance: learning rate, searched per B on a 4-per-decade grid (a 5-point window that starts
 at the previous B's best and shifts while the best is at its edge).
-Fixed: MNIST-1D (4000 training examples), MLP (64, 64) (compiles dominate on 2 CPU cores:
-18 programs), loss on the whole training set evaluated at steps 5% apart, <= 30000 steps,
-2 seeds (S(B, lr) is their mean: one run's S varies by ~15% at small B); B_simple from
-per-example gradients over the training set at init (mean of 4 inits) and where the SGD runs
-at the best lr reach the target (median over B and seeds).
+Fixed: MNIST-1D (4000 training examples), MLP (64, 64) (compiles dominate on 2 CPU cores),
+2 seeds (S(B, lr) is their mean: one run's S varies by ~15% at small B). Every window is one
+sweep whose configs stop at the engine's target: the loss on the whole training set (the
+`train_set` measurement) <= 0.5, evaluated at steps 5% apart (eval_growth 1.05), within 30000
+steps at B=4 and 1.5 times the previous B's best steps after it (steps to target fall with B
+at the best lr, so a slower config cannot be the best). B_simple is the engine's `noise_scale`
+from per-example gradients over the whole training set: after one step at lr 1e-9 (4 seeds,
+the initialization) and at the target point of the SGD runs at the best lr (median over B and
+seeds).
 PASS if, for every optimizer, S*B at B=8 is within 15% of S*B at B=4, and the SGD fit's B_crit
 lies between B_simple at initialization and B_simple at the target.
 """
 
-import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -26,38 +30,82 @@ from _results import OUT
 from matplotlib.figure import Figure
 
 from jaxopt_lab import studies
-from jaxopt_lab.train import TrainSpec
+from jaxopt_lab.sweep import Grid, sweep
+from jaxopt_lab.train import Target
 
 BATCH_SIZES = [4, 8, 32, 128, 512, 4000]  # two small ones for the perfect-scaling check
 LR_START = {"sgd": 0.05, "momentum": 0.003, "adam": 0.002}  # first window's centre, at B=4
-SPEC = TrainSpec(model="mlp", model_options={"hidden": (64, 64)})
 TARGET, MAX_STEPS, TOL = 0.5, 30_000, 0.15
-SEEDS = (0, 1)  # two seeds: the steps-to-target of one run is noisy at small B
+SEEDS = [0, 1]  # two seeds: the steps-to-target of one run is noisy at small B
+PER_DECADE, WINDOW, MAX_SHIFTS = 4, (-1, 3), 3
+SPEC = dict(
+    model="mlp", model_options={"hidden": (64, 64)}, eval_every=1, eval_growth=1.05,
+    measure_batch_size=4000, target=Target("train_set_loss", TARGET),
+)  # fmt: skip
+
+
+def window(optimizer, batch_size, ks, budget):
+    """One sweep of the learning rates 10**(k / PER_DECADE) x SEEDS, each config to the target."""
+    measure = ["train_set", *(["noise_scale"] if optimizer == "sgd" else [])]
+    spec = {
+        **SPEC,
+        "optimizer": optimizer,
+        "batch_size": batch_size,
+        "steps": int(budget),
+        "measure": measure,
+    }
+    grid = Grid(learning_rate=[float(10.0 ** (k / PER_DECADE)) for k in ks], seed=SEEDS)
+    runs = sweep(spec, grid, progress=False).summary()
+    runs["k"] = np.round(np.log10(runs.learning_rate) * PER_DECADE).astype(int)
+    return runs
+
+
+def search(optimizer, lr_start):
+    """Each B's window of learning rates, shifted while its best is at an edge."""
+    frames, centre, budget, width = (
+        [],
+        round(math.log10(lr_start) * PER_DECADE),
+        MAX_STEPS,
+        WINDOW[1] - WINDOW[0] + 1,
+    )
+    for b in BATCH_SIZES:
+        tried, ks, best = [], centre + np.arange(WINDOW[0], WINDOW[1] + 1), None
+        for _ in range(MAX_SHIFTS + 1):
+            tried.append(window(optimizer, b, ks, budget))
+            runs = pd.concat(tried, ignore_index=True)
+            score = runs.groupby("k").steps_to_target.agg(lambda v: v.mean(skipna=False))
+            best = score.idxmin() if score.notna().any() else None  # ties: the smaller lr
+            ordered = sorted(score.index)
+            if best is None and runs[runs.k == ordered[-1]].diverged.any():
+                break  # too slow below, diverging above
+            if best is None or best == ordered[-1]:
+                ks = ordered[-1] + 1 + np.arange(width)
+            elif best == ordered[0]:
+                ks = ordered[0] - width + np.arange(width)
+            else:
+                break
+        runs["best"] = runs.k == best
+        frames.append(runs)
+        if best is not None:
+            centre, budget = best, min(MAX_STEPS, math.ceil(1.5 * score[best]))
+    return pd.concat(frames, ignore_index=True)
 
 
 def main():
-    table = pd.concat(
-        [
-            studies.steps_to_target_table(
-                dataclasses.replace(SPEC, optimizer=o),
-                BATCH_SIZES,
-                lr_start=lr,
-                target=TARGET,
-                max_steps=MAX_STEPS,
-                seeds=SEEDS,
-                noise_scale=(o == "sgd"),
-            )
-            for o, lr in LR_START.items()
-        ],
-        ignore_index=True,
-    )
+    table = pd.concat([search(o, lr) for o, lr in LR_START.items()], ignore_index=True)
     table.to_csv(OUT / "critical_batch_size.csv", index=False)
-    best = studies.best_steps(table)
+    best = studies.best_steps(
+        table[["optimizer", "batch_size", "learning_rate", "seed", "steps_to_target", "examples_to_target"]]
+    )
     by_opt = dict(list(best.groupby("optimizer")))
     fits = {o: studies.fit_critical_batch_size(g.batch_size, g.steps_to_target) for o, g in by_opt.items()}
-    init = studies.init_states(dataclasses.replace(SPEC, optimizer="sgd"), {}, [0, 1, 2, 3])
-    b_init = float(np.mean(studies.noise_scales(SPEC, init).b_simple))
-    b_target = float(np.nanmedian(table.b_simple_at_target))
+    init = sweep(
+        {**SPEC, "target": None, "optimizer": "sgd", "steps": 1, "measure": ["noise_scale"]},
+        Grid(learning_rate=[1e-9], seed=[0, 1, 2, 3]),
+        progress=False,
+    )
+    b_init = float(init.summary().final_noise_scale.mean())
+    b_target = float(np.nanmedian(table[(table.optimizer == "sgd") & table.best].final_noise_scale))
     ratios = {o: g.examples_to_target.iloc[1] / g.examples_to_target.iloc[0] for o, g in by_opt.items()}
 
     fig = Figure(figsize=(13, 4.8), layout="constrained")
