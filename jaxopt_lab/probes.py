@@ -10,9 +10,8 @@ Two groups of pure functions, each the library side of an experiment:
   :func:`full_set_bn_statistics` recomputes the statistics of a model's
   batch-norm inputs over a whole dataset at given parameters,
   :func:`batch_stats_accuracy` evaluates a model with each test batch's own
-  statistics, and :func:`make_track_batchnorm` trains with the engine's
-  building blocks (:func:`jaxopt_lab.train.init_state`,
-  :func:`jaxopt_lab.train.run_segment`) while recording all of these.
+  statistics. While training, the engine measures the running statistics
+  against the full set's (``measure=["bn_stats_error"]``, :mod:`jaxopt_lab.measure`).
 * **Edge of stability.** :func:`full_batch_loss` is the full-batch training
   loss of a stateless model (squared error on one-hot targets or cross-entropy);
   :func:`gradient_descent_sharpness` runs full-batch gradient descent under
@@ -30,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -40,11 +39,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jaxopt_lab import batchnorm as bn
-from jaxopt_lab import data as data_lib
 from jaxopt_lab import measure as measure_lib
 from jaxopt_lab import metrics as metrics_lib
 from jaxopt_lab import models as models_lib
-from jaxopt_lab import train as train_lib
 from jaxopt_lab.errors import InputError
 
 __all__ = [
@@ -56,8 +53,6 @@ __all__ = [
     "full_set_bn_statistics",
     "running_stats_error",
     "batch_stats_accuracy",
-    "BatchNormTrack",
-    "make_track_batchnorm",
     "LOSSES",
     "full_batch_loss",
     "SharpnessTrace",
@@ -298,85 +293,6 @@ def batch_stats_accuracy(
 
     preds = jax.lax.map(one, (xs, valid)).reshape(-1)[:n]
     return jnp.mean((preds == y).astype(jnp.float32))
-
-
-class BatchNormTrack(NamedTuple):
-    """Metrics per evaluation point (leading axis) of :func:`make_track_batchnorm`.
-
-    Attributes:
-      step: the step after which the point was taken.
-      running: the model's running statistics, ``{"bn_i": BatchNormState}``.
-      full: :func:`full_set_bn_statistics` over the training set at the same params.
-      train_loss: mean training minibatch loss since the previous point.
-      test_accuracy: test accuracy with the running statistics (evaluation mode).
-      test_accuracy_batch: test accuracy with each test batch's own statistics
-        (:func:`batch_stats_accuracy`).
-      final: the :class:`~jaxopt_lab.train.TrainState` after the last step.
-    """
-
-    step: jax.Array
-    running: Any
-    full: Any
-    train_loss: jax.Array
-    test_accuracy: jax.Array
-    test_accuracy_batch: jax.Array
-    final: train_lib.TrainState
-
-
-def make_track_batchnorm(
-    spec: train_lib.TrainSpec, dataset: data_lib.Dataset, *, eval_batch_size: int = 100
-) -> Callable[[Mapping[str, Any], jax.Array], BatchNormTrack]:
-    """A pure ``track_fn(hparams, key) -> BatchNormTrack`` that trains and probes batch norm.
-
-    The run is exactly :func:`jaxopt_lab.train.train`'s for the same
-    ``(spec, hparams, key)``: :func:`~jaxopt_lab.train.init_state`, then
-    :func:`~jaxopt_lab.train.run_segment` between the evaluation points of
-    ``spec`` under ``lax.scan``. At each point it also records the running
-    statistics, the full training set's statistics of the same layers
-    (:func:`full_set_bn_statistics`), and the test accuracy with per-batch
-    statistics (:func:`batch_stats_accuracy`).
-
-    Args:
-      spec: a spec whose model has batch norm.
-      dataset: the spec's dataset (``train.load_dataset``), a classification one.
-      eval_batch_size: test batch size for the per-batch-statistics accuracy.
-
-    Returns:
-      ``track_fn(hparams, key)``, jittable; ``hparams`` must hold every
-      dynamic hyperparameter of ``spec.optimizer`` (``train.default_hparams``).
-    """
-    eval_batch_size = _check_positive_int("eval_batch_size", eval_batch_size)
-    if not dataset.num_classes:
-        raise InputError(f"dataset={dataset.name!r} is invalid: expected a classification dataset")
-    model = train_lib.get_model(spec, dataset)
-    _, state_shape = jax.eval_shape(model.init, jax.random.key(0), dataset.x_train[:1])
-    if not jax.tree.leaves(state_shape):
-        raise InputError(
-            f"spec.model_options={spec.model_options!r} is invalid: expected a model with batch norm"
-        )
-    points = train_lib.eval_steps(spec.steps, spec.eval_every, spec.eval_growth)
-    starts = jnp.asarray([0] + points[:-1], jnp.int32)
-    lengths = jnp.asarray(np.diff([0] + points), jnp.int32)
-
-    def track_fn(hparams, key) -> BatchNormTrack:
-        hparams = {
-            k: jnp.asarray(v, jnp.int32 if k == "batch_size" else jnp.float32) for k, v in hparams.items()
-        }
-        state = train_lib.init_state(spec, dataset, hparams, key)
-
-        def segment(state, start_and_length):
-            start, length = start_and_length
-            state, metrics = train_lib.run_segment(spec, dataset, hparams, state, start, length)
-            full = full_set_bn_statistics(model, state.params, state.model_state, dataset.x_train)
-            acc_batch = batch_stats_accuracy(
-                model, state.params, state.model_state, dataset.x_test, dataset.y_test, eval_batch_size
-            )
-            return state, (state.model_state, full, metrics.train_loss, metrics.test_accuracy, acc_batch)
-
-        final, (running, full, loss, acc, acc_batch) = jax.lax.scan(segment, state, (starts, lengths))
-        return BatchNormTrack(jnp.asarray(points, jnp.int32), running, full, loss, acc, acc_batch, final)
-
-    return track_fn
 
 
 # ---------------------------------------------------------- edge of stability

@@ -23,7 +23,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxopt_lab import batchnorm, models, probes, train
+from jaxopt_lab import batchnorm, models, probes
 
 KEY = jax.random.key(0)
 EPS = 1e-5
@@ -191,46 +191,6 @@ def test_batch_stats_accuracy_normalizes_each_batch_by_its_own_statistics():
     np.testing.assert_allclose(accuracy(jnp.asarray(preds, jnp.int32)), 1.0)
     with pytest.raises(ValueError, match="batch_size"):
         probes.batch_stats_accuracy(model, params, state, x, jnp.asarray(y, jnp.int32), 0)
-
-
-def test_track_batchnorm_is_the_engine_run_probed():
-    spec = train.TrainSpec(
-        dataset="mnist1d",
-        model="mlp",
-        model_options={"hidden": (16,), "batchnorm": True},
-        optimizer="sgd",
-        batch_size=32,
-        steps=20,
-        eval_every=10,
-    )
-    dataset = train.load_dataset(spec.dataset, spec.dataset_options)
-    hp = train.default_hparams("sgd", learning_rate=0.5, bn_momentum=0.9)
-    track_fn = probes.make_track_batchnorm(spec, dataset, eval_batch_size=300)
-    # The engine's own run of the same (spec, hparams, key); one compile for both.
-    train_fn = train.make_train(spec, dataset)
-    hp = {k: np.float32(v) for k, v in hp.items()}
-    out, ref = jax.jit(lambda h, k: (track_fn(h, k), train_fn(h, k)))(hp, KEY)
-    np.testing.assert_array_equal(out.step, ref.step)
-    np.testing.assert_allclose(out.train_loss, ref.train_loss, rtol=1e-5)
-    np.testing.assert_allclose(out.test_accuracy, ref.test_accuracy, rtol=1e-6)
-    # Probes at the final parameters, recomputed in float64.
-    params = out.final.params
-    x = _f64(dataset.x_train)
-    h = x @ _f64(params["dense_0"]["kernel"])
-    np.testing.assert_allclose(out.full["bn_0"].mean[-1], h.mean(0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out.full["bn_0"].var[-1], h.var(0), rtol=1e-4)
-    np.testing.assert_array_equal(out.running["bn_0"].mean[-1], out.final.model_state["bn_0"].mean)
-    preds = np.concatenate(
-        [
-            _np_forward(params, dataset.x_test[s : s + 300], 1, lambda h: (h.mean(0), h.var(0)))[0].argmax(-1)
-            for s in range(0, dataset.x_test.shape[0], 300)
-        ]
-    )
-    # One test prediction of 1000 may flip at a float32/float64 near-tie.
-    expected = np.mean(preds == np.asarray(dataset.y_test))
-    np.testing.assert_allclose(out.test_accuracy_batch[-1], expected, atol=1.5e-3)
-    with pytest.raises(ValueError, match="batch norm"):
-        probes.make_track_batchnorm(train.TrainSpec(model_options={"hidden": (4,)}), dataset)
 
 
 # ---------------------------------------------------------- edge of stability

@@ -15,6 +15,7 @@ import pytest
 
 from jaxopt_lab import data as data_lib
 from jaxopt_lab import studies
+from jaxopt_lab import train as T
 from jaxopt_lab.train import TrainSpec
 
 N, DIM = 64, 3
@@ -37,11 +38,6 @@ def _data():
         np.asarray(ds.x_test, np.float64),
         np.asarray(ds.y_test, np.float64),
     )
-
-
-def _wb(states, i):
-    p = states.params["dense_0"]
-    return np.asarray(p["kernel"][i], np.float64), np.asarray(p["bias"][i], np.float64)
 
 
 def _loss(w, b, x, y):
@@ -96,19 +92,6 @@ def test_fit_rejects_too_few_points():
         studies.fit_critical_batch_size([4, 8], [100.0, np.nan])
     with pytest.raises(ValueError, match="same length"):
         studies.fit_critical_batch_size([4, 8], [100.0])
-
-
-def test_geometric_steps_by_hand():
-    assert studies.geometric_steps(10, 1.5).tolist() == [1, 2, 3, 4, 6, 9, 10]
-    steps = studies.geometric_steps(5000, 1.05)
-    assert steps[0] == 1 and steps[-1] == 5000
-    ratios = steps[1:] / steps[:-1]
-    assert np.all((ratios <= 1.05 + 1e-12) | (np.diff(steps) == 1))
-    with pytest.raises(ValueError, match="growth"):
-        studies.geometric_steps(10, 1.0)
-
-
-# ------------------------------------------------------------------ tables
 
 
 def _results_table(rows):
@@ -206,7 +189,10 @@ def test_sweep_per_batch_size_gives_each_batch_size_its_grid_and_evaluations():
     steps = table.groupby("batch_size").step.unique()
     assert steps[8].tolist() == [4, 8] and steps[16].tolist() == [2, 4]
     first = table[table.config_id == 0]
-    w, b = _wb(studies.init_states(dataclasses.replace(SPEC, batch_size=8), {}, [0]), 0)
+    params, _ = T.get_model(SPEC, T.load_dataset(SPEC.dataset, SPEC.dataset_options)).init(
+        jax.random.split(jax.random.key(0))[0], _data()[0][:1].astype(np.float32)
+    )
+    w, b = (np.asarray(params["dense_0"][k], np.float64) for k in ("kernel", "bias"))
     assert first.train_loss.notna().all() and first.test_loss.iloc[-1] < _loss(w, b, *_data()[2:])
     with pytest.raises(ValueError, match="batch_size"):
         studies.sweep_per_batch_size(spec, [8], {"batch_size": [8]})
@@ -243,155 +229,3 @@ def test_best_steps_averages_seeds_and_needs_all_of_them():
     best = studies.best_steps(table).iloc[0]
     assert best.learning_rate == 0.2 and best.steps_to_target == 160.0  # 0.1 averages 200; 0.4 lacks a seed
     assert best.b_simple_at_target == 20.0 and best.num_seeds == 2 and best.num_reached == 2
-
-
-@pytest.mark.parametrize(
-    "groups, first, dead, step, done",
-    [
-        ([0, 1], [np.nan, np.nan], [False, False], 10, False),  # nobody there yet
-        ([0, 1], [10.0, np.nan], [False, False], 10, True),  # one seed per group: the first one wins
-        ([0, 0, 1, 1], [9.0, np.nan, 9.0, 10.0], [False] * 4, 10, True),  # 9.5 <= (9 + 10) / 2
-        ([0, 0, 1, 1], [6.0, np.nan, 9.0, 10.0], [False] * 4, 10, False),  # group 0 may still average < 9.5
-        ([0, 0, 1, 1], [6.0, np.nan, 9.0, 10.0], [False, True, False, False], 10, True),  # 0 diverged
-        ([0, 1], [np.nan, np.nan], [True, True], 10, True),  # everything diverged
-    ],
-)
-def test_target_stop_rule_by_hand(groups, first, dead, step, done):
-    assert studies._target_done("first", np.array(groups), np.array(first), np.array(dead), step) == done
-
-
-# ------------------------------------------------------------------ states and measurements
-
-
-def test_train_states_follow_numpy_sgd():
-    x, y, *_ = _data()
-    lrs, seeds = np.array([0.05, 0.2]), [3, 4]
-    init = studies.init_states(SPEC, {"learning_rate": lrs}, seeds)
-    final = studies.train_states(SPEC, {"learning_rate": lrs}, seeds)
-    for i, (lr, seed) in enumerate(zip(lrs, seeds, strict=True)):
-        w, b = _wb(init, i)
-        data_key = jax.random.split(jax.random.key(seed))[1]  # init_state's split: (params, data order)
-        for step in range(SPEC.steps):
-            idx, _ = data_lib.batch_indices(data_key, step, N, SPEC.batch_size)
-            xb, yb = x[np.asarray(idx)], y[np.asarray(idx)]
-            r = xb @ w + b - yb
-            w, b = w - lr * xb.T @ r / len(r), b - lr * r.mean(axis=0)
-        fw, fb = _wb(final, i)
-        np.testing.assert_allclose(fw, w, rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(fb, b, rtol=1e-4, atol=1e-6)
-
-
-def test_evaluate_noise_scale_and_sharpness_against_numpy():
-    x, y, xt, yt = _data()
-    states = studies.init_states(SPEC, {}, [0, 1])
-    ev = studies.evaluate_states(SPEC, states)
-    ns = studies.noise_scales(SPEC, states, chunk_size=24)  # 64 = 24 + 24 + 16
-    sh = studies.sharpness(SPEC, states, num_iters=200)
-    xa = np.c_[x, np.ones(N)]
-    for i in range(2):
-        w, b = _wb(states, i)
-        assert ev.train_loss[i] == pytest.approx(_loss(w, b, x, y), rel=1e-5)
-        assert ev.test_loss[i] == pytest.approx(_loss(w, b, xt, yt), rel=1e-5)
-        assert np.isnan(ev.test_accuracy[i])
-        g = (xa @ np.r_[w[:, 0], b] - y[:, 0])[:, None] * xa  # per-example gradients (w, b)
-        mean = g.mean(axis=0)
-        trace = np.sum((g - mean) ** 2) / N  # the training set is the population
-        assert ns.trace_cov[i] == pytest.approx(trace, rel=1e-4)
-        assert ns.grad_sq_norm[i] == pytest.approx(mean @ mean, rel=1e-4)
-        assert ns.b_simple[i] == pytest.approx(trace / (mean @ mean), rel=1e-4)
-        top = np.linalg.eigvalsh(xa.T @ xa / N)[-1]  # Hessian of the mean squared loss
-        assert sh.eigenvalue[i] == pytest.approx(top, rel=1e-4)
-        assert sh.residual[i] < 1e-3 * top
-
-
-def test_measurements_are_nan_once_diverged():
-    states = studies.init_states(SPEC, {}, [0, 1])
-    states = states._replace(diverged=np.array([True, False]))
-    assert np.isnan(studies.evaluate_states(SPEC, states).train_loss[0])
-    assert np.isnan(studies.noise_scales(SPEC, states).b_simple[0])
-    assert np.isfinite(studies.noise_scales(SPEC, states).b_simple[1])
-    taken = studies.take_states(states, np.array([1]))
-    assert taken.params["dense_0"]["kernel"].shape == (1, DIM, 1)
-
-
-def test_states_reject_bad_input():
-    with pytest.raises(ValueError, match="seeds"):
-        studies.train_states(SPEC, {}, [])
-    with pytest.raises(ValueError, match="batch_size"):
-        studies.train_states(SPEC, {"batch_size": 4}, [0])
-    with pytest.raises(ValueError, match="one value per seed"):
-        studies.train_states(SPEC, {"learning_rate": [0.1, 0.2, 0.3]}, [0, 1])
-    with pytest.raises(ValueError, match="b1"):
-        studies.train_states(SPEC, {"b1": 0.9}, [0])
-
-
-# ------------------------------------------------------------------ steps to target
-
-FULL = dataclasses.replace(SPEC, batch_size=N)  # full batch: gradient descent, no sampling
-
-
-def _gd_losses(lr, w, b, x, y, steps):
-    losses = []
-    with np.errstate(over="ignore", invalid="ignore"):  # the largest learning rates diverge
-        for _ in range(steps):
-            r = x @ w + b - y
-            w, b = w - lr * x.T @ r / N, b - lr * r.mean(axis=0)
-            losses.append(_loss(w, b, x, y))
-    return np.array(losses)
-
-
-def test_run_to_target_matches_numpy_gradient_descent():
-    x, y, *_ = _data()
-    lrs = np.array([0.1, 0.3])
-    target = 0.2
-    runs = studies.run_to_target(
-        FULL, {"learning_rate": lrs}, [0, 0], target=target, max_steps=400, growth=1.2
-    )
-    init = studies.init_states(FULL, {}, [0])
-    losses = [_gd_losses(lr, *_wb(init, 0), x, y, 400) for lr in lrs]
-    first = [int(np.argmax(lo <= target)) + 1 for lo in losses]  # first step with loss <= target
-    points = studies.geometric_steps(400, 1.2)
-    expected = [points[np.searchsorted(points, f)] for f in first]  # first evaluated step at or after it
-    # stop="first": training stops at the faster config's evaluation; the slower one is not reached yet.
-    assert runs.stop_step == min(expected)
-    assert runs.steps[1] == expected[1] and np.isnan(runs.steps[0])
-    np.testing.assert_allclose(runs.train_loss[0], losses[0][runs.eval_steps - 1], rtol=1e-4)
-    runs = studies.run_to_target(
-        FULL, {"learning_rate": lrs}, [0, 0], target=target, max_steps=400, growth=1.2, stop="all"
-    )
-    assert runs.steps.tolist() == expected and runs.stop_step == max(expected)
-    # The faster config is frozen where it reached the target: its loss there, not at the stop.
-    w, b = _wb(runs.states, 1)
-    assert _loss(w, b, x, y) == pytest.approx(losses[1][expected[1] - 1], rel=1e-4)
-    assert _loss(w, b, x, y) > losses[1][max(expected) - 1] * (1 + 1e-3)
-    with pytest.raises(ValueError, match="stop"):
-        studies.run_to_target(FULL, {}, [0], target=target, max_steps=10, stop="any")
-
-
-def test_steps_to_target_table_shifts_its_window_to_the_best_lr():
-    x, y, *_ = _data()
-    init = studies.init_states(FULL, {}, [0, 1])
-    points = studies.geometric_steps(2000, 1.05)
-    numpy_steps = {}
-    for k in range(-8, 4):  # grid points 10**(k/4), from 0.01 to 5.6; a learning rate scores its seeds' mean
-        hits = [np.flatnonzero(_gd_losses(10 ** (k / 4), *_wb(init, i), x, y, 2000) <= 0.2) for i in (0, 1)]
-        evaluated = [points[np.searchsorted(points, h[0] + 1)] if h.size else np.inf for h in hits]
-        numpy_steps[k] = np.mean(evaluated)
-    best_k = min(numpy_steps, key=lambda k: (numpy_steps[k], k))
-    assert -6 < best_k < 2  # the best is inside the searched range, away from its start
-    table = studies.steps_to_target_table(
-        FULL,
-        [N],
-        lr_start=10 ** (-7 / 4),
-        window=(-1, 1),
-        max_shifts=6,
-        seeds=(0, 1),
-        target=0.2,
-        max_steps=2000,
-        noise_scale=True,
-    )
-    best = studies.best_steps(table).iloc[0]
-    assert best.learning_rate == pytest.approx(10 ** (best_k / 4))
-    assert best.steps_to_target == numpy_steps[best_k]
-    assert not best.lr_at_edge and best.num_seeds == 2
-    assert np.isfinite(table.b_simple_at_target).sum() == 2
