@@ -376,3 +376,39 @@ def test_geometric_evaluation_points_against_a_plain_loop():
     assert result.table["step"].tolist() == points  # 40 // 8 * 4 = 20 steps
     with pytest.raises(ValueError, match=r"eval_growth=1.0 is invalid: expected a number > 1"):
         _spec(eval_growth=1.0)
+
+
+def test_a_measured_chunk_with_a_target_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A chunk stopped after its fifth checkpoint (step 20, past one config's target at 16)
+    resumes from it with its measurements' carries and its reached flags: the table of the
+    uninterrupted sweep."""
+    from jaxopt_lab import checkpoints
+
+    model = T.get_model(_spec(), TINY)
+    ref = optax_loop(TINY, *model_fns(model), optax.sgd(0.5), batch_size=8, steps=40, eval_every=4, seed=0)
+    target = float(np.mean(ref.test_loss[2:4]))  # reached at step 16
+    spec = _spec(steps=40, measure=[measure.Sharpness(num_iters=5, warm_iters=1), "noise_scale"])
+    grid = sweep_lib.Grid(learning_rate=[0.5, 1e-4])
+    whole = sweep_lib.sweep(spec, grid, target={"test_loss": target}, progress=False).table
+    assert whole[whole["learning_rate"] == 0.5]["step"].max() == 16
+    saves = {"n": 0}
+    real = checkpoints.ChunkCheckpoint.maybe_save
+
+    def save_then_stop(self, *args, **kwargs):
+        saved = real(self, *args, **kwargs)
+        saves["n"] += bool(saved)
+        if saves["n"] == 5:
+            raise KeyboardInterrupt
+        return saved
+
+    monkeypatch.setattr(checkpoints.ChunkCheckpoint, "maybe_save", save_then_stop)
+    options = dict(
+        target={"test_loss": target}, out=tmp_path, checkpoint_every=0, progress=False, plots=False
+    )
+    with pytest.raises(KeyboardInterrupt):
+        sweep_lib.sweep(spec, grid, **options)
+    monkeypatch.undo()
+    resumed = sweep_lib.sweep(spec, grid, resume=True, **options).table
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(resumed, whole)

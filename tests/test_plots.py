@@ -246,3 +246,50 @@ def test_a_single_cell_draws_with_its_own_value_on_the_scale(loss):
     fig = plots.heatmap(_table({("adam", 8, 0.01, NAN, 0): [loss]}))
     norm = _panels(fig)["adam"].images[0].norm
     assert norm.vmin <= loss <= norm.vmax
+
+
+def _measured_table():
+    """``_table()`` with a measurement column after the metrics: sharpness = 10 * loss + config_id,
+    and steps_to_target per config = 3 - its best loss (NaN for a config that diverged)."""
+    table = _table()
+    table["sharpness"] = 10.0 * table["test_loss"] + table["config_id"]
+    best = table.groupby("config_id")["test_loss"].transform("min")
+    table["steps_to_target"] = (3.0 - best).where(~table.groupby("config_id")["diverged"].transform("any"))
+    table["examples_to_target"] = table["steps_to_target"] * table["batch_size"]
+    return table
+
+
+def test_curves_of_a_measurement_follow_the_best_lr_by_the_default_metric(tmp_path):
+    """sharpness has no best: the lines are those the test-loss curves draw, with their
+    sharpness as y, here against steps; a measurement is no hyperparameter."""
+    table = _measured_table()
+    fig = plots.curves(table, tmp_path / "sharpness.png", metric="sharpness", x="step")
+    sgd = _panels(fig)["sgd"]
+    assert [t.get_text() for t in sgd.get_legend().get_texts()] == ["B=8, lr=1e-1", "B=32, lr=1e-2"]
+    line = sgd.get_lines()[0]  # sgd, B=8, lr 0.1: configs 2 and 3
+    np.testing.assert_allclose(line.get_xdata(), [1, 2, 3])
+    expected = [
+        (10 * 1.0 + 2 + 10 * 1.2 + 3) / 2,
+        (10 * 0.8 + 2 + 10 * 0.6 + 3) / 2,
+        (10 * 0.9 + 2 + 10 * 0.7 + 3) / 2,
+    ]
+    np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-12)
+    assert sgd.get_xlabel() == "step"
+    assert "sharpness" not in plots.results_lib.hyperparameter_columns(table)
+
+
+def test_heatmap_of_a_summary_column_by_hand(tmp_path):
+    """steps_to_target: the summary's value per config, mean over seeds, best (smallest) over
+    momentum; a cell where a seed never reached it (NaN) is missing, not best."""
+    table = _measured_table()
+    got = plots.heatmap_data(table, metric="steps_to_target")
+    sgd_8_01 = ((3 - 1.5) + (3 - 1.3)) / 2
+    np.testing.assert_allclose(got["sgd"].loc[8, 0.01], sgd_8_01, rtol=1e-12)
+    np.testing.assert_allclose(got["momentum"].loc[8, 0.1], 3 - 0.9, rtol=1e-12)  # momentum 0.5: fewer steps
+    assert np.isnan(got["sgd"].loc[32, 0.1])  # seed 0 diverged
+    fig = plots.heatmap(table, tmp_path / "steps.png", metric="steps_to_target")
+    assert "Steps to target" in fig.get_suptitle() and "per config" in fig.get_suptitle()
+    final = plots.heatmap_data(table, metric="sharpness")  # a measurement: its last point's value
+    np.testing.assert_allclose(final["adam"].loc[32, 0.1], 10 * 0.66 + 10, rtol=1e-12)
+    with pytest.raises(ValueError, match="metric='nope' is invalid: expected one of .*'steps_to_target'"):
+        plots.heatmap(table, metric="nope")
