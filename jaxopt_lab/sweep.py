@@ -1018,6 +1018,7 @@ def sweep(
     check_size(len(configs), int(-(-steps.max() // spec.eval_every)))
     groups, chosen = plan(spec, configs, steps, strategy, families)
     _check_hparams(configs, groups, params)
+    measured = _check_measurements(spec, groups, configs)
     definition = _definition(spec, grid, strategy, chunk_size, epochs)
     devices = tuple(devices or jax.devices())
     _check_data_parallel(data_parallel, len(devices), configs["batch_size"])
@@ -1066,7 +1067,6 @@ def sweep(
         progress = False  # process 0 reports
 
     # what a chunk file holds
-    measured = _measurement_columns(spec)
     chunk_columns = [
         "config_id",
         *(c for c in _METRICS if dataset.x_val is not None or c not in _VAL_METRICS),
@@ -1137,6 +1137,20 @@ def sweep(
 
             plots_lib.draw(table, out)
     return SweepResult(table=table, definition=definition, strategy=chosen)
+
+
+def _check_measurements(spec, groups, configs: pd.DataFrame) -> tuple[str, ...]:
+    """The measurements' columns; raises, before anything is written, for a measurement or
+    a target that one of the groups cannot run (each group's spec is checked)."""
+    if any(m.uses_small_batch for m in spec.measure) and int(configs["batch_size"].min()) < 2:
+        name = next(measure_lib.label(m) for m in spec.measure if m.uses_small_batch)
+        raise InputError(
+            f"measure {name!r} is invalid for batch_size={int(configs['batch_size'].min())}: its running "
+            "estimate splits each batch in two, expected batch_size >= 2"
+        )
+    for group in groups:
+        _measurement_columns(group.spec)
+    return _measurement_columns(spec)
 
 
 def _check_data_parallel(data_parallel, num_devices: int, batch_sizes) -> None:

@@ -412,3 +412,20 @@ def test_a_measured_chunk_with_a_target_resumes_from_its_checkpoint(tmp_path, mo
     import pandas as pd
 
     pd.testing.assert_frame_equal(resumed, whole)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"measure": ["noise_scale"]}, "measure 'noise_scale' is invalid for batch_size=1"),
+        ({"target": {"val_loss": 1.0}}, "target metric 'val_loss' is invalid"),
+    ],
+)
+def test_a_sweep_refuses_measurements_its_groups_cannot_run_before_writing(tmp_path, options, match):
+    """A batch size of 1 on a grid axis (noise_scale splits each batch) and a target on a
+    column the run does not have are refused before the output folder exists."""
+    with pytest.raises(ValueError, match=match):
+        sweep_lib.sweep(
+            _spec(), sweep_lib.Grid(batch_size=[1, 8]), out=tmp_path / "out", progress=False, **options
+        )
+    assert not (tmp_path / "out").exists()
