@@ -22,14 +22,18 @@ Built in:
   iterates ``num_iters`` times from a fixed random vector; each later one starts
   from the previous point's vector and iterates ``warm_iters`` times.
 * ``noise_scale``: the simple gradient noise scale ``B_simple = tr(Σ) / |G|²``
-  (McCandlish et al., 2018) twice. ``noise_scale`` from per-example gradients on
-  the measurement batch (evaluation mode, so that an example's loss does not
-  depend on the others'); ``noise_scale_running`` from the training steps' own
-  gradients: each step also takes the mean gradient of its batch's first
-  ``b = B // 2`` examples (a second backward pass through the same forward pass),
-  so that ``|G_b|²`` and ``|G_B|²`` give the unbiased two-batch estimates of
-  ``|G|²`` and ``tr(Σ)`` of the paper's appendix A.1, each smoothed across steps
-  by an exponential moving average (``ema_decay``) before their ratio is taken.
+  (McCandlish et al., 2018) of the training set, whose examples the batches are
+  drawn from (``G`` its mean gradient, ``Σ`` the covariance of its per-example
+  gradients), twice. ``noise_scale`` from per-example gradients on the
+  measurement batch (evaluation mode, so that an example's loss does not depend
+  on the others'; exact when the batch is the whole set); ``noise_scale_running``
+  from the training steps' own gradients: each step also takes the mean gradient
+  of its batch's first ``b = B // 2`` examples (a second backward pass through
+  the same forward pass), so that ``|G_b|²`` and ``|G_B|²`` give the two-batch
+  estimates of ``|G|²`` and ``tr(Σ)`` of the paper's appendix A.1, each smoothed
+  across steps by an exponential moving average (``ema_decay``) before their
+  ratio is taken. Both carry the finite-population terms of batches drawn
+  without replacement from the set.
 * ``grad_norm``: ``|∇L|`` of the mean training loss on the measurement batch.
 * ``param_norm``: ``|θ|``.
 * ``update_ratio``: ``|Δθ| / |θ|`` of the last step before the point.
@@ -264,13 +268,23 @@ class NoiseScale(Measurement):
 
     def __call__(self, ctx, carry):
         x, y = ctx.batch
-        estimate = metrics_lib.noise_scale(
-            ctx.example_loss, ctx.params, (x, y), chunk_size=min(self.chunk_size, x.shape[0])
+        n, total = x.shape[0], ctx.dataset.x_train.shape[0]
+        sample = metrics_lib.noise_scale(
+            ctx.example_loss, ctx.params, (x, y), chunk_size=min(self.chunk_size, n)
         )
+        # The training set is the population the batches come from. The n examples of the
+        # measurement batch are drawn from its N without replacement: E s² = N/(N-1) tr(Σ)
+        # and E|ḡ|² = |G|² + tr(Σ)(N-n)/(n(N-1)); with n = N, |G|² = |ḡ|² exactly.
+        s2 = sample.trace_cov
+        mean_sq = sample.grad_sq_norm + s2 / n
+        b_simple = (s2 * (total - 1) / total) / (mean_sq - s2 * (total - n) / (n * total))
         grad_sq, trace, weight = carry
-        # The EMAs' bias corrections are the same factor: it cancels in the ratio.
-        running = jnp.where(weight > 0, trace / grad_sq, jnp.nan)
-        return {"noise_scale": estimate.b_simple, "noise_scale_running": running}, carry
+        # The steps' batches are drawn without replacement too: the two-batch estimates tend
+        # to N/(N-1) tr(Σ) and |G|² - tr(Σ)/(N-1); undone here, where N is known. The EMAs'
+        # bias corrections are one factor, which cancels in the ratio.
+        running = (trace * (total - 1) / total) / (grad_sq + trace / total)
+        running = jnp.where(weight > 0, running, jnp.nan)
+        return {"noise_scale": b_simple, "noise_scale_running": running}, carry
 
 
 @dataclasses.dataclass(frozen=True)

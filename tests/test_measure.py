@@ -6,6 +6,8 @@ in float64 NumPy, batch-norm statistics by hand, and
 ``probes.gradient_descent_sharpness`` for full-batch gradient descent.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -161,12 +163,12 @@ def _regression(n=1024, d=4):
 
 def test_noise_scale_against_the_closed_form_on_linear_regression():
     """At fixed parameters (lr 1e-9), B_simple from per-example gradients on the whole set
-    equals the float64 formula of the dataset's per-example gradients. The steps' running
-    estimate (batch sizes 16 and 32 in one masked program) equals McCandlish et al.'s
-    two-batch estimates of |G|² and tr(Σ) from each batch and its first half, averaged by
-    the EMA, written here in float64 on a plain loop's batches; and it lands near the
-    closed form tr(Σ)/|G|² with the finite-population terms of batches drawn without
-    replacement."""
+    is the closed form tr(Σ)/|G|² of the dataset's per-example gradients in float64. The
+    steps' running estimate (batch sizes 16 and 32 in one masked program) equals McCandlish
+    et al.'s two-batch estimates of |G|² and tr(Σ) from each batch and its first half,
+    averaged by the EMA, written here in float64 on a plain loop's batches (with the
+    finite-population terms of batches drawn without replacement); and it lands near the
+    closed form."""
     ds = _regression()
     n = ds.x_train.shape[0]
     decay = 0.998
@@ -190,10 +192,7 @@ def test_noise_scale_against_the_closed_form_on_linear_regression():
     g = per_example(params, ds.x_train, ds.y_train)
     mean = g.mean(0)
     trace_pop = np.sum((g - mean) ** 2) / n
-    sample_trace = trace_pop * n / (n - 1)
-    assert result.table["noise_scale"].to_numpy() == pytest.approx(
-        sample_trace / (mean @ mean - sample_trace / n), rel=1e-3
-    )
+    assert result.table["noise_scale"].to_numpy() == pytest.approx(trace_pop / (mean @ mean), rel=1e-3)
     for batch_size in (16, 32):
         ema = {"g2": 0.0, "trace": 0.0}
 
@@ -211,11 +210,20 @@ def test_noise_scale_against_the_closed_form_on_linear_regression():
             seed=0, on_step=on_step,
         )  # fmt: skip
         row = result.table[result.table["batch_size"] == batch_size].iloc[0]
-        assert row["noise_scale_running"] == pytest.approx(ema["trace"] / ema["g2"], rel=1e-3)
-        # E|G_B|² = |G|² + tr(Σ)(n - B)/(B (n - 1)) without replacement: the estimates tend
-        # to n/(n-1) tr(Σ) and |G|² - tr(Σ)/(n - 1).
-        closed_form = sample_trace / (mean @ mean - trace_pop / (n - 1))
-        assert row["noise_scale_running"] == pytest.approx(closed_form, rel=0.35)
+        # E|G_B|² = |G|² + tr(Σ)(n - B)/(B (n - 1)) without replacement: the two-batch estimates
+        # tend to n/(n-1) tr(Σ) and |G|² - tr(Σ)/(n - 1), which the engine undoes.
+        trace, g2 = ema["trace"] * (n - 1) / n, ema["g2"] + ema["trace"] / n
+        assert row["noise_scale_running"] == pytest.approx(trace / g2, rel=1e-3)
+        assert row["noise_scale_running"] == pytest.approx(trace_pop / (mean @ mean), rel=0.35)
+
+    # A measurement batch of 256 of the 1024 (numpy seed 0, as documented): its sample s² and
+    # ḡ, with the finite-population terms of drawing it without replacement.
+    sub = np.sort(np.random.default_rng(0).choice(n, 256, replace=False))
+    alone = T.train(dataclasses.replace(spec, measure_batch_size=256, steps=1), {"learning_rate": 1e-9})
+    g_sub = per_example(params, ds.x_train[sub], ds.y_train[sub])
+    s2 = np.sum((g_sub - g_sub.mean(0)) ** 2) / 255
+    expected = (s2 * (n - 1) / n) / (g_sub.mean(0) @ g_sub.mean(0) - s2 * (n - 256) / (256 * n))
+    assert float(alone.measured["noise_scale"][0]) == pytest.approx(expected, rel=1e-3)
 
 
 def test_batchnorm_running_statistics_error_by_hand():
