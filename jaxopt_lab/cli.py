@@ -523,7 +523,11 @@ def _run_definition(definition: dict, out: str, args) -> int:
         f"to {out}/ (results.parquet, summary.csv, sweep.toml, {', '.join(_pictures(result.table))})"
     )
     if args.command == "run" and result.table["config_id"].nunique() == 1:
-        _print_config(results.summary(result.table).iloc[0], results.hyperparameter_columns(result.table))
+        _print_config(
+            results.summary(result.table).iloc[0],
+            results.hyperparameter_columns(result.table),
+            results.measured_columns(result.table),
+        )
     else:
         _print_best(results.best_learning_rates(result.table))
     return 0
@@ -536,7 +540,7 @@ def _pictures(table) -> list[str]:
     return names + (["heatmap_steps_to_target.png"] if "steps_to_target" in table.columns else [])
 
 
-def _print_config(row, hparams) -> None:
+def _print_config(row, hparams, measured=()) -> None:
     """One config's values and results, for `jaxopt-lab run`."""
     values = ", ".join(
         f"{name}={row[name]:.4g}" if isinstance(row[name], float) else f"{name}={row[name]}"
@@ -552,6 +556,16 @@ def _print_config(row, hparams) -> None:
         f"{row['final_test_loss']:.4g}, test accuracy {row['final_test_accuracy']:.4g}; best test loss "
         f"{row['best_test_loss']:.4g} at step {int(row['best_step'])}"
     )
+    if measured:
+        shown = ", ".join(f"{name} {row[f'final_{name}']:.4g}" for name in measured)
+        print(f"measured at step {int(row['final_step'])}: {shown}")
+    if "steps_to_target" in row:
+        steps, examples = row["steps_to_target"], row["examples_to_target"]
+        print(
+            "target not reached"
+            if steps != steps
+            else f"target reached at step {steps:.6g} ({examples:.6g} examples)"
+        )
 
 
 def _use_compile_cache() -> None:

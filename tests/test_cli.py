@@ -458,6 +458,10 @@ def test_measurements_and_a_target_from_the_command(tmp_path, capsys):
 
     assert cli.main(["report", str(out), "--metric", "noise_scale", "--x", "steps"]) == 0
     assert (out / "curves_noise_scale_by_step.png").stat().st_size > 0
+    run = ["run", *ONE_CONFIG[:-2], "--seed", "0", "--measure", "grad_norm", "--target", "test_loss=0.01"]
+    assert cli.main([*run, "--out", str(tmp_path / "one")]) == 0
+    printed = capsys.readouterr().out
+    assert "measured at step 20: grad_norm " in printed and "target not reached" in printed
     capsys.readouterr()
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     bad = [
