@@ -223,15 +223,23 @@ class NoiseScale(Measurement):
       chunk_size: examples whose per-example gradients are held at once.
       ema_decay: the exponential moving average of the two-batch estimates of
         ``|G|²`` and ``tr(Σ)`` over steps (``noise_scale_running`` is their ratio).
+      per_example: also ``noise_scale`` from per-example gradients at every point,
+        which costs a forward and backward pass per example of the measurement batch
+        (experiments/PERF.md); ``False`` keeps only the running estimate.
     """
 
     chunk_size: int = 32
     ema_decay: float = 0.99
+    per_example: bool = True
     name: ClassVar[str] = "noise_scale"
     uses_small_batch: ClassVar[bool] = True
 
     def __post_init__(self):
         _positive_int("NoiseScale", "chunk_size", self.chunk_size)
+        if not isinstance(self.per_example, bool):
+            raise InputError(
+                f"NoiseScale(per_example={self.per_example!r}) is invalid: expected True or False"
+            )
         if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
             raise InputError(
                 f"NoiseScale(ema_decay={self.ema_decay!r}) is invalid: expected 0 <= ema_decay < 1"
@@ -269,6 +277,14 @@ class NoiseScale(Measurement):
     def __call__(self, ctx, carry):
         x, y = ctx.batch
         n, total = x.shape[0], ctx.dataset.x_train.shape[0]
+        grad_sq, trace, weight = carry
+        # The steps' batches are drawn without replacement too: the two-batch estimates tend
+        # to N/(N-1) tr(Σ) and |G|² - tr(Σ)/(N-1); undone here, where N is known. The EMAs'
+        # bias corrections are one factor, which cancels in the ratio.
+        running = (trace * (total - 1) / total) / (grad_sq + trace / total)
+        running = jnp.where(weight > 0, running, jnp.nan)
+        if not self.per_example:
+            return {"noise_scale_running": running}, carry
         sample = metrics_lib.noise_scale(
             ctx.example_loss, ctx.params, (x, y), chunk_size=min(self.chunk_size, n)
         )
@@ -278,12 +294,6 @@ class NoiseScale(Measurement):
         s2 = sample.trace_cov
         mean_sq = sample.grad_sq_norm + s2 / n
         b_simple = (s2 * (total - 1) / total) / (mean_sq - s2 * (total - n) / (n * total))
-        grad_sq, trace, weight = carry
-        # The steps' batches are drawn without replacement too: the two-batch estimates tend
-        # to N/(N-1) tr(Σ) and |G|² - tr(Σ)/(N-1); undone here, where N is known. The EMAs'
-        # bias corrections are one factor, which cancels in the ratio.
-        running = (trace * (total - 1) / total) / (grad_sq + trace / total)
-        running = jnp.where(weight > 0, running, jnp.nan)
         return {"noise_scale": b_simple, "noise_scale_running": running}, carry
 
 

@@ -224,6 +224,8 @@ def test_noise_scale_against_the_closed_form_on_linear_regression():
     s2 = np.sum((g_sub - g_sub.mean(0)) ** 2) / 255
     expected = (s2 * (n - 1) / n) / (g_sub.mean(0) @ g_sub.mean(0) - s2 * (n - 256) / (256 * n))
     assert float(alone.measured["noise_scale"][0]) == pytest.approx(expected, rel=1e-3)
+    running_only = dataclasses.replace(spec, measure=[measure.NoiseScale(per_example=False)])
+    assert T.measurement_columns(running_only, ds) == ("noise_scale_running",)
 
 
 def test_batchnorm_running_statistics_error_by_hand():
