@@ -661,7 +661,10 @@ def _run_chunk(
         if end <= start:
             continue
         if np.all(reached | diverged | (start >= stop_steps)):
-            break  # every config reached its target, diverged or finished: the chunk ends early
+            # Every config reached its target, diverged or finished: the chunk ends early,
+            # and its steps not run count as done.
+            on_segment(int(np.clip(stop_steps[:num_real] - start, 0, None).sum()), 0)
+            break
         keep = np.array([end in points for points in per_config_points])
         intervals = jax.device_put((interval_start, keep), by_config)
         args = (arrays, hparams, state, np.int32(start), np.int32(end - start), stops, *intervals)
