@@ -129,24 +129,22 @@ def test_full_batch_sharpness_equals_gradient_descent_sharpness():
     """Full-batch SGD in a sweep, squared error on one-hot targets: the sharpness and the
     loss at each point equal ``probes.gradient_descent_sharpness`` (the edge-of-stability
     experiment's loop), which also starts from ``key(0)``'s vector."""
-    ds = data.load("mnist1d")
-    n = 100
-    arrays = data.from_arrays(ds.x_train[:n], ds.y_train[:n], ds.x_test[:50], ds.y_test[:50])
+    arrays, n = TINY, 40
 
     def squared_error(outputs, labels):
         return 0.5 * jnp.sum(jnp.square(outputs - jax.nn.one_hot(labels, outputs.shape[-1])), axis=-1)
 
-    options = {"hidden": (8, 8), "activation": "tanh"}
+    options = {"hidden": (8, 8), "activation": "tanh"}  # a tanh MLP, as the experiment's
     spec = T.TrainSpec(
         dataset=arrays, model="mlp", model_options=options, optimizer="sgd", batch_size=n, steps=60,
         eval_every=20, loss=squared_error, measure=[measure.Sharpness(100, 20), "train_set"],
     )  # fmt: skip
-    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.05]), progress=False)
+    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.5]), progress=False)
     model = T.get_model(spec, arrays)
     params, _ = model.init(jax.random.split(jax.random.key(0))[0], arrays.x_train[:1])
     loss_fn = probes.full_batch_loss(model, arrays.x_train, arrays.y_train, loss="mse")
     trace = probes.gradient_descent_sharpness(
-        loss_fn, params, 0.05, num_steps=60, sharpness_every=20, power_iters=20, first_power_iters=100
+        loss_fn, params, 0.5, num_steps=60, sharpness_every=20, power_iters=20, first_power_iters=100
     )
     rows = result.table.sort_values("step")
     np.testing.assert_allclose(rows["sharpness"], np.asarray(trace.sharpness)[1:], rtol=1e-4)
@@ -264,14 +262,14 @@ def test_a_config_measured_in_a_sweep_equals_it_run_alone_and_measuring_changes_
     grid = sweep_lib.Grid(learning_rate=[0.5], batch_size=[8, 16])
     result = sweep_lib.sweep(spec, grid, epochs=4, strategy="mask", progress=False)
     assert result.strategy == "mask"
-    for batch_size, steps in ((8, 20), (16, 8)):
-        alone_spec = _spec(eval_every=3, measure=measured, batch_size=batch_size, steps=steps)
-        alone = T.train(alone_spec, {"learning_rate": 0.5})
-        rows = result.table[result.table["batch_size"] == batch_size].sort_values("step")
-        np.testing.assert_array_equal(rows["step"], alone.step)
-        for name in ("sharpness", "noise_scale", "noise_scale_running"):
-            np.testing.assert_allclose(rows[name], alone.measured[name], rtol=1e-5, err_msg=name)
-    plain = T.train(_spec(eval_every=3, batch_size=16, steps=8), {"learning_rate": 0.5})
+    # Batch 8 runs 20 steps, evaluated at 3, 6, ..., 18, 20; batch 16 runs 8, so the chunk
+    # also stops at 8, a point of batch 16's only.
+    alone = T.train(_spec(eval_every=3, measure=measured, steps=20), {"learning_rate": 0.5})
+    rows = result.table[result.table["batch_size"] == 8].sort_values("step")
+    np.testing.assert_array_equal(rows["step"], alone.step)
+    for name in ("sharpness", "noise_scale", "noise_scale_running"):
+        np.testing.assert_allclose(rows[name], alone.measured[name], rtol=1e-5, err_msg=name)
+    plain = T.train(_spec(eval_every=3, steps=20), {"learning_rate": 0.5})
     np.testing.assert_allclose(alone.train_loss, plain.train_loss, rtol=1e-6)
     np.testing.assert_allclose(alone.test_loss, plain.test_loss, rtol=1e-6)
 
@@ -369,21 +367,19 @@ def test_bad_measurements_and_targets_are_one_line(fields, match):
 
 
 def test_geometric_evaluation_points_against_a_plain_loop():
-    """eval_growth=1.5 from eval_every=2 over 20 steps: 2, 3, 4, 6, 9, 13, 19, 20 (each
-    max(previous + 1, floor(1.5 previous))), with a plain loop's numbers there; a sweep
-    of a batch size under an epochs budget gives train()'s points."""
+    """eval_growth=1.5 from eval_every=2 over 20 steps (an epochs budget): 2, 3, 4, 6, 9, 13,
+    19, 20 (each max(previous + 1, floor(1.5 previous))), with a plain loop's numbers there."""
     points = [2, 3, 4, 6, 9, 13, 19, 20]
-    spec = _spec(steps=20, eval_every=2, eval_growth=1.5)
-    alone = T.train(spec, {"learning_rate": 0.5})
-    np.testing.assert_array_equal(alone.step, points)
+    spec = _spec(steps=1, eval_every=2, eval_growth=1.5)
+    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.5]), epochs=4, progress=False)
+    assert result.table["step"].tolist() == points  # 40 // 8 * 4 = 20 steps
     model = T.get_model(spec, TINY)
     ref = optax_loop(
         TINY, *model_fns(model), optax.sgd(0.5), batch_size=8, steps=20, eval_every=2, seed=0, points=points
     )
-    np.testing.assert_allclose(alone.train_loss, ref.train_loss, rtol=1e-5)
-    np.testing.assert_allclose(alone.test_loss, ref.test_loss, rtol=1e-5)
-    result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.5]), epochs=4, progress=False)
-    assert result.table["step"].tolist() == points  # 40 // 8 * 4 = 20 steps
+    np.testing.assert_allclose(result.table["train_loss"], ref.train_loss, rtol=1e-5)
+    np.testing.assert_allclose(result.table["test_loss"], ref.test_loss, rtol=1e-5)
+    assert T.eval_steps(20, 2, 1.5) == points  # train()'s points
     with pytest.raises(ValueError, match=r"eval_growth=1.0 is invalid: expected a number > 1"):
         _spec(eval_growth=1.0)
 
