@@ -435,3 +435,16 @@ def test_a_sweep_refuses_measurements_its_groups_cannot_run_before_writing(tmp_p
             _spec(), sweep_lib.Grid(batch_size=[1, 8]), out=tmp_path / "out", progress=False, **options
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_measurements_split_over_the_data_axis_give_the_one_device_numbers():
+    """With each config's batch split over 2 devices (a (config, data) mesh of the suite's 4),
+    the measurements, the running noise scale's half-batch gradients included, are those of
+    one device, up to float reordering."""
+    spec = _spec(measure=[measure.Sharpness(num_iters=20, warm_iters=5), "noise_scale", "grad_norm"])
+    grid = sweep_lib.Grid(learning_rate=[0.5, 1.0])
+    alone = sweep_lib.sweep(spec, grid, devices=jax.devices()[:1], progress=False).table
+    split = sweep_lib.sweep(spec, grid, data_parallel=2, progress=False).table
+    assert len(jax.devices()) == 4
+    for name in ("train_loss", "sharpness", "noise_scale", "noise_scale_running", "grad_norm"):
+        np.testing.assert_allclose(split[name], alone[name], rtol=1e-4, err_msg=name)
