@@ -115,6 +115,15 @@ def _summary_values(table: pd.DataFrame) -> list[str]:
     return [c for c in configs.columns if c not in skip and pd.api.types.is_numeric_dtype(configs[c])]
 
 
+def _ranking(table: pd.DataFrame, metric: str) -> str:
+    """What picks the curves' best learning rate: steps to target in a table with a target
+    (its configs stop there, so their losses compare nothing), else ``metric`` itself, or
+    the default metric for a measurement (which has no best)."""
+    if "steps_to_target" in table.columns:
+        return "steps_to_target"
+    return metric if metric in PLOT_METRICS else _default_metric(table)
+
+
 def _direction(metric: str) -> bool | None:
     """Whether larger is better for ``metric``; ``None`` for a measurement, which has no best."""
     if metric in PLOT_METRICS:
@@ -485,8 +494,9 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None, x: str 
         default), atomically; ``None`` to only return the figure.
       metric: one of :data:`PLOT_METRICS` or a measurement's column (default:
         ``val_loss`` with a validation set, else ``test_loss``). The best learning
-        rate is chosen on ``metric`` itself for a metric of :data:`PLOT_METRICS`, and
-        on the default metric for a measurement (``sharpness`` has no best).
+        rate is chosen on ``steps_to_target`` in a table with a target (its configs
+        stop there), else on ``metric`` itself for a metric of :data:`PLOT_METRICS`,
+        and on the default metric for a measurement (``sharpness`` has no best).
       x: ``"examples_seen"`` or ``"step"``.
 
     Returns:
@@ -496,7 +506,8 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None, x: str 
     if x not in ("examples_seen", "step"):
         raise InputError(f"x={x!r} is invalid: expected 'examples_seen' or 'step'")
     axis = x
-    winners = _winners(table, metric if metric in PLOT_METRICS else _default_metric(table))
+    ranking = _ranking(table, metric)
+    winners = _winners(table, ranking)
     optimizers = _optimizers(table)
     batch_sizes = sorted(winners["batch_size"].unique())
     colors = mpl.colormaps["viridis"](np.linspace(0.0, 0.8, max(2, len(batch_sizes))))
@@ -577,10 +588,10 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None, x: str 
         if not _direction(metric) and values.size and values.min() > 0 and values.max() / values.min() > 10:
             axes[0].set_yscale("log")
         axes[0].set_ylabel(label)
-        chosen = "" if metric in PLOT_METRICS else f" by {_label(_default_metric(table))}"
+        chosen = "" if ranking == metric else f"best by {_label(ranking)}; "
         fig.suptitle(
-            f"{label[0].upper() + label[1:]} at the best learning rate{chosen} of each batch size\n"
-            "(mean and min-max over seeds)"
+            f"{label[0].upper() + label[1:]} at the best learning rate of each batch size\n"
+            f"({chosen}mean and min-max over seeds)"
         )
     if path is not None:
         _save(fig, path)

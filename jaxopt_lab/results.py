@@ -236,9 +236,10 @@ def best_learning_rates(
       by: the scientific hyperparameters: one row per combination of them.
       metric: a column of :func:`summary` to rank by: one of
         :data:`SUMMARY_METRICS` (losses are minimized, accuracies maximized).
-        Default: ``best_val_loss`` when the table has a validation set (the
-        winner's ``test_loss_at_best_val`` and ``test_accuracy_at_best_val`` are
-        reported beside it), else ``best_test_loss``.
+        Default: ``steps_to_target`` when the configs ran to a target (they stop
+        there, so their losses compare nothing); else ``best_val_loss`` when the
+        table has a validation set (the winner's ``test_loss_at_best_val`` and
+        ``test_accuracy_at_best_val`` are reported beside it), else ``best_test_loss``.
 
     Returns:
       A DataFrame with the ``by`` columns, ``learning_rate`` (NaN when every
@@ -257,7 +258,9 @@ def best_learning_rates(
     """
     _check_table(table)
     has_val = "val_loss" in table.columns
-    if metric is None:
+    if metric is None and "steps_to_target" in table.columns:
+        metric = "steps_to_target"  # configs stop at their target: their losses compare nothing
+    elif metric is None:
         metric = "best_val_loss" if has_val else "best_test_loss"
     valid = [
         m

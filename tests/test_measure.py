@@ -310,7 +310,8 @@ def test_target_stops_each_config_at_its_first_point_and_ends_the_chunk(monkeypa
     segments.clear()
     fast = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.5, 1.0]), progress=False)
     assert len(segments) == max(expected.values()) // 4  # ended at the slower one's point
-    best = fast.best_learning_rates(metric="steps_to_target")
+    best = fast.best_learning_rates()  # with a target, by steps to it
+    assert "steps_to_target_mean" in best.columns
     assert best["learning_rate"].item() == min(expected, key=lambda lr: (expected[lr], lr))
 
 

@@ -261,8 +261,9 @@ def _measured_table():
 
 def test_curves_of_a_measurement_follow_the_best_lr_by_the_default_metric(tmp_path):
     """sharpness has no best: the lines are those the test-loss curves draw, with their
-    sharpness as y, here against steps; a measurement is no hyperparameter."""
-    table = _measured_table()
+    sharpness as y, here against steps, or with a target those of the fewest steps to it;
+    a measurement is no hyperparameter."""
+    table = _measured_table().drop(columns=["steps_to_target", "examples_to_target"])
     fig = plots.curves(table, tmp_path / "sharpness.png", metric="sharpness", x="step")
     sgd = _panels(fig)["sgd"]
     assert [t.get_text() for t in sgd.get_legend().get_texts()] == ["B=8, lr=1e-1", "B=32, lr=1e-2"]
@@ -276,6 +277,12 @@ def test_curves_of_a_measurement_follow_the_best_lr_by_the_default_metric(tmp_pa
     np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-12)
     assert sgd.get_xlabel() == "step"
     assert "sharpness" not in plots.results_lib.hyperparameter_columns(table)
+    # With a target the configs stop there: the best lr is the one with the fewest steps
+    # (sgd, B=8: lr 0.01 needs (1.5 + 1.7) / 2 steps, lr 0.1 (2.2 + 2.4) / 2).
+    fig = plots.curves(_measured_table(), metric="sharpness")
+    sgd = _panels(fig)["sgd"]
+    assert [t.get_text() for t in sgd.get_legend().get_texts()][0] == "B=8, lr=1e-2"
+    assert "best by steps to target" in fig.get_suptitle()
 
 
 def test_heatmap_of_a_summary_column_by_hand(tmp_path):
