@@ -57,7 +57,20 @@ from jaxopt_lab.transforms import (
 
 __version__ = "0.1.0"
 
+
+def clear_caches() -> None:
+    """Free what sweeps and runs keep between calls: datasets on the devices, compiled
+    programs (jaxopt_lab's and JAX's own caches, ``jax.clear_caches``). The next sweep
+    loads and compiles again, to the same numbers."""
+    import jax
+
+    train.clear_caches()
+    sweep.clear_caches()
+    jax.clear_caches()
+
+
 __all__ = [
+    "clear_caches",
     # modules
     "batchnorm",
     "data",

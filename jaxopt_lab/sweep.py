@@ -56,6 +56,7 @@ __all__ = [
     "plan",
     "one_device_per_cpu_core",
     "check_size",
+    "clear_caches",
     "STRATEGIES",
     "STATIC_AXES",
     "DYNAMIC_AXES",
@@ -468,6 +469,13 @@ def _default_chunk_size(spec, dataset, devices: Sequence[jax.Device]) -> int:
         budget = stats["bytes_limit"] // 2
     per_device = budget // max(1, _per_config_bytes(spec, dataset))  # the budget is one device's
     return max(1, min(per_device, _ACCELERATOR_MAX_CONFIGS_PER_DEVICE)) * num_devices
+
+
+def clear_caches() -> None:
+    """Forget the compiled programs of the groups run so far, with the dataset copies they
+    hold on the devices, and the measurements' column lists."""
+    _programs.cache_clear()
+    _measurement_columns.cache_clear()
 
 
 def one_device_per_cpu_core(environ=os.environ) -> None:

@@ -58,6 +58,7 @@ __all__ = [
     "PYTHON_PREFIX",
     "LOSSES",
     "omitted_when_zero",
+    "clear_caches",
 ]
 
 _COMMON_HPARAMS = {"weight_decay": 0.0, "bn_momentum": 0.99, "label_smoothing": 0.0}
@@ -1021,3 +1022,9 @@ def train(spec: TrainSpec, hparams: Mapping[str, Any] | None = None, key=0) -> H
     if isinstance(key, (int, np.integer)):
         key = jax.random.key(int(key))
     return _jitted_train(spec)(hp, key)
+
+
+def clear_caches() -> None:
+    """Forget this module's memoized datasets (device arrays) and compiled ``train`` programs."""
+    load_dataset.cache_clear()
+    _jitted_train.cache_clear()
