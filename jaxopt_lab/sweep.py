@@ -642,6 +642,7 @@ def _run_chunk(
     if group.dynamic_batch:
         hparams["batch_size"] = configs["batch_size"].to_numpy(np.int32)
     seeds = configs["seed"].to_numpy(np.uint32)
+    host_hparams = hparams
     hparams, seeds, stops = jax.device_put((hparams, seeds, np.asarray(stop_steps, np.int32)), by_config)
     state = init_p(arrays, hparams, seeds)
 
@@ -725,10 +726,43 @@ def _run_chunk(
                 "reached": reached.tolist(),
             }
             checkpoint.maybe_save(end, state, meta, pd.concat(frames, ignore_index=True))
+    if start < boundaries[-1] and diverged[:num_real].any():  # ended early: NaN rows to the end
+        frames.append(
+            _diverged_rows(spec, configs.iloc[:num_real], host_hparams, per_config_points, start, diverged)
+        )
     frame = pd.concat(frames, ignore_index=True)
     if spec.target is not None:
         frame = _with_steps_to_target(frame, spec.target)
     return frame.drop(columns="_reached")
+
+
+def _diverged_rows(
+    spec, configs: pd.DataFrame, hparams, per_config_points, start: int, diverged
+) -> pd.DataFrame:
+    """The rows a chunk that ended at step ``start`` did not compute for its diverged configs:
+    their later evaluation points, with NaN metrics, as a segment would give them."""
+    rows = []
+    for i, (config_id, batch_size) in enumerate(
+        zip(configs["config_id"], configs["batch_size"], strict=True)
+    ):
+        if not diverged[i]:
+            continue
+        hp = {k: v[i] for k, v in hparams.items()}
+        for step in sorted(p for p in per_config_points[i] if p > start):
+            lr = train_lib.learning_rate_at(spec, hp, hp.get("batch_size", spec.batch_size), step - 1)
+            rows.append(
+                {
+                    "config_id": config_id,
+                    "step": step,
+                    "examples_seen": step * int(batch_size),
+                    "diverged": True,
+                    "applied_lr": float(np.float32(lr)),
+                    "_reached": False,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["config_id", "step", "examples_seen", "diverged", "applied_lr", "_reached"]
+    )
 
 
 def _with_steps_to_target(frame: pd.DataFrame, target: train_lib.Target) -> pd.DataFrame:

@@ -987,3 +987,22 @@ def test_clear_caches_frees_programs_and_datasets_and_the_next_sweep_gives_the_s
     assert S._programs.cache_info().currsize == 0 and T.load_dataset.cache_info().currsize == 0
     again = S.sweep(spec, S.Grid(learning_rate=[0.01, 0.1]), progress=False).table
     pd.testing.assert_frame_equal(again, first)
+
+
+def test_a_chunk_whose_configs_all_diverged_ends_early_and_keeps_their_nan_rows(monkeypatch):
+    """Two configs that diverge at the first point: their chunk stops computing there, and the
+    table still holds every point, NaN and diverged, with the learning rate the schedule gives
+    (optax's warmup-cosine schedule, step - 1 at each point)."""
+    segments = []
+    to_host = S._to_host
+    monkeypatch.setattr(S, "_to_host", lambda tree: segments.append(1) or to_host(tree))
+    spec = dict(dataset="regression", model="linear", optimizer="sgd", steps=40, eval_every=5)
+    grid = S.Grid(learning_rate=[1e4, 1e5], schedule=["warmup_cosine"], warmup_steps=[10])
+    table = S.sweep(spec, grid, chunk_size=2, progress=False).table
+    assert len(segments) == 2  # one segment of 8 and its replay (the configs diverged in it)
+    assert table.groupby("config_id")["step"].apply(list).tolist() == [list(range(5, 41, 5))] * 2
+    assert table["diverged"].all() and table["test_loss"].isna().all()
+    for lr, rows in table.groupby("learning_rate"):
+        schedule = optax.warmup_cosine_decay_schedule(0.0, lr, 10, 40, 0.0)
+        expected = [float(schedule(s - 1)) for s in rows["step"]]
+        np.testing.assert_allclose(rows["applied_lr"], expected, rtol=1e-6)
