@@ -976,15 +976,20 @@ def test_a_model_or_loss_that_does_not_fit_the_targets_is_one_line_and_writes_no
         T.train(T.TrainSpec(**{**spec, "steps": 2, "eval_every": 1}))
 
 
-def test_clear_caches_frees_programs_and_datasets_and_the_next_sweep_gives_the_same_table():
+def test_clear_caches_frees_programs_and_datasets_and_the_next_sweep_gives_the_same_table(monkeypatch):
+    """Our caches are emptied and JAX's are cleared (counted here, so that the rest of the
+    suite keeps its compiled programs)."""
     import jaxopt_lab
     from jaxopt_lab import train as T
 
+    cleared = []
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(True))
     spec = dict(dataset="regression", model="linear", optimizer="sgd", steps=10, eval_every=5)
     first = S.sweep(spec, S.Grid(learning_rate=[0.01, 0.1]), progress=False).table
     assert S._programs.cache_info().currsize > 0 and T.load_dataset.cache_info().currsize > 0
     jaxopt_lab.clear_caches()
     assert S._programs.cache_info().currsize == 0 and T.load_dataset.cache_info().currsize == 0
+    assert cleared == [True]
     again = S.sweep(spec, S.Grid(learning_rate=[0.01, 0.1]), progress=False).table
     pd.testing.assert_frame_equal(again, first)
 
