@@ -479,7 +479,7 @@ def _sweep_arguments(definition: dict) -> tuple[dict, dict]:
 
 
 def _run_definition(definition: dict, out: str, args) -> int:
-    from jaxopt_lab import results
+    from jaxopt_lab import plots, results
     from jaxopt_lab.sweep import Grid, sweep
 
     spec, options = _sweep_arguments(definition)
@@ -520,7 +520,7 @@ def _run_definition(definition: dict, out: str, args) -> int:
         return 0
     print(
         f"wrote {len(result.table)} rows for {result.table['config_id'].nunique()} configs "
-        f"to {out}/ (results.parquet, summary.csv, sweep.toml, {', '.join(_pictures(result.table))})"
+        f"to {out}/ (results.parquet, summary.csv, sweep.toml, {', '.join(plots.pictures(result.table))})"
     )
     if args.command == "run" and result.table["config_id"].nunique() == 1:
         _print_config(
@@ -531,13 +531,6 @@ def _run_definition(definition: dict, out: str, args) -> int:
     else:
         _print_best(results.best_learning_rates(result.table))
     return 0
-
-
-def _pictures(table) -> list[str]:
-    from jaxopt_lab import results
-
-    names = ["heatmap.png", "curves.png", *(f"curves_{c}.png" for c in results.measured_columns(table))]
-    return names + (["heatmap_steps_to_target.png"] if "steps_to_target" in table.columns else [])
 
 
 def _print_config(row, hparams, measured=()) -> None:

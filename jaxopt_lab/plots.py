@@ -29,7 +29,7 @@ from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, Nul
 from jaxopt_lab import results as results_lib
 from jaxopt_lab.errors import InputError
 
-__all__ = ["PLOT_METRICS", "heatmap", "heatmap_data", "curves", "draw", "format_lr"]
+__all__ = ["PLOT_METRICS", "heatmap", "heatmap_data", "curves", "pictures", "draw", "format_lr"]
 
 # Metrics the plots can show, and whether larger is better.
 PLOT_METRICS = {
@@ -598,19 +598,20 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None, x: str 
     return fig
 
 
-def draw(table: pd.DataFrame, out_dir) -> list[str]:
-    """Draw a sweep's pictures into ``out_dir``; returns their file names.
-
-    ``heatmap.png`` and ``curves.png`` of the default metric; ``curves_<column>.png``
-    of each measurement's column; ``heatmap_steps_to_target.png`` with a target.
-    """
-    names = ["heatmap.png", "curves.png"]
-    heatmap(table, os.path.join(out_dir, "heatmap.png"))
-    curves(table, os.path.join(out_dir, "curves.png"))
-    for column in results_lib.measured_columns(table):
-        names.append(f"curves_{column}.png")
-        curves(table, os.path.join(out_dir, names[-1]), metric=column)
+def pictures(table: pd.DataFrame) -> dict[str, tuple]:
+    """The pictures of a sweep by file name, each ``(draw function, metric)``:
+    ``heatmap.png`` and ``curves.png`` of the default metric, ``curves_<column>.png`` of
+    each measurement's column, ``heatmap_steps_to_target.png`` with a target."""
+    out = {"heatmap.png": (heatmap, None), "curves.png": (curves, None)}
+    out.update({f"curves_{column}.png": (curves, column) for column in results_lib.measured_columns(table)})
     if "steps_to_target" in table.columns:
-        names.append("heatmap_steps_to_target.png")
-        heatmap(table, os.path.join(out_dir, names[-1]), metric="steps_to_target")
-    return names
+        out["heatmap_steps_to_target.png"] = (heatmap, "steps_to_target")
+    return out
+
+
+def draw(table: pd.DataFrame, out_dir) -> list[str]:
+    """Draw :func:`pictures` into ``out_dir``; returns their file names."""
+    drawn = pictures(table)
+    for name, (function, metric) in drawn.items():
+        function(table, os.path.join(out_dir, name), metric=metric)
+    return list(drawn)
