@@ -101,7 +101,7 @@ def _check(table: pd.DataFrame, metric: str | None, summary_columns: bool = Fals
         metric = _default_metric(table)
     results_lib._check_table(table)
     valid = [m for m in PLOT_METRICS if m in table.columns] + results_lib.measured_columns(table)
-    if summary_columns:
+    if summary_columns and metric not in valid:  # the summary only when the table lacks it
         valid += [c for c in _summary_values(table) if c not in valid]
     if metric not in valid:
         raise InputError(f"metric={metric!r} is invalid: expected one of {', '.join(map(repr, valid))}")
