@@ -169,6 +169,10 @@ class Measurement:
     def check(self, spec, dataset) -> None:
         del spec, dataset
 
+    def label(self) -> str:
+        """How messages and ``sweep.toml`` name it."""
+        return self.name
+
     def options(self) -> dict[str, Any]:
         """Its options, as ``sweep.toml`` records them."""
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
@@ -484,11 +488,6 @@ def resolve(value, options: Mapping[str, Any] | None = None) -> Measurement:
         f"measure {value!r} is invalid: expected one of {', '.join(map(repr, MEASUREMENTS))}, a "
         "Measurement or a function (params, model_state, batch) -> dict"
     )
-
-
-def label(measurement: Measurement) -> str:
-    """How messages and ``sweep.toml`` name a measurement."""
-    return measurement.label() if isinstance(measurement, Custom) else measurement.name
 
 
 def batch_indices(num_examples: int, size: int) -> np.ndarray:

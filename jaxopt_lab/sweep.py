@@ -1188,7 +1188,7 @@ def _check_measurements(spec, groups, configs: pd.DataFrame) -> tuple[str, ...]:
     """The measurements' columns; raises, before anything is written, for a measurement or
     a target that one of the groups cannot run (each group's spec is checked)."""
     if any(m.uses_small_batch for m in spec.measure) and int(configs["batch_size"].min()) < 2:
-        name = next(measure_lib.label(m) for m in spec.measure if m.uses_small_batch)
+        name = next(m.label() for m in spec.measure if m.uses_small_batch)
         raise InputError(
             f"measure {name!r} is invalid for batch_size={int(configs['batch_size'].min())}: its running "
             "estimate splits each batch in two, expected batch_size >= 2"

@@ -289,7 +289,7 @@ class TrainSpec:
         elif isinstance(measure, str) or callable(measure) or isinstance(measure, measure_lib.Measurement):
             measure = [measure]
         measure = tuple(measure_lib.resolve(m) for m in measure)
-        labels = [measure_lib.label(m) for m in measure]
+        labels = [m.label() for m in measure]
         repeated = sorted({n for n in labels if labels.count(n) > 1})
         if repeated:
             raise InputError(f"measure {repeated[0]!r} is given twice: expected each measurement once")
@@ -890,7 +890,7 @@ def measurement_columns(spec: TrainSpec, dataset: data_lib.Dataset) -> tuple[str
             state = init_state(one, dataset, hparams, key)
             return _measure(one, model, dataset, hparams, state, 0)[0]
 
-        name = measure_lib.label(m)
+        name = m.label()
         try:
             shapes = jax.eval_shape(run, jax.random.key(0))
         except InputError:
