@@ -289,16 +289,12 @@ class NoiseScale(Measurement):
         running = jnp.where(weight > 0, running, jnp.nan)
         if not self.per_example:
             return {"noise_scale_running": running}, carry
-        sample = metrics_lib.noise_scale(
-            ctx.example_loss, ctx.params, (x, y), chunk_size=min(self.chunk_size, n)
+        # The training set is the population the batches come from; the measurement batch
+        # is n of its N examples, drawn without replacement (all of them when n = N).
+        estimate = metrics_lib.noise_scale(
+            ctx.example_loss, ctx.params, (x, y), chunk_size=min(self.chunk_size, n), population_size=total
         )
-        # The training set is the population the batches come from. The n examples of the
-        # measurement batch are drawn from its N without replacement: E s² = N/(N-1) tr(Σ)
-        # and E|ḡ|² = |G|² + tr(Σ)(N-n)/(n(N-1)); with n = N, |G|² = |ḡ|² exactly.
-        s2 = sample.trace_cov
-        mean_sq = sample.grad_sq_norm + s2 / n
-        b_simple = (s2 * (total - 1) / total) / (mean_sq - s2 * (total - n) / (n * total))
-        return {"noise_scale": b_simple, "noise_scale_running": running}, carry
+        return {"noise_scale": estimate.b_simple, "noise_scale_running": running}, carry
 
 
 @dataclasses.dataclass(frozen=True)

@@ -146,15 +146,28 @@ def _num_examples(grads, name: str) -> int:
     return n
 
 
-def _from_moments(n, mean, sum_sq_dev) -> NoiseScale:
-    """NoiseScale from ``n`` examples' mean gradient and summed squared deviations."""
-    trace_cov = sum_sq_dev / (n - 1)
-    # E|mean|² = |G|² + tr(Σ)/n, so subtracting the unbiased tr(Σ)/n makes |G|² unbiased.
-    grad_sq_norm = _sq_norm(mean) - trace_cov / n
+def _from_moments(n, mean, sum_sq_dev, population_size=None) -> NoiseScale:
+    """NoiseScale from ``n`` examples' mean gradient and summed squared deviations; of a
+    population of ``population_size`` examples they were drawn from without replacement
+    (``None``: an infinite one)."""
+    if population_size is not None and not (
+        isinstance(population_size, (int, np.integer))
+        and not isinstance(population_size, bool)
+        and population_size >= n
+    ):
+        raise InputError(f"population_size={population_size!r} is invalid: expected an integer >= n = {n}")
+    s2 = sum_sq_dev / (n - 1)
+    if population_size is None:
+        # E|mean|² = |G|² + tr(Σ)/n, so subtracting the unbiased tr(Σ)/n makes |G|² unbiased.
+        trace_cov, grad_sq_norm = s2, _sq_norm(mean) - s2 / n
+    else:  # E s² = N/(N-1) tr(Σ), E|mean|² = |G|² + tr(Σ)(N-n)/(n(N-1)); n = N: |G|² = |mean|²
+        total = population_size
+        trace_cov = s2 * (total - 1) / total
+        grad_sq_norm = _sq_norm(mean) - s2 * (total - n) / (n * total)
     return NoiseScale(trace_cov / grad_sq_norm, trace_cov, grad_sq_norm)
 
 
-def noise_scale_from_per_example(grads) -> NoiseScale:
+def noise_scale_from_per_example(grads, *, population_size: int | None = None) -> NoiseScale:
     """Gradient noise scale from per-example gradients.
 
     With ``g_1 … g_n`` the per-example gradients (flattened over all leaves) and
@@ -171,6 +184,8 @@ def noise_scale_from_per_example(grads) -> NoiseScale:
     Args:
       grads: pytree of per-example gradients with a leading example axis of
         length ``n >= 2`` (as returned by :func:`per_example_grads`).
+      population_size: the size of the set the ``n`` examples were drawn from
+        without replacement, as in :func:`noise_scale`; ``None``: an infinite one.
 
     Returns:
       A :class:`NoiseScale`.
@@ -182,11 +197,16 @@ def noise_scale_from_per_example(grads) -> NoiseScale:
     n = _num_examples(grads, "grads")
     mean = jax.tree.map(lambda g: jnp.mean(g, axis=0, keepdims=True), grads)
     sum_sq_dev = _tree_sum(jax.tree.map(lambda g, m: jnp.sum(jnp.square(g - m)), grads, mean))
-    return _from_moments(n, mean, sum_sq_dev)
+    return _from_moments(n, mean, sum_sq_dev, population_size)
 
 
 def noise_scale(
-    loss_fn: Callable[[Any, Any], jax.Array], params, batch, *, chunk_size: int | None = None
+    loss_fn: Callable[[Any, Any], jax.Array],
+    params,
+    batch,
+    *,
+    chunk_size: int | None = None,
+    population_size: int | None = None,
 ) -> NoiseScale:
     """Gradient noise scale at ``params`` from the per-example gradients over ``batch``.
 
@@ -213,6 +233,11 @@ def noise_scale(
         axis of length ``n >= 2``.
       chunk_size: examples per chunk (the last chunk holds the remainder of
         ``n``). ``None`` computes all per-example gradients at once.
+      population_size: ``N``, when ``batch`` is ``n`` examples drawn without
+        replacement from a set of ``N`` (a training set whose minibatches are drawn
+        the same way): the estimates are then those of that set's ``G`` and
+        ``Σ``, ``tr(Σ) ≈ s² (N-1)/N`` and ``|G|² ≈ |ḡ|² - s² (N-n)/(nN)``, exact
+        when ``n = N``. ``None``: a sample of an infinite population (above).
 
     Returns:
       A :class:`NoiseScale`.
@@ -223,7 +248,8 @@ def noise_scale(
     """
     n = _num_examples(batch, "batch")
     if chunk_size is None:
-        return noise_scale_from_per_example(per_example_grads(loss_fn, params, batch))
+        grads = per_example_grads(loss_fn, params, batch)
+        return noise_scale_from_per_example(grads, population_size=population_size)
     if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise InputError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     num_full = n // chunk_size
@@ -238,7 +264,7 @@ def noise_scale(
     if n % chunk_size:
         rest = jax.tree.map(lambda a: a[num_full * chunk_size :], batch)
         moments = _merge_chunk(loss_fn, params, moments, rest)
-    return _from_moments(n, moments.mean, moments.sum_sq_dev)
+    return _from_moments(n, moments.mean, moments.sum_sq_dev, population_size)
 
 
 class _Moments(NamedTuple):

@@ -492,3 +492,22 @@ def test_steps_to_target_errors():
         metrics.steps_to_target([0, 1, 2], np.zeros((2, 3)), np.zeros(3))
     with pytest.raises(ValueError, match="non-empty last"):
         metrics.examples_to_target([], [], 0.7)
+
+
+def test_noise_scale_of_a_finite_population_by_hand():
+    """population_size=N: n examples drawn without replacement from N estimate that set's
+    tr(Σ) = s²(N-1)/N and |G|² = |ḡ|² - s²(N-n)/(nN); with n = N these are the set's own,
+    tr(Σ) = Σ|g_i - ḡ|²/N and |G|² = |ḡ|², by hand in float64."""
+    g = np.random.default_rng(4).normal(size=(40, 3)) + 0.5
+    loss = lambda w, example: jnp.vdot(w, example)  # noqa: E731: the gradient is the example
+    w = jnp.zeros(3, jnp.float32)
+    whole = metrics.noise_scale(loss, w, jnp.asarray(g, jnp.float32), population_size=40)
+    mean = g.mean(axis=0)
+    np.testing.assert_allclose(whole.trace_cov, np.sum((g - mean) ** 2) / 40, rtol=1e-5)
+    np.testing.assert_allclose(whole.grad_sq_norm, mean @ mean, rtol=1e-5)
+    part = metrics.noise_scale(loss, w, jnp.asarray(g[:10], jnp.float32), chunk_size=4, population_size=40)
+    s2 = g[:10].var(axis=0, ddof=1).sum()
+    np.testing.assert_allclose(part.trace_cov, s2 * 39 / 40, rtol=1e-5)
+    np.testing.assert_allclose(part.grad_sq_norm, g[:10].mean(0) @ g[:10].mean(0) - s2 * 30 / 400, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"population_size=5 is invalid: expected an integer >= n = 10"):
+        metrics.noise_scale(loss, w, jnp.asarray(g[:10], jnp.float32), population_size=5)
