@@ -646,12 +646,12 @@ def _train_step(
         # One forward pass, two backward passes: the batch's gradient, and the mean
         # gradient of its first B // 2 examples (through the same batch statistics).
         per_example, pullback, new_model_state = jax.vjp(per_example_fn, state.params, has_aux=True)
-        weights, mean_loss = jax.grad(lambda pe: reduce(pe), has_aux=True)(per_example)
+        weights, mean_loss = jax.grad(reduce, has_aux=True)(per_example)
         (grads,) = pullback(weights)
         small = (offsets < small_batch_size).astype(per_example.dtype)
         small = small / jnp.asarray(small_batch_size, per_example.dtype)
         (small_grads,) = pullback(small)
-        small_sq = _sq_norm(small_grads)
+        small_sq = optax.tree.norm(small_grads, squared=True).astype(jnp.float32)
     else:
 
         def loss_fn(params):
@@ -666,7 +666,7 @@ def _train_step(
     new_params = optax.apply_updates(state.params, updates)
     new_measure = state.measure
     if spec.measure:
-        grad_sq = _sq_norm(grads)
+        grad_sq = optax.tree.norm(grads, squared=True).astype(jnp.float32)
         if spec.reduction == "sum":  # the mean gradient's
             grad_sq = grad_sq / jnp.square(jnp.asarray(batch_size, grad_sq.dtype))
         info = measure_lib.StepInfo(
@@ -703,10 +703,6 @@ def _train_step(
         measure=measure,
         reached=state.reached,
     )
-
-
-def _sq_norm(tree) -> jax.Array:
-    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)).astype(jnp.float32)
 
 
 def _evaluate(spec, model, dataset, state: TrainState, x, y):
