@@ -726,9 +726,9 @@ def _run_chunk(
                 "reached": reached.tolist(),
             }
             checkpoint.maybe_save(end, state, meta, pd.concat(frames, ignore_index=True))
-    if start < boundaries[-1] and diverged[:num_real].any():  # ended early: NaN rows to the end
-        frames.append(
-            _diverged_rows(spec, configs.iloc[:num_real], host_hparams, per_config_points, start, diverged)
+    if start < boundaries[-1]:  # ended early: the diverged configs' NaN rows to their end
+        frames += _diverged_rows(
+            spec, configs.iloc[:num_real], host_hparams, per_config_points, start, diverged
         )
     frame = pd.concat(frames, ignore_index=True)
     if spec.target is not None:
@@ -736,33 +736,32 @@ def _run_chunk(
     return frame.drop(columns="_reached")
 
 
-def _diverged_rows(
-    spec, configs: pd.DataFrame, hparams, per_config_points, start: int, diverged
-) -> pd.DataFrame:
+def _diverged_rows(spec, configs: pd.DataFrame, hparams, per_config_points, start: int, diverged) -> list:
     """The rows a chunk that ended at step ``start`` did not compute for its diverged configs:
-    their later evaluation points, with NaN metrics, as a segment would give them."""
-    rows = []
+    their later evaluation points, with NaN metrics, as a segment would give them (one
+    frame per config that has such points)."""
+    frames = []
     for i, (config_id, batch_size) in enumerate(
         zip(configs["config_id"], configs["batch_size"], strict=True)
     ):
-        if not diverged[i]:
+        steps = np.array(sorted(p for p in per_config_points[i] if p > start), np.int64)
+        if not diverged[i] or not len(steps):
             continue
         hp = {k: v[i] for k, v in hparams.items()}
-        for step in sorted(p for p in per_config_points[i] if p > start):
-            lr = train_lib.learning_rate_at(spec, hp, hp.get("batch_size", spec.batch_size), step - 1)
-            rows.append(
+        lr = train_lib.learning_rate_at(spec, hp, hp.get("batch_size", spec.batch_size), steps - 1)
+        frames.append(
+            pd.DataFrame(
                 {
                     "config_id": config_id,
-                    "step": step,
-                    "examples_seen": step * int(batch_size),
+                    "step": steps,
+                    "examples_seen": steps * int(batch_size),
                     "diverged": True,
-                    "applied_lr": float(np.float32(lr)),
+                    "applied_lr": np.broadcast_to(np.asarray(lr, np.float32), steps.shape).astype(np.float64),
                     "_reached": False,
                 }
             )
-    return pd.DataFrame(
-        rows, columns=["config_id", "step", "examples_seen", "diverged", "applied_lr", "_reached"]
-    )
+        )
+    return frames
 
 
 def _with_steps_to_target(frame: pd.DataFrame, target: train_lib.Target) -> pd.DataFrame:
