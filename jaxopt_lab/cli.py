@@ -301,7 +301,7 @@ def _measurements() -> list[str]:
     return list(MEASUREMENTS)
 
 
-def _target(text: str, mode, interpolate) -> dict:
+def _target(text: str) -> dict:
     metric, sep, value = text.partition("=")
     try:
         number = float(value)
@@ -311,12 +311,7 @@ def _target(text: str, mode, interpolate) -> dict:
         raise _UsageError(
             f"--target {text!r} is invalid: expected METRIC=VALUE, e.g. train_loss=0.5"
         ) from None
-    target = {"metric": metric.strip(), "value": number}
-    if mode is not None:
-        target["mode"] = mode
-    if interpolate:
-        target["interpolate"] = True
-    return target
+    return {"metric": metric.strip(), "value": number}
 
 
 def _single(values: list, flag: str):
@@ -427,8 +422,8 @@ def _definition_from_args(args) -> dict:
     if args.measure_batch_size is not None:
         spec["measure_batch_size"] = args.measure_batch_size
     if args.target is not None:
-        definition["target"] = _target(args.target, args.target_mode, args.target_interpolate)
-    elif args.target_mode is not None or args.target_interpolate:
+        definition["target"] = _target(args.target)
+    if args.target_mode is not None or args.target_interpolate:  # of this target or --config's
         if "target" not in definition:
             raise _UsageError("--target-mode and --target-interpolate need --target METRIC=VALUE")
         if args.target_mode is not None:

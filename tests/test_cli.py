@@ -475,9 +475,25 @@ def test_measurements_and_a_target_from_the_command(tmp_path, capsys):
             "--target 'loss' is invalid",
         ),
         (["report", str(out), "--metric", "nope"], "metric='nope' is invalid"),
+        (["sweep", *ONE_CONFIG, "--target-mode", "max", "--out", str(tmp_path / "x")], "need --target"),
     ]
     for argv, message in bad:
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_target_mode_and_interpolation_flags_reach_the_definition():
+    args = cli._parser().parse_args(["sweep", "--target", "test_accuracy=0.2", "--target-mode", "min"])
+    assert cli._definition_from_args(args)["target"] == {
+        "metric": "test_accuracy",
+        "value": 0.2,
+        "mode": "min",
+    }
+    args = cli._parser().parse_args(["sweep", "--target", "train_loss=1", "--target-interpolate"])
+    assert cli._definition_from_args(args)["target"] == {
+        "metric": "train_loss",
+        "value": 1.0,
+        "interpolate": True,
+    }
