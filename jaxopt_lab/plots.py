@@ -135,20 +135,26 @@ def _label(metric: str) -> str:
     return _LABELS.get(metric, metric.replace("_", " "))
 
 
-def _config_values(table: pd.DataFrame, metric: str) -> tuple[pd.Series, str]:
-    """One number per config for a heatmap cell, and how it was taken: the best over
-    evaluation points of a metric of :data:`PLOT_METRICS`, the last point's value of a
-    measurement, or the summary's column."""
+def _config_values(table: pd.DataFrame, metric: str) -> pd.Series:
+    """One number per config for a heatmap cell (:func:`_taken` says how)."""
     by_config = table.groupby("config_id", sort=True)
     if metric in PLOT_METRICS:
-        larger = PLOT_METRICS[metric]
-        values = by_config[metric].max() if larger else by_config[metric].min()
-        return values, f"{'max' if larger else 'min'} over evaluation steps"
+        return by_config[metric].max() if PLOT_METRICS[metric] else by_config[metric].min()
     if metric in results_lib.measured_columns(table):
         rows = table.sort_values(["config_id", "step"], kind="stable")
-        return rows.groupby("config_id", sort=True)[metric].last(), "at the last evaluation step"
-    values = results_lib.summary(table).set_index("config_id")[metric].astype(np.float64)
-    return values, "per config"
+        return rows.groupby("config_id", sort=True)[metric].last()
+    return results_lib.summary(table).set_index("config_id")[metric].astype(np.float64)
+
+
+def _taken(table: pd.DataFrame, metric: str) -> str:
+    """How :func:`_config_values` takes a config's number: the best over evaluation points
+    of a metric of :data:`PLOT_METRICS`, the last point's value of a measurement, or the
+    summary's column."""
+    if metric in PLOT_METRICS:
+        return f"{'max' if PLOT_METRICS[metric] else 'min'} over evaluation steps"
+    if metric in results_lib.measured_columns(table):
+        return "at the last evaluation step"
+    return "per config"
 
 
 def _optimizers(table: pd.DataFrame) -> list[str]:
@@ -169,7 +175,7 @@ def _cells(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     hparams = [c for c in results_lib.hyperparameter_columns(table) if c != "seed"]
     by_config = table.groupby("config_id", sort=True)
     configs = table.drop_duplicates("config_id").set_index("config_id")[hparams]
-    configs["value"] = _config_values(table, metric)[0]
+    configs["value"] = _config_values(table, metric)
     configs["diverged"] = by_config["diverged"].any()
     cells = (
         configs.groupby(hparams, dropna=False, sort=True)
@@ -394,7 +400,7 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Fig
                 spine.set_visible(False)
         axes[0].set_ylabel("batch size")
         label = _label(metric)
-        how = _config_values(table, metric)[1]
+        how = _taken(table, metric)
         outliers = norm is not None and any(
             ((v < norm.vmin) if larger_is_better else (v > norm.vmax)).to_numpy().any()
             for v in values.values()
