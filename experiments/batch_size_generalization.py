@@ -20,8 +20,8 @@ and test accuracy at B=1024 is lower than at B=1.
 from _results import OUT
 from matplotlib.figure import Figure
 
-from jaxopt_lab import measure, studies
-from jaxopt_lab.sweep import Grid, sweep
+from jaxopt_lab import Grid, measure, sweep
+from jaxopt_lab.analysis import studies
 
 BATCH_SIZES = [1, 4, 16, 64, 256, 1024]  # single examples to a quarter of the training set
 LRS = studies.log_grid(1e-3, 10)  # wide enough for B=1 (small lr) and B=1024 (lr above 1)

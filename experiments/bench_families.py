@@ -4,7 +4,7 @@ Question: does opening the engine to any optax factory cost speed? A family is c
 the compiled, vmapped step with traced hyperparameters either way, so the claim (the
 project's issue) is that a registered optax family runs within 10% of the built-in family of
 the same update, in the same sweep.
-Pairs: the built-in `adam` (jaxopt_lab.transforms) against `Optimizer(optax.adam, ...)`, and
+Pairs: the built-in `adam` (jaxopt_lab.optim.transforms) against `Optimizer(optax.adam, ...)`, and
 the built-in `momentum` against `Optimizer(optax.sgd, ...)` with optax's `momentum` traced.
 Workload (fixed): MNIST-1D, MLP (256, 256), 16 log-spaced learning rates x 2 seeds, batch 64,
 300 steps, evaluation every 100, one XLA device per core. Each sweep runs once to compile,
@@ -23,7 +23,7 @@ import optax
 from _results import OUT
 
 from jaxopt_lab import Optimizer
-from jaxopt_lab.sweep import Grid, one_device_per_cpu_core, sweep
+from jaxopt_lab.engine.sweep import Grid, one_device_per_cpu_core, sweep
 
 one_device_per_cpu_core()
 

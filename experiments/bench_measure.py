@@ -22,8 +22,8 @@ import time
 import numpy as np
 from _results import OUT
 
+from jaxopt_lab.engine.sweep import Grid, one_device_per_cpu_core, sweep
 from jaxopt_lab.measure import NoiseScale
-from jaxopt_lab.sweep import Grid, one_device_per_cpu_core, sweep
 
 one_device_per_cpu_core()
 

@@ -40,7 +40,7 @@ from _results import OUT as RESULTS
 from flax.training import train_state
 
 from jaxopt_lab import data
-from jaxopt_lab.sweep import Grid, one_device_per_cpu_core, sweep
+from jaxopt_lab.engine.sweep import Grid, one_device_per_cpu_core, sweep
 
 # One XLA device per core, so the sweep shards its configs over the cores of a CPU as it
 # does over accelerators (the `jaxopt-lab sweep` command does the same).

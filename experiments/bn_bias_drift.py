@@ -8,7 +8,7 @@ which accounts for the statistics, is zero, and b does not move.
 Scientific: stop_gradient_stats (True / False). Nuisance: none (full batch,
 deterministic). Fixed: N = 64 examples, C = 4 features, targets with mean 1
 (a nonzero mean makes the drift visible), SGD lr 0.1, 1000 steps, b_0 = 0,
-batch norm in training mode with scale 1 and bias 0 (jaxopt_lab.batchnorm).
+batch norm in training mode with scale 1 and bias 0 (jaxopt_lab.nn.batchnorm).
 PASS: with stopped statistics, a linear fit of |b| vs step has R^2 > 0.99 and
 positive slope and the loss changes by < 1e-4 relative; with the true
 gradient, |b| stays below 1e-5.
@@ -21,7 +21,7 @@ import pandas as pd
 from _results import OUT
 
 import jaxopt_lab
-from jaxopt_lab import problems
+from jaxopt_lab.toys import problems
 
 N, C = 64, 4  # a small batch; the drift does not depend on the size
 TARGET_MEAN = 1.0  # the stopped gradient on b is -mean(y) / (C sigma): nonzero

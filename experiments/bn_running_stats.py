@@ -29,7 +29,9 @@ import numpy as np
 import pandas as pd
 from _results import OUT
 
-from jaxopt_lab import measure, probes, train
+from jaxopt_lab import measure
+from jaxopt_lab.engine import train
+from jaxopt_lab.toys import probes
 
 CELLS = [(m, b) for m in (0.9, 0.99) for b in (8, 32)]  # (B-1)/B = 0.875, 0.969: both far from 1
 CHAINS, WINDOW = 64, 2000  # s.e. of each variance ratio ~3e-4, below the tolerance 0.1/B >= 3e-3

@@ -21,7 +21,7 @@ import pandas as pd
 from _results import OUT
 from matplotlib.figure import Figure
 
-from jaxopt_lab import sweep
+from jaxopt_lab.engine import sweep
 
 OPTIMIZERS = {
     "sgd": [0.01, 0.05, 0.2],

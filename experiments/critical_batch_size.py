@@ -29,9 +29,9 @@ import pandas as pd
 from _results import OUT
 from matplotlib.figure import Figure
 
-from jaxopt_lab import studies
-from jaxopt_lab.sweep import Grid, sweep
-from jaxopt_lab.train import Target
+from jaxopt_lab import Grid, sweep
+from jaxopt_lab.analysis import studies
+from jaxopt_lab.engine.train import Target
 
 BATCH_SIZES = [4, 8, 32, 128, 512, 4000]  # two small ones for the perfect-scaling check
 LR_START = {"sgd": 0.05, "momentum": 0.003, "adam": 0.002}  # first window's centre, at B=4

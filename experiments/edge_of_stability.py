@@ -24,8 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _results import OUT
 
-from jaxopt_lab import data, measure
-from jaxopt_lab.sweep import Grid, sweep
+from jaxopt_lab import Grid, data, measure, sweep
 
 N, HIDDEN = 500, (100, 100)  # a small subset: progressive sharpening is fast
 LEARNING_RATES = (0.1, 0.075)  # 2/lr = 20 and 26.7; the initial sharpness is ~17

@@ -22,8 +22,9 @@ import numpy as np
 from _results import OUT
 from matplotlib.figure import Figure
 
-from jaxopt_lab import results, studies
-from jaxopt_lab.train import TrainSpec
+from jaxopt_lab.analysis import studies
+from jaxopt_lab.engine.train import TrainSpec
+from jaxopt_lab.outputs import results
 
 BS = [1, 4, 16, 64, 256, 512]  # factor-4 steps from single examples, then 512
 LRS = {

@@ -18,7 +18,8 @@ import pandas as pd
 from _results import OUT
 from matplotlib.figure import Figure
 
-from jaxopt_lab import studies, sweep
+from jaxopt_lab.analysis import studies
+from jaxopt_lab.engine import sweep
 
 MODELS = {"mlp": {"hidden": (100, 100)}, "cnn1d": {}}  # the paper's MLP width; our CNN as it is
 REPORTED = {"mlp": (64.6, 68.0), "cnn1d": (92.1, 94.0)}  # quickstart log, paper (test accuracy %)

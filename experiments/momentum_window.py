@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 from _results import OUT
 
-from jaxopt_lab import problems, transforms
+from jaxopt_lab.optim import transforms
+from jaxopt_lab.toys import problems
 
 jax.config.update("jax_enable_x64", True)
 

@@ -21,7 +21,7 @@ import pandas as pd
 from _results import OUT
 
 import jaxopt_lab
-from jaxopt_lab import problems
+from jaxopt_lab.toys import problems
 
 jax.config.update("jax_enable_x64", True)  # the exact recurrence runs to ~1e6 steps
 D, TARGET, SMALL_B = 1000, 0.01, 8  # Zhang et al. use d = 1e4; 1e3 keeps the run near a minute

@@ -20,7 +20,7 @@ import pandas as pd
 from _results import OUT
 
 import jaxopt_lab
-from jaxopt_lab import problems
+from jaxopt_lab.toys import problems
 
 OPTIMIZERS = {
     "gradient descent": jaxopt_lab.sgd,

@@ -25,7 +25,7 @@ import pandas as pd
 from _results import OUT as RESULTS
 from bench_sweep import EVAL_EVERY, LRS, SEEDS, STEPS, spec  # the benchmark's workload
 
-from jaxopt_lab.sweep import Grid, sweep
+from jaxopt_lab import Grid, sweep
 
 OUT = str(RESULTS / "profile_step.csv")
 CHUNKS_OUT = str(RESULTS / "profile_chunks.csv")

@@ -5,40 +5,22 @@ with explicit running statistics, and a grid of training runs (learning rate ×
 batch size × seed × optimizer) is one compiled, vmapped, sharded program.
 """
 
-from jaxopt_lab import (
-    batchnorm,
-    data,
-    errors,
-    measure,
-    metrics,
-    models,
-    optimizers,
-    plots,
-    probes,
-    problems,
-    results,
-    scaling,
-    schedules,
-    studies,
-    sweep,
-    train,
-    transforms,
-)
-from jaxopt_lab.batchnorm import BatchNormParams, BatchNormState
+from jaxopt_lab import analysis, data, engine, errors, measure, nn, optim, outputs, toys
 from jaxopt_lab.data import Dataset, load
+from jaxopt_lab.engine.sweep import Grid, SweepResult, sweep
+from jaxopt_lab.engine.train import History, Target, TrainSpec, TrainState, train
 from jaxopt_lab.errors import InputError
-from jaxopt_lab.metrics import (
+from jaxopt_lab.measure.estimators import (
     hessian_top_eigenvalue,
     noise_scale,
     noise_scale_two_batch,
     steps_to_target,
 )
-from jaxopt_lab.models import Model, cnn1d, from_flax, from_nnx, linear, mlp
-from jaxopt_lab.optimizers import Optimizer
-from jaxopt_lab.scaling import reduce_loss, scale_learning_rate
-from jaxopt_lab.sweep import Grid, SweepResult
-from jaxopt_lab.train import History, Target, TrainSpec, TrainState
-from jaxopt_lab.transforms import (
+from jaxopt_lab.nn.batchnorm import BatchNormParams, BatchNormState
+from jaxopt_lab.nn.models import Model, cnn1d, from_flax, from_nnx, linear, mlp
+from jaxopt_lab.optim.families import Optimizer
+from jaxopt_lab.optim.scaling import reduce_loss, scale_learning_rate
+from jaxopt_lab.optim.transforms import (
     OPTIMIZERS,
     ScaleByAdamState,
     ScaleByCenteredRmsState,
@@ -64,31 +46,29 @@ def clear_caches() -> None:
     loads and compiles again, to the same numbers."""
     import jax
 
-    train.clear_caches()
-    sweep.clear_caches()
+    from jaxopt_lab.engine import sweep as sweep_lib
+    from jaxopt_lab.engine import train as train_lib
+
+    train_lib.clear_caches()
+    sweep_lib.clear_caches()
     jax.clear_caches()
 
 
 __all__ = [
     "clear_caches",
-    # modules
-    "batchnorm",
+    # runs and sweeps
+    "train",
+    "sweep",
+    # packages
+    "analysis",
     "data",
+    "engine",
     "errors",
     "measure",
-    "metrics",
-    "models",
-    "optimizers",
-    "plots",
-    "probes",
-    "problems",
-    "results",
-    "scaling",
-    "schedules",
-    "studies",
-    "sweep",
-    "train",
-    "transforms",
+    "nn",
+    "optim",
+    "outputs",
+    "toys",
     # optimizers
     "sgd",
     "momentum",
@@ -119,7 +99,7 @@ __all__ = [
     "cnn1d",
     "from_flax",
     "from_nnx",
-    # runs and sweeps
+    # run and sweep definitions
     "Optimizer",
     "TrainSpec",
     "Target",

@@ -23,8 +23,8 @@ import sys
 import numpy as np
 
 from jaxopt_lab.errors import InputError
-from jaxopt_lab.optimizers import REGISTRY
-from jaxopt_lab.schedules import SCHEDULES
+from jaxopt_lab.optim.families import REGISTRY
+from jaxopt_lab.optim.schedules import SCHEDULES
 
 __all__ = ["main", "DEFAULT_SWEEP"]
 
@@ -105,7 +105,7 @@ def _number_list(text: str, flag: str, kind=float) -> list:
 def _check_axis_length(count: int) -> None:
     """An axis of ``count`` values is at least ``count`` configs: refuse what cannot fit
     before building the list."""
-    from jaxopt_lab.sweep import check_size
+    from jaxopt_lab.engine.sweep import check_size
 
     check_size(count)
 
@@ -335,7 +335,7 @@ def _refuse_python_objects(path: str, objects: dict) -> None:
 
 
 def _definition_from_args(args) -> dict:
-    from jaxopt_lab import results
+    from jaxopt_lab.outputs import results
 
     single = args.command == "run"
     if args.config is not None:
@@ -407,7 +407,7 @@ def _definition_from_args(args) -> dict:
         _check_axis_length(args.seeds)
         grid["seed"] = list(range(args.seeds))
     if single:  # record every value the run uses, the optimizer's defaults included
-        from jaxopt_lab.train import default_hparams
+        from jaxopt_lab.engine.train import default_hparams
 
         optimizer = grid.get("optimizer", [spec.get("optimizer", DEFAULT_SWEEP["spec"]["optimizer"])])[0]
         grid["optimizer"] = [optimizer]
@@ -474,8 +474,8 @@ def _sweep_arguments(definition: dict) -> tuple[dict, dict]:
 
 
 def _run_definition(definition: dict, out: str, args) -> int:
-    from jaxopt_lab import plots, results
-    from jaxopt_lab.sweep import Grid, sweep
+    from jaxopt_lab.engine.sweep import Grid, sweep
+    from jaxopt_lab.outputs import plots, results
 
     spec, options = _sweep_arguments(definition)
     if args.command == "run":  # one config per device: the numbers of the config run alone (train())
@@ -502,7 +502,7 @@ def _run_definition(definition: dict, out: str, args) -> int:
         shard=shard,
         **options,
     )
-    from jaxopt_lab.distributed import is_writer
+    from jaxopt_lab.engine.distributed import is_writer
 
     if not is_writer():
         return 0  # process 0 reports
@@ -581,7 +581,7 @@ def _print_best(best) -> None:
 
 
 def _report(path: str, metric: str | None = None, x_axis: str = "examples") -> int:
-    from jaxopt_lab import plots, results
+    from jaxopt_lab.outputs import plots, results
 
     if not os.path.isfile(os.path.join(path, "results.parquet")):
         if not os.path.isfile(os.path.join(path, "sweep.toml")):
@@ -614,8 +614,8 @@ def _report(path: str, metric: str | None = None, x_axis: str = "examples") -> i
 
 def _assemble_shards(path: str) -> list[str]:
     """Write a job array's table from its chunk files; returns the chunks still missing."""
-    from jaxopt_lab import results
-    from jaxopt_lab.sweep import Grid, sweep
+    from jaxopt_lab.engine.sweep import Grid, sweep
+    from jaxopt_lab.outputs import results
 
     definition = results.read_definition(os.path.join(path, "sweep.toml"))
     _refuse_python_objects(os.path.join(path, "sweep.toml"), definition.get("objects", {}))
@@ -635,11 +635,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _report(args.dir, args.metric, args.x)
         if args.command == "sweep":
-            from jaxopt_lab.sweep import one_device_per_cpu_core
+            from jaxopt_lab.engine.sweep import one_device_per_cpu_core
 
             one_device_per_cpu_core()
             if args.distributed or args.coordinator is not None:
-                from jaxopt_lab import distributed
+                from jaxopt_lab.engine import distributed
 
                 timeout = {} if args.distributed_timeout is None else {"timeout": args.distributed_timeout}
                 distributed.initialize(args.coordinator, args.num_processes, args.process_id, **timeout)

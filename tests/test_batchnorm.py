@@ -1,4 +1,4 @@
-"""Tests for jaxopt_lab.batchnorm against flax.linen.BatchNorm and float64 NumPy.
+"""Tests for jaxopt_lab.nn.batchnorm against flax.linen.BatchNorm and float64 NumPy.
 
 Inputs, parameters and running statistics are drawn away from their defaults
 (non-unit scales, nonzero biases and means), so a wiring mistake shows.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec
 
-from jaxopt_lab import batchnorm
-from jaxopt_lab.batchnorm import BatchNormParams, BatchNormState
+from jaxopt_lab.nn import batchnorm
+from jaxopt_lab.nn.batchnorm import BatchNormParams, BatchNormState
 
 C = 3
 

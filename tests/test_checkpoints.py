@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from _processes import command_process
 
-from jaxopt_lab import cli, results
-from jaxopt_lab import sweep as S
+from jaxopt_lab import cli
+from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.outputs import results
 
 # 4 configs in one chunk of 4 (one per device), 100 segments of 20 steps
 ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "16", "--steps", "2000", "--eval-every", "20"]

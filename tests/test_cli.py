@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from jaxopt_lab import cli
-from jaxopt_lab.sweep import one_device_per_cpu_core
+from jaxopt_lab.engine.sweep import one_device_per_cpu_core
 
 TINY = [
     "--dataset",
@@ -66,7 +66,7 @@ def test_run_writes_the_sweep_files(tmp_path, capsys):
     assert "learning_rate=0.1, batch_size=16, seed=3" in printed and "test accuracy" in printed
     assert "lr_at_edge" not in printed
     # every value the run used is recorded, so `--config` runs exactly it again
-    from jaxopt_lab import results
+    from jaxopt_lab.outputs import results
 
     grid = results.read_definition(out / "sweep.toml")["grid"]
     assert grid["optimizer"] == ["sgd"] and grid["learning_rate"] == [0.1] and grid["seed"] == [3]
@@ -243,7 +243,7 @@ def test_sweep_splits_a_cpu_into_one_device_per_core():
     env["JAX_PLATFORMS"] = "cpu"
     # importing the command must not start JAX's backend, or the split comes too late
     code = (
-        "import jax, jaxopt_lab.cli; from jaxopt_lab.sweep import one_device_per_cpu_core as f; "
+        "import jax, jaxopt_lab.cli; from jaxopt_lab.engine.sweep import one_device_per_cpu_core as f; "
         "f(); print(jax.device_count())"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -272,7 +272,7 @@ def test_an_unknown_optimizer_flag_in_a_file_is_one_line_and_exit_2(tmp_path, ca
 def test_a_bug_is_not_reported_as_bad_input(tmp_path, monkeypatch, capsys):
     """A ValueError from inside the program (not an InputError) keeps its traceback: exit code
     is not 2, and the message is not dressed as the user's mistake."""
-    from jaxopt_lab import sweep as sweep_lib
+    from jaxopt_lab.engine import sweep as sweep_lib
 
     def broken(*args, **kwargs):
         raise ValueError("not enough values to unpack (expected 2, got 1)")
@@ -338,7 +338,7 @@ def test_diverge_above_flags_configs_and_is_recorded(tmp_path):
     assert cli.main([*argv, "--diverge-above", "1e-6", "--out", str(out)]) == 0
     table = pd.read_parquet(out / "results.parquet")
     assert table["diverged"].all() and table["test_loss"].isna().all()  # no loss is below 1e-6
-    from jaxopt_lab import results
+    from jaxopt_lab.outputs import results
 
     assert results.read_definition(out / "sweep.toml")["spec"]["diverge_above"] == 1e-6
     assert cli.main([*argv, "--out", str(tmp_path / "default")]) == 0
@@ -388,7 +388,7 @@ def test_loss_and_label_smoothing_from_the_command(tmp_path):
     assert cli.main(argv) == 0
     table = pd.read_parquet(out / "results.parquet")
     assert sorted(table["label_smoothing"].unique()) == [0.0, 0.3]
-    from jaxopt_lab import results
+    from jaxopt_lab.outputs import results
 
     assert results.read_definition(out / "sweep.toml")["spec"]["loss"] == "cross_entropy"
 
@@ -406,7 +406,7 @@ def test_schedule_axes_from_the_command(tmp_path):
             0, 0.1, row["warmup_steps"], 20, 0.1 * row["final_lr_fraction"]
         )
         assert row["applied_lr"] == pytest.approx(float(lr(19)), rel=1e-6)
-    from jaxopt_lab import results
+    from jaxopt_lab.outputs import results
 
     assert results.read_definition(out / "sweep.toml")["grid"]["warmup_steps"] == [0.0, 5.0]
 
@@ -415,7 +415,7 @@ def test_measurements_and_a_target_from_the_command(tmp_path, capsys):
     """--measure and --target write their columns, pictures and definition tables; the
     definition runs again to the same table; report --metric draws any column; a resume
     with other measurements, an unknown one and a malformed target are one line, exit 2."""
-    from jaxopt_lab import results
+    from jaxopt_lab.outputs import results
 
     out, again = tmp_path / "measured", tmp_path / "again"
     flags = [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxopt_lab import cli
-from jaxopt_lab import sweep as S
+from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
 
 GRID = dict(optimizer=["momentum"], learning_rate=[0.01, 0.1], batch_size=[8, 16], seed=[0])

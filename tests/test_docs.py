@@ -37,10 +37,10 @@ def _doctests(module_name):
 def test_every_module_with_examples_is_collected():
     with_examples = {name for name in MODULES if _doctests(name)}
     assert {
-        "jaxopt_lab.transforms",
-        "jaxopt_lab.train",
-        "jaxopt_lab.models",
-        "jaxopt_lab.sweep",
+        "jaxopt_lab.optim.transforms",
+        "jaxopt_lab.engine.train",
+        "jaxopt_lab.nn.models",
+        "jaxopt_lab.engine.sweep",
         "jaxopt_lab.data",
     } <= with_examples
 

@@ -8,12 +8,13 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from jaxopt_lab import cli, results
-from jaxopt_lab import fingerprints as F
-from jaxopt_lab import models as M
-from jaxopt_lab import optimizers as O
-from jaxopt_lab import sweep as S
+from jaxopt_lab import cli
+from jaxopt_lab.engine import fingerprints as F
+from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.nn import models as M
+from jaxopt_lab.optim import families as O
+from jaxopt_lab.outputs import results
 
 SPEC = dict(dataset="regression", dataset_options={"n": 64, "dim": 4, "n_test": 16}, steps=4, eval_every=2)
 

@@ -16,9 +16,10 @@ import pytest
 from _reference import model_fns, optax_loop
 from jax.flatten_util import ravel_pytree
 
-from jaxopt_lab import data, measure, probes
-from jaxopt_lab import sweep as sweep_lib
-from jaxopt_lab import train as T
+from jaxopt_lab import data, measure
+from jaxopt_lab.engine import sweep as sweep_lib
+from jaxopt_lab.engine import train as T
+from jaxopt_lab.toys import probes
 
 _rng = np.random.default_rng(0)
 _X = _rng.normal(size=(56, 3)).astype(np.float32)
@@ -389,7 +390,7 @@ def test_a_measured_chunk_with_a_target_resumes_from_its_checkpoint(tmp_path, mo
     """A chunk stopped after its fifth checkpoint (step 20, past one config's target at 16)
     resumes from it with its measurements' carries and its reached flags: the table of the
     uninterrupted sweep."""
-    from jaxopt_lab import checkpoints
+    from jaxopt_lab.outputs import checkpoints
 
     model = T.get_model(_spec(), TINY)
     ref = optax_loop(TINY, *model_fns(model), optax.sgd(0.5), batch_size=8, steps=40, eval_every=4, seed=0)

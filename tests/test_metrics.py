@@ -1,4 +1,4 @@
-"""Tests for jaxopt_lab.metrics against closed forms, float64 NumPy and hand-computed cases.
+"""Tests for jaxopt_lab.measure.estimators against closed forms, float64 NumPy and hand-computed cases.
 
 Noise scale: linear regression with Gaussian inputs, where the true gradient
 and the per-example gradient covariance are known in closed form (derived in
@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxopt_lab import metrics
+from jaxopt_lab.measure import estimators as metrics
 
 # ----------------------------------------------------------------- linear regression
 

@@ -1,4 +1,4 @@
-"""Tests for jaxopt_lab.models against float64 NumPy forwards and equivalent flax.linen modules.
+"""Tests for jaxopt_lab.nn.models against float64 NumPy forwards and equivalent flax.linen modules.
 
 XLA compiles are the cost here, so inputs and parameters are drawn with NumPy,
 shapes come from ``jax.eval_shape(model.init, ...)``, and each test jits one
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxopt_lab import batchnorm, models
+from jaxopt_lab.nn import batchnorm, models
 
 KEY = jax.random.key(0)
 EPS = 1e-5

@@ -8,9 +8,9 @@ import pytest
 from flax import nnx
 
 from jaxopt_lab import data as D
-from jaxopt_lab import models as M
-from jaxopt_lab import sweep as S
+from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.nn import models as M
 
 STEPS, EVAL, BATCH = 20, 10, 32
 

@@ -10,9 +10,9 @@ import optax
 import pytest
 
 from jaxopt_lab import data as D
-from jaxopt_lab import optimizers as O
-from jaxopt_lab import sweep as S
+from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.optim import families as O
 
 REG = {"n": 128, "dim": 3, "n_test": 32, "noise": 0.1}
 SPEC = dict(dataset="regression", dataset_options=REG, model="linear", batch_size=16, steps=24, eval_every=8)
@@ -59,7 +59,7 @@ def _reference_program(make):
 
 def _initial_params(seeds):
     """The linear model's initial parameters for each seed, as the engine draws them."""
-    from jaxopt_lab import models as M
+    from jaxopt_lab.nn import models as M
 
     ds = D.load("regression", **REG)
     model = M.create("linear", 1)

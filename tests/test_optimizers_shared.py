@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxopt_lab import transforms
+from jaxopt_lab.optim import transforms
 
 PARABOLA_X0, PARABOLA_STEPS = (2.0, -1.0), 200
 ROSENBROCK_X0, ROSENBROCK_STEPS = (-1.2, 1.0), 10_000

@@ -1,4 +1,4 @@
-"""Tests for jaxopt_lab.plots: the heatmap's matrix by hand, what the figures mark, the files."""
+"""Tests for jaxopt_lab.outputs.plots: the heatmap's matrix by hand, what the figures mark, the files."""
 
 import math
 import struct
@@ -10,7 +10,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
 
-from jaxopt_lab import plots
+from jaxopt_lab.outputs import plots
 
 NAN = math.nan
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""Tests for jaxopt_lab.probes against hand computations, float64 NumPy and the training engine.
+"""Tests for jaxopt_lab.toys.probes against hand computations, float64 NumPy and the training engine.
 
 Batch-norm probes: the running statistics of a constant population follow
 ``(1 - m^t)·row`` and ``m^t`` exactly; a random population is checked step by
@@ -23,7 +23,8 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxopt_lab import batchnorm, models, probes
+from jaxopt_lab.nn import batchnorm, models
+from jaxopt_lab.toys import probes
 
 KEY = jax.random.key(0)
 EPS = 1e-5

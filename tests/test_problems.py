@@ -1,4 +1,4 @@
-"""Tests for jaxopt_lab.problems against closed forms and float64 NumPy references."""
+"""Tests for jaxopt_lab.toys.problems against closed forms and float64 NumPy references."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-import jaxopt_lab.transforms as T
-from jaxopt_lab import problems as P
+import jaxopt_lab.optim.transforms as T
+from jaxopt_lab.toys import problems as P
 
 # --------------------------------------------------------------------------- references
 

@@ -1,4 +1,4 @@
-"""Tests for jaxopt_lab.results: summaries against hand computations, files round trips."""
+"""Tests for jaxopt_lab.outputs.results: summaries against hand computations, files round trips."""
 
 import math
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxopt_lab import results
+from jaxopt_lab.outputs import results
 
 NAN = math.nan
 

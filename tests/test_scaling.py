@@ -1,4 +1,4 @@
-"""Tests for jaxopt_lab.scaling: loss reductions on padded batches, learning-rate rules by hand."""
+"""Tests for jaxopt_lab.optim.scaling: loss reductions on padded batches, learning-rate rules by hand."""
 
 import math
 
@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxopt_lab import scaling
+from jaxopt_lab.optim import scaling
 
 # A small linear model: per-example loss 0.5 * (w . x + b - y)^2.
 _rng = np.random.default_rng(0)

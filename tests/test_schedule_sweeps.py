@@ -8,10 +8,10 @@ import pytest
 from _reference import assert_config_matches, model_fns, optax_loop
 
 from jaxopt_lab import data as D
-from jaxopt_lab import models as M
-from jaxopt_lab import sweep as S
-from jaxopt_lab import train as T
+from jaxopt_lab.engine import sweep as S
+from jaxopt_lab.engine import train as T
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.nn import models as M
 
 REG = {"n": 256, "dim": 4, "n_test": 64, "noise": 0.1}
 SPEC = dict(dataset="regression", dataset_options=REG, model="linear", optimizer="adam", eval_every=10)

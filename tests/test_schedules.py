@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxopt_lab import schedules as S
+from jaxopt_lab.optim import schedules as S
 
 RUN = 200  # steps of a run; every step is compared
 STEPS = np.arange(RUN + 20)  # and some past its end

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from _processes import command_process
 
-from jaxopt_lab import cli, results
-from jaxopt_lab import sweep as S
+from jaxopt_lab import cli
+from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.outputs import results
 
 # 12 configs in chunks of 4: three chunks, one per worker of a 3-task array
 ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "8", "--steps", "20", "--eval-every", "10"]

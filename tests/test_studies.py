@@ -1,4 +1,4 @@
-"""Tests for jaxopt_lab.studies against hand-built tables, closed forms and float64 NumPy.
+"""Tests for jaxopt_lab.analysis.studies against hand-built tables, closed forms and float64 NumPy.
 
 The model is linear regression (``0.5 * (x·w + b - y)²``): its per-example
 gradients, Hessian and SGD trajectory are written out in NumPy here, independently
@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from jaxopt_lab import data as data_lib
-from jaxopt_lab import studies
-from jaxopt_lab import train as T
-from jaxopt_lab.train import TrainSpec
+from jaxopt_lab.analysis import studies
+from jaxopt_lab.engine import train as T
+from jaxopt_lab.engine.train import TrainSpec
 
 N, DIM = 64, 3
 SPEC = TrainSpec(

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxopt_lab import sweep as S
-from jaxopt_lab import train as T
+from jaxopt_lab.engine import sweep as S
+from jaxopt_lab.engine import train as T
 
 SPEC = dict(
     dataset="digits", model="mlp", model_options={"hidden": (16,), "batchnorm": True}, steps=40, eval_every=20
@@ -387,8 +387,8 @@ import optax  # noqa: E402
 from _reference import assert_config_matches, model_fns, optax_loop  # noqa: E402
 
 from jaxopt_lab import data as D  # noqa: E402
-from jaxopt_lab import models as M  # noqa: E402
 from jaxopt_lab.errors import InputError  # noqa: E402
+from jaxopt_lab.nn import models as M  # noqa: E402
 
 REG = {"n": 256, "dim": 4, "n_test": 64, "noise": 0.1}
 
@@ -980,7 +980,7 @@ def test_clear_caches_frees_programs_and_datasets_and_the_next_sweep_gives_the_s
     """Our caches are emptied and JAX's are cleared (counted here, so that the rest of the
     suite keeps its compiled programs)."""
     import jaxopt_lab
-    from jaxopt_lab import train as T
+    from jaxopt_lab.engine import train as T
 
     cleared = []
     monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(True))

@@ -10,8 +10,9 @@ import optax
 import pytest
 from _reference import model_fns, optax_loop
 
-from jaxopt_lab import data, models
-from jaxopt_lab import train as T
+from jaxopt_lab import data
+from jaxopt_lab.engine import train as T
+from jaxopt_lab.nn import models
 
 REG = (("n", 256), ("dim", 4), ("n_test", 64), ("noise", 0.1))
 

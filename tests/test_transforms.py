@@ -1,4 +1,4 @@
-"""Tests for jaxopt_lab.transforms against optax's own optimizers and float64 NumPy.
+"""Tests for jaxopt_lab.optim.transforms against optax's own optimizers and float64 NumPy.
 
 Every alias runs on a nested pytree (dict and tuple, leaves of several shapes)
 fed a fixed random gradient sequence, with hyperparameters drawn at random, and
@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxopt_lab import transforms as T
+from jaxopt_lab.optim import transforms as T
 
 STEPS = 100
 OPT_RTOL, OPT_ATOL = 2e-5, 2e-6  # float32 rounding, accumulated over STEPS steps

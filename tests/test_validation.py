@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from _reference import model_fns, optax_loop
 
-from jaxopt_lab import cli, plots, results
+from jaxopt_lab import cli
 from jaxopt_lab import data as D
-from jaxopt_lab import models as M
-from jaxopt_lab import sweep as S
+from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.nn import models as M
+from jaxopt_lab.outputs import plots, results
 
 
 def _by_hand_split(n, fraction):

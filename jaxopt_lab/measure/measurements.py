@@ -39,7 +39,7 @@ Built in:
 * ``update_ratio``: ``|Δθ| / |θ|`` of the last step before the point.
 * ``bn_stats_error``: how far the batch-norm running statistics are from the
   statistics of the whole training set at the point's parameters
-  (:func:`jaxopt_lab.batchnorm.running_stats_error`, averaged over layers):
+  (:func:`jaxopt_lab.nn.batchnorm.running_stats_error`, averaged over layers):
   ``bn_mean_error`` and ``bn_var_error``.
 * ``train_set``: loss (``train_set_loss``) and accuracy (``train_set_accuracy``,
   classification only) on the whole training set in evaluation mode, where
@@ -66,9 +66,9 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from jaxopt_lab import batchnorm as bn
-from jaxopt_lab import metrics as metrics_lib
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.measure import estimators as metrics_lib
+from jaxopt_lab.nn import batchnorm as bn
 
 __all__ = [
     "Context",
@@ -96,7 +96,7 @@ class Context(NamedTuple):
       params, model_state, opt_state: the config's state after the point's step.
       batch: ``(x, y)``, the measurement batch.
       dataset: the config's :class:`~jaxopt_lab.data.Dataset` (its arrays).
-      model: the :class:`~jaxopt_lab.models.Model`.
+      model: the :class:`~jaxopt_lab.nn.models.Model`.
       loss: ``loss(params, x, y) -> scalar``, the mean training loss on ``(x, y)``:
         training mode (batch norm with the statistics of ``x``, the state's
         update discarded), label smoothing included.
@@ -187,7 +187,7 @@ def _positive_int(owner: str, name: str, value) -> None:
 class Sharpness(Measurement):
     """Top Hessian eigenvalue of the mean training loss on the measurement batch.
 
-    Power iteration (:func:`jaxopt_lab.metrics.power_iteration`) finds the
+    Power iteration (:func:`jaxopt_lab.measure.estimators.power_iteration`) finds the
     eigenvalue of largest magnitude: the sharpness while no negative eigenvalue is
     larger in magnitude, as for the squared loss and cross-entropy near training.
 
@@ -346,7 +346,7 @@ def full_set_bn_statistics(model, params, state, x: jax.Array):
     statistics (not the running ones).
 
     Args:
-      model: a :class:`jaxopt_lab.models.Model` of :mod:`jaxopt_lab.models`.
+      model: a :class:`jaxopt_lab.nn.models.Model` of :mod:`jaxopt_lab.nn.models`.
       params: its parameters.
       state: its batch-norm state (only the structure is used).
       x: the whole dataset's inputs, e.g. ``dataset.x_train``.
@@ -370,7 +370,7 @@ def _bn_layers(state) -> list:
 class BatchNormError(Measurement):
     """Running statistics against those of the whole training set at the point's parameters.
 
-    :func:`jaxopt_lab.batchnorm.running_stats_error` of each layer, averaged over
+    :func:`jaxopt_lab.nn.batchnorm.running_stats_error` of each layer, averaged over
     layers: ``bn_mean_error`` (RMS over features of the mean's error in units of
     the set's standard deviation) and ``bn_var_error`` (RMS of the log variance ratio).
 
@@ -395,7 +395,7 @@ class BatchNormError(Measurement):
             raise InputError(
                 f"measure 'bn_stats_error' is invalid for model={getattr(spec.model, 'name', spec.model)!r}"
                 f"{'' if not isinstance(spec.model, str) else ' without batchnorm'}: expected a model of "
-                "jaxopt_lab.models with batchnorm=True (a flax module owns its momentum)"
+                "jaxopt_lab.nn.models with batchnorm=True (a flax module owns its momentum)"
             )
 
     def __call__(self, ctx, carry):
@@ -445,7 +445,7 @@ class Custom(Measurement):
         return dict(values), carry
 
     def label(self) -> str:
-        from jaxopt_lab.fingerprints import qualified_name
+        from jaxopt_lab.engine.fingerprints import qualified_name
 
         return qualified_name(self.fn)
 

@@ -19,7 +19,7 @@ Example:
   >>> def weighted(c):
   ...     return lambda outputs, targets: c * (outputs - targets) ** 2
   >>> describe(weighted(2.0))["name"]
-  'jaxopt_lab.fingerprints.weighted.<locals>.<lambda>'
+  'jaxopt_lab.engine.fingerprints.weighted.<locals>.<lambda>'
   >>> fingerprint(weighted(2.0)) == fingerprint(weighted(2.0))
   True
   >>> fingerprint(weighted(2.0)) == fingerprint(weighted(3.0))
@@ -44,7 +44,7 @@ _LIBRARIES = ("jax", "jaxlib", "optax", "flax", "chex", "numpy", "jaxopt_lab", "
 
 def qualified_name(obj: Any) -> str:
     """``module.qualname`` of a function or class, or of an object's class; a
-    :class:`~jaxopt_lab.models.Model`'s own name (else its ``init``'s), an
+    :class:`~jaxopt_lab.nn.models.Model`'s own name (else its ``init``'s), an
     :class:`~jaxopt_lab.Optimizer`'s factory's."""
     if isinstance(obj, functools.partial):
         return qualified_name(obj.func)
@@ -59,7 +59,8 @@ def qualified_name(obj: Any) -> str:
 
 
 def _is_named_value(obj) -> bool:
-    from jaxopt_lab import models, optimizers
+    from jaxopt_lab.nn import models
+    from jaxopt_lab.optim import families as optimizers
 
     return isinstance(obj, (models.Model, optimizers.Optimizer))
 

@@ -9,8 +9,8 @@ draws the pictures, so every process returns the same :class:`SweepResult`.
 Example, two processes on one machine (each with its own devices)::
 
     # process 0 and process 1 run the same script with their own id
-    jaxopt_lab.distributed.initialize("127.0.0.1:1234", num_processes=2, process_id=i)
-    result = jaxopt_lab.sweep.sweep(spec, grid, out="runs/many")
+    jaxopt_lab.engine.distributed.initialize("127.0.0.1:1234", num_processes=2, process_id=i)
+    result = jaxopt_lab.engine.sweep.sweep(spec, grid, out="runs/many")
 
 On a TPU pod or under SLURM, ``initialize()`` with no arguments takes all of it
 from the environment, as ``jax.distributed.initialize`` does.

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jaxopt_lab.checkpoints import CHECKPOINT_DIR
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.outputs.checkpoints import CHECKPOINT_DIR
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,7 +90,7 @@ DEFINITION_TABLES = (
     "sweep",
     "measure",  # measurement name -> its options (TrainSpec.measure)
     "target",  # TrainSpec.target's fields
-    "objects",  # what was given as Python objects: {name, sha256} each (jaxopt_lab.fingerprints)
+    "objects",  # what was given as Python objects: {name, sha256} each (jaxopt_lab.engine.fingerprints)
 )
 # Per-config metrics of `summary` that `best_learning_rates` can rank by, and
 # whether larger is better.

@@ -38,16 +38,16 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxopt_lab import checkpoints as checkpoints_lib
 from jaxopt_lab import data as data_lib
-from jaxopt_lab import distributed as distributed_lib
-from jaxopt_lab import fingerprints
-from jaxopt_lab import measure as measure_lib
-from jaxopt_lab import optimizers as optimizers_lib
-from jaxopt_lab import results as results_lib
-from jaxopt_lab import schedules as schedules_lib
-from jaxopt_lab import train as train_lib
+from jaxopt_lab.engine import distributed as distributed_lib
+from jaxopt_lab.engine import fingerprints
+from jaxopt_lab.engine import train as train_lib
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.measure import measurements as measure_lib
+from jaxopt_lab.optim import families as optimizers_lib
+from jaxopt_lab.optim import schedules as schedules_lib
+from jaxopt_lab.outputs import checkpoints as checkpoints_lib
+from jaxopt_lab.outputs import results as results_lib
 
 __all__ = [
     "Grid",
@@ -623,7 +623,7 @@ def _run_chunk(
 
     ``on_segment(config_steps, 0)`` is called after each segment with the
     optimizer steps the real configs took in it. With a
-    :class:`~jaxopt_lab.checkpoints.ChunkCheckpoint`, the chunk starts from its latest
+    :class:`~jaxopt_lab.outputs.checkpoints.ChunkCheckpoint`, the chunk starts from its latest
     checkpoint, if any, and saves one between segments as often as it asks.
     """
     spec = group.spec
@@ -1000,7 +1000,7 @@ def sweep(
       measure: measurements at every evaluation point, as ``TrainSpec.measure``
         (:mod:`jaxopt_lab.measure`); given here, they replace the spec's.
       target: a stop for every config, as ``TrainSpec.target`` (e.g.
-        ``{"train_loss": 0.5}`` or a :class:`~jaxopt_lab.train.Target`): the table
+        ``{"train_loss": 0.5}`` or a :class:`~jaxopt_lab.engine.train.Target`): the table
         gains ``steps_to_target`` and ``examples_to_target``; given here, it replaces
         the spec's.
 
@@ -1177,7 +1177,7 @@ def sweep(
     if out is not None and writer:
         results_lib.save(out, table, definition)
         if plots:
-            from jaxopt_lab import plots as plots_lib
+            from jaxopt_lab.outputs import plots as plots_lib
 
             plots_lib.draw(table, out)
     return SweepResult(table=table, definition=definition, strategy=chosen)

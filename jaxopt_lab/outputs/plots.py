@@ -1,6 +1,6 @@
 """Pictures of a sweep: learning rate x batch size heatmaps and training curves.
 
-Both read the results table of :mod:`jaxopt_lab.results` and summarize it the
+Both read the results table of :mod:`jaxopt_lab.outputs.results` and summarize it the
 same way: a config's score is its best ``metric`` over evaluation points, a
 cell's score is the mean over seeds, a cell where any seed diverged is
 *diverged*, and any other swept hyperparameter (momentum, b2, ...) is a
@@ -26,8 +26,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter
 
-from jaxopt_lab import results as results_lib
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.outputs import results as results_lib
 
 __all__ = ["PLOT_METRICS", "heatmap", "heatmap_data", "curves", "pictures", "draw", "format_lr"]
 
@@ -96,7 +96,7 @@ def _default_metric(table: pd.DataFrame) -> str:
 def _check(table: pd.DataFrame, metric: str | None, summary_columns: bool = False) -> str:
     """The metric to draw: ``metric``, by default ``val_loss`` with a validation set, else
     ``test_loss``: a column of :data:`PLOT_METRICS`, a measurement's column, or (for the
-    heatmap, ``summary_columns``) a column of :func:`jaxopt_lab.results.summary`."""
+    heatmap, ``summary_columns``) a column of :func:`jaxopt_lab.outputs.results.summary`."""
     if metric is None:
         metric = _default_metric(table)
     results_lib._check_table(table)
@@ -109,7 +109,7 @@ def _check(table: pd.DataFrame, metric: str | None, summary_columns: bool = Fals
 
 
 def _summary_values(table: pd.DataFrame) -> list[str]:
-    """The per-config numbers of :func:`jaxopt_lab.results.summary` a heatmap can show."""
+    """The per-config numbers of :func:`jaxopt_lab.outputs.results.summary` a heatmap can show."""
     configs = results_lib.summary(table)
     skip = {"config_id", "diverged", *results_lib.hyperparameter_columns(table)}
     return [c for c in configs.columns if c not in skip and pd.api.types.is_numeric_dtype(configs[c])]
@@ -206,7 +206,7 @@ def heatmap_data(table: pd.DataFrame, metric: str | None = None) -> dict[str, pd
     evaluation points of metric)`` (max for accuracy), best over any other
     swept hyperparameter; NaN where every setting diverged in some seed, or
     where the pair was not run. For a measurement's column the config's value
-    is the last point's, and for a column of :func:`jaxopt_lab.results.summary`
+    is the last point's, and for a column of :func:`jaxopt_lab.outputs.results.summary`
     (``steps_to_target``, ``final_sharpness``, ...) the summary's.
 
     Args:

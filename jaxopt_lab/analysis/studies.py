@@ -1,6 +1,6 @@
 """Studies on top of the sweep engine: per-batch-size sweeps, reduction pairs, steps-to-target rules, B_crit.
 
-The sweep engine (:mod:`jaxopt_lab.sweep`) returns a table of metrics; the
+The sweep engine (:mod:`jaxopt_lab.engine.sweep`) returns a table of metrics; the
 questions asked of it by the experiments need a few more pieces, each a small
 function here:
 
@@ -34,10 +34,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from jaxopt_lab import results as results_lib
-from jaxopt_lab import sweep as sweep_lib
-from jaxopt_lab import train as train_lib
+from jaxopt_lab.engine import sweep as sweep_lib
+from jaxopt_lab.engine import train as train_lib
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.outputs import results as results_lib
 
 __all__ = [
     "log_grid",
@@ -111,7 +111,7 @@ def sweep_per_batch_size(
 ) -> pd.DataFrame:
     """One sweep per batch size, each with its own grid, as one results table.
 
-    The engine's :class:`~jaxopt_lab.sweep.Grid` is a cartesian product, so a
+    The engine's :class:`~jaxopt_lab.engine.sweep.Grid` is a cartesian product, so a
     learning-rate grid that moves with the batch size (``lr_sum = lr_mean / B``)
     cannot be one grid. Under the ``bucket`` strategy every batch size is a
     compiled group anyway, so running them one sweep at a time costs no extra
@@ -130,7 +130,7 @@ def sweep_per_batch_size(
       progress: show the sweeps' progress bars.
 
     Returns:
-      A results table (see :mod:`jaxopt_lab.results`); axes missing from some
+      A results table (see :mod:`jaxopt_lab.outputs.results`); axes missing from some
       batch sizes' grids are NaN in their rows.
     """
     if len(batch_sizes) == 0:

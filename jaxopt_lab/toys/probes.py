@@ -3,7 +3,7 @@
 Two groups of pure functions, each the library side of an experiment:
 
 * **Batch-norm running statistics.** :func:`ema_running_statistics` feeds
-  :func:`jaxopt_lab.batchnorm.apply` (training mode) minibatches drawn from a
+  :func:`jaxopt_lab.nn.batchnorm.apply` (training mode) minibatches drawn from a
   fixed population with frozen weights, for many independent chains at once;
   :func:`ema_mean_spread` is the spread its running mean should have, and
   :func:`ema_check` compares the two (and the ``(B - 1)/B`` of the variance).
@@ -38,11 +38,11 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from jaxopt_lab import batchnorm as bn
-from jaxopt_lab import measure as measure_lib
-from jaxopt_lab import metrics as metrics_lib
-from jaxopt_lab import models as models_lib
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.measure import estimators as metrics_lib
+from jaxopt_lab.measure import measurements as measure_lib
+from jaxopt_lab.nn import batchnorm as bn
+from jaxopt_lab.nn import models as models_lib
 
 __all__ = [
     "EmaStatistics",
@@ -270,7 +270,7 @@ def batch_stats_accuracy(
     updated running statistics are discarded.
 
     Args:
-      model: a classifier :class:`~jaxopt_lab.models.Model`.
+      model: a classifier :class:`~jaxopt_lab.nn.models.Model`.
       params, state: its parameters and batch-norm state.
       x: inputs ``(n, ...)``.
       y: integer labels ``(n,)``.
@@ -309,7 +309,7 @@ def full_batch_loss(
       xent: L(θ) = (1/n) Σ_i -log softmax(f_θ(x_i))_{y_i}
 
     Args:
-      model: a :class:`~jaxopt_lab.models.Model` without state (no batch norm).
+      model: a :class:`~jaxopt_lab.nn.models.Model` without state (no batch norm).
       x: inputs ``(n, ...)``.
       y: integer labels ``(n,)``.
       loss: ``"mse"`` (squared error on one-hot targets, as Cohen et al.) or ``"xent"``.
@@ -364,7 +364,7 @@ def gradient_descent_sharpness(
     The sharpness ``λ_max(∇²L(θ))`` is measured at steps ``0, k, 2k, ...,
     num_steps`` (``k = sharpness_every``) by power iteration on Hessian-vector
     products (forward-over-reverse, as
-    :func:`jaxopt_lab.metrics.hessian_top_eigenvalue`). The first measurement
+    :func:`jaxopt_lab.measure.estimators.hessian_top_eigenvalue`). The first measurement
     starts from a random unit vector and runs ``first_power_iters`` iterations;
     each later one starts from the previous eigenvector and runs
     ``power_iters``, since the top eigenvector moves little in ``k`` steps.

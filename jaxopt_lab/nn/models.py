@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxopt_lab import batchnorm as bn
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.nn import batchnorm as bn
 
 __all__ = [
     "Model",
@@ -625,6 +625,6 @@ def from_nnx(constructor) -> Model:
         new_state = nnx.state(module, nnx.BatchStat)
         return outputs, new_state
 
-    from jaxopt_lab.fingerprints import qualified_name
+    from jaxopt_lab.engine.fingerprints import qualified_name
 
     return Model(init, apply, qualified_name(constructor))

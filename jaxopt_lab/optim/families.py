@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_lab import transforms
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.optim import transforms
 
 __all__ = ["Optimizer", "REGISTRY", "resolve", "check_traceable"]
 

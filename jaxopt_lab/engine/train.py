@@ -7,7 +7,7 @@ hyperparameters, weight decay, batch-norm momentum, and under the sweep's
 is this same code under ``jax.vmap``.
 
 The building blocks are shared by :func:`train` (one config, one jitted
-program) and by :mod:`jaxopt_lab.sweep` (a chunk of configs under ``vmap``, run
+program) and by :mod:`jaxopt_lab.engine.sweep` (a chunk of configs under ``vmap``, run
 in segments so the host can report progress between them):
 
 * :func:`init_state` builds a :class:`TrainState` from a key;
@@ -28,12 +28,12 @@ import numpy as np
 import optax
 
 from jaxopt_lab import data as data_lib
-from jaxopt_lab import measure as measure_lib
-from jaxopt_lab import models as models_lib
-from jaxopt_lab import optimizers as optimizers_lib
-from jaxopt_lab import scaling
-from jaxopt_lab import schedules as schedules_lib
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.measure import measurements as measure_lib
+from jaxopt_lab.nn import models as models_lib
+from jaxopt_lab.optim import families as optimizers_lib
+from jaxopt_lab.optim import scaling
+from jaxopt_lab.optim import schedules as schedules_lib
 
 __all__ = [
     "TrainSpec",
@@ -147,7 +147,7 @@ class Target:
             return cls(metric, target)
         raise InputError(
             f"target={value!r} is invalid: expected one metric and its value, e.g. {{'train_loss': 0.5}}, "
-            "or a jaxopt_lab.train.Target"
+            "or a jaxopt_lab.engine.train.Target"
         )
 
 
@@ -160,7 +160,7 @@ class TrainSpec:
         :class:`jaxopt_lab.data.Dataset` of your own arrays (``data.from_arrays``),
         which the engine keys by identity and ``sweep.toml`` records by fingerprint.
       dataset_options: ``(name, value)`` pairs forwarded to ``data.load``.
-      model: a name from ``models.MODELS`` or a :class:`jaxopt_lab.models.Model`.
+      model: a name from ``models.MODELS`` or a :class:`jaxopt_lab.nn.models.Model`.
       model_options: ``(name, value)`` pairs forwarded to ``models.create``.
       optimizer: a name from ``optimizers.REGISTRY`` or a :class:`jaxopt_lab.Optimizer`.
       optimizer_flags: keyword-only flags of that alias, e.g. ``(("nesterov", True),)``.
@@ -870,7 +870,7 @@ def measurement_columns(spec: TrainSpec, dataset: data_lib.Dataset) -> tuple[str
     measurement that cannot run on this spec and data, that returns something other
     than named real scalars, or whose column another measurement or the table has,
     and for a target naming a column the run does not have. Abstract: nothing runs."""
-    from jaxopt_lab import results as results_lib
+    from jaxopt_lab.outputs import results as results_lib
 
     for m in spec.measure:
         m.check(spec, dataset)

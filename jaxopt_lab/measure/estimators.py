@@ -102,7 +102,7 @@ def example_loss(batch_loss_fn: Callable[[Any, Any], jax.Array]) -> Callable[[An
     """Turns a loss over a batch into a loss over one example, for :func:`per_example_grads`.
 
     The example gets a batch axis of length one, so a model that expects
-    batches (as those of ``jaxopt_lab.models`` do) can be used unchanged. With
+    batches (as those of ``jaxopt_lab.nn.models`` do) can be used unchanged. With
     batch normalization, evaluate it in inference mode (``train=False``): the
     statistics of a batch of one are not those of training.
 

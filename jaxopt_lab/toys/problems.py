@@ -48,8 +48,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_lab import batchnorm, metrics
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.measure import estimators as metrics
+from jaxopt_lab.nn import batchnorm
 
 __all__ = [
     "Trajectory",
@@ -136,7 +137,7 @@ def bias_batchnorm_loss(u: jax.Array, y: jax.Array, *, stop_gradient_stats: bool
       x = u + b, \qquad \hat x = \mathrm{BN}(x) = \frac{x - \mu_B(x)}{\sqrt{\sigma_B^2(x)
       + \epsilon}}, \qquad \ell(b) = \tfrac12 \operatorname{mean}\,(\hat x - y)^2 .
 
-    ``BN`` is :func:`jaxopt_lab.batchnorm.apply` in training mode with its
+    ``BN`` is :func:`jaxopt_lab.nn.batchnorm.apply` in training mode with its
     affine parameters at their initial values (scale 1, bias 0). The loss does
     not depend on ``b`` (normalization undoes any shift), so its true gradient is
     0. With ``stop_gradient_stats=True`` the batch statistics are constants in
@@ -241,9 +242,9 @@ def optimize(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_lab import transforms
+      >>> from jaxopt_lab import optim
       >>> f = quadratic(jnp.array([1.0, 0.1]))
-      >>> tr = optimize(f, transforms.sgd(0.5), jnp.array([1.0, 1.0]), 2)
+      >>> tr = optimize(f, optim.sgd(0.5), jnp.array([1.0, 1.0]), 2)
       >>> tr.params  # x_t = (1 - 0.5 h)^t x_0
       Array([[1.    , 1.    ],
              [0.5   , 0.95  ],
@@ -363,7 +364,7 @@ def best_learning_rate(
 def steps_to_stay_below(losses: jax.typing.ArrayLike, tol: float) -> np.ndarray:
     """First step from which the loss stays ``<= tol`` to the end of the run; inf if it ends above.
 
-    Unlike the first crossing (:func:`jaxopt_lab.metrics.steps_to_target`), a
+    Unlike the first crossing (:func:`jaxopt_lab.measure.estimators.steps_to_target`), a
     run that dips below ``tol`` and climbs back (a limit cycle, a chaotic
     orbit) does not count until it settles.
 
