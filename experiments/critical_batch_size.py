@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 
 from jaxopt_lab import Grid, sweep
 from jaxopt_lab.analysis import studies
+from jaxopt_lab.analysis.tables import best_settings
 from jaxopt_lab.engine.train import Target
 
 BATCH_SIZES = [4, 8, 32, 128, 512, 4000]  # two small ones for the perfect-scaling check
@@ -38,6 +39,7 @@ LR_START = {"sgd": 0.05, "momentum": 0.003, "adam": 0.002}  # first window's cen
 TARGET, MAX_STEPS, TOL = 0.5, 30_000, 0.15
 SEEDS = [0, 1]  # two seeds: the steps-to-target of one run is noisy at small B
 PER_DECADE, WINDOW, MAX_SHIFTS = 4, (-1, 3), 3
+HPARAMS = ["optimizer", "batch_size", "learning_rate", "seed"]  # the settings best_settings ranks
 SPEC = dict(
     model="mlp", model_options={"hidden": (64, 64)}, eval_every=1, eval_growth=1.05,
     measure_batch_size=4000, target=Target("train_set_loss", TARGET),
@@ -56,8 +58,12 @@ def window(optimizer, batch_size, ks, budget):
     }
     grid = Grid(learning_rate=[float(10.0 ** (k / PER_DECADE)) for k in ks], seed=SEEDS)
     runs = sweep(spec, grid, progress=False).summary()
-    runs["k"] = np.round(np.log10(runs.learning_rate) * PER_DECADE).astype(int)
+    runs["k"] = _k(runs.learning_rate)
     return runs
+
+
+def _k(learning_rate):
+    return np.round(np.log10(learning_rate) * PER_DECADE).astype(int)
 
 
 def search(optimizer, lr_start):
@@ -73,9 +79,9 @@ def search(optimizer, lr_start):
         for _ in range(MAX_SHIFTS + 1):
             tried.append(window(optimizer, b, ks, budget))
             runs = pd.concat(tried, ignore_index=True)
-            score = runs.groupby("k").steps_to_target.agg(lambda v: v.mean(skipna=False))
-            best = score.idxmin() if score.notna().any() else None  # ties: the smaller lr
-            ordered = sorted(score.index)
+            winner = best_settings(runs, "batch_size", "steps_to_target", hparams=HPARAMS).iloc[0]
+            best = None if np.isnan(winner.learning_rate) else _k(winner.learning_rate)
+            ordered = sorted(runs.k.unique())
             if best is None and runs[runs.k == ordered[-1]].diverged.any():
                 break  # too slow below, diverging above
             if best is None or best == ordered[-1]:
@@ -87,15 +93,17 @@ def search(optimizer, lr_start):
         runs["best"] = runs.k == best
         frames.append(runs)
         if best is not None:
-            centre, budget = best, min(MAX_STEPS, math.ceil(1.5 * score[best]))
+            centre, budget = best, min(MAX_STEPS, math.ceil(1.5 * winner.steps_to_target_mean))
     return pd.concat(frames, ignore_index=True)
 
 
 def main():
     table = pd.concat([search(o, lr) for o, lr in LR_START.items()], ignore_index=True)
     table.to_csv(OUT / "critical_batch_size.csv", index=False)
-    best = studies.best_steps(
-        table[["optimizer", "batch_size", "learning_rate", "seed", "steps_to_target", "examples_to_target"]]
+    best = best_settings(
+        table, ["optimizer", "batch_size"], "steps_to_target", hparams=HPARAMS, report=["examples_to_target"]
+    ).rename(
+        columns={"steps_to_target_mean": "steps_to_target", "examples_to_target_mean": "examples_to_target"}
     )
     by_opt = dict(list(best.groupby("optimizer")))
     fits = {o: studies.fit_critical_batch_size(g.batch_size, g.steps_to_target) for o, g in by_opt.items()}

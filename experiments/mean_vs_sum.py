@@ -22,9 +22,8 @@ import numpy as np
 from _results import OUT
 from matplotlib.figure import Figure
 
-from jaxopt_lab.analysis import studies
+from jaxopt_lab.analysis import studies, tables
 from jaxopt_lab.engine.train import TrainSpec
-from jaxopt_lab.outputs import results
 
 BS = [1, 4, 16, 64, 256, 512]  # factor-4 steps from single examples, then 512
 LRS = {
@@ -76,7 +75,7 @@ def main():
             for o, r, bs, f, g in RUNS
         ]
     )
-    results.summary(table).to_csv(OUT / "mean_vs_sum.csv", index=False)  # one row per config
+    tables.summary(table).to_csv(OUT / "mean_vs_sum.csv", index=False)  # one row per config
     adam = table.optimizer == "adam"
     gaps = [
         studies.rescaled_gaps(table[table.optimizer == "sgd"], {"learning_rate": 1}),
@@ -84,7 +83,7 @@ def main():
     ]
     finite = np.concatenate([g.max_rel_gap[~g.diverged_sum & ~g.diverged_mean] for g in gaps])
     same_divergence = all((g.diverged_sum == g.diverged_mean).all() for g in gaps)
-    best = results.best_learning_rates(
+    best = tables.best_learning_rates(
         table[~adam | (table.eps == 1e-8)], metric=METRIC, by=("optimizer", "reduction", "batch_size")
     )
     lr = best.pivot_table(index="batch_size", columns=["optimizer", "reduction"], values="learning_rate")

@@ -56,6 +56,8 @@ DEFAULT_SWEEP = {
     },
     "sweep": {"strategy": "auto"},
 }
+# How the output folder's errors name the options: as the command's flags.
+_FLAG_NAMES = {"resume": "--resume", "overwrite": "--overwrite", "shard": "--shard "}
 _DEFAULT_OUT = {"sweep": os.path.join("runs", "default"), "run": os.path.join("runs", "run")}
 
 
@@ -320,13 +322,11 @@ def _single(values: list, flag: str):
     return values
 
 
-def _refuse_python_objects(path: str, objects: dict) -> None:
+def _refuse_python_objects(path: str, definition: dict) -> None:
     """A sweep run from Python with its own objects cannot run from the command: say which."""
-    named = [
-        f"{kind} {entry['name']}" for kind, entry in objects.items() if kind not in ("optimizer", "measure")
-    ]
-    named += [f"optimizer {name} ({entry['name']})" for name, entry in objects.get("optimizer", {}).items()]
-    named += [f"measure {entry['name']}" for entry in objects.get("measure", {}).values()]
+    from jaxopt_lab.outputs import schema as schema_lib
+
+    named = schema_lib.python_objects(definition)
     if named:
         raise InputError(
             f"--config {path!r} was run from Python with its own objects ({', '.join(named)}): run it "
@@ -335,14 +335,14 @@ def _refuse_python_objects(path: str, objects: dict) -> None:
 
 
 def _definition_from_args(args) -> dict:
-    from jaxopt_lab.outputs import results
+    from jaxopt_lab.outputs import schema as schema_lib
 
     single = args.command == "run"
     if args.config is not None:
         if not os.path.isfile(args.config):
             raise _UsageError(f"--config {args.config!r} is invalid: no such file")
-        definition = results.read_definition(args.config)
-        _refuse_python_objects(args.config, definition.get("objects", {}))
+        definition = schema_lib.read_definition(args.config)
+        _refuse_python_objects(args.config, definition)
     else:
         definition = copy.deepcopy(DEFAULT_SWEEP)
         if single:
@@ -459,34 +459,17 @@ def _shard(text: str | None, environ=os.environ) -> tuple[int, int] | None:
     return index, count
 
 
-def _sweep_arguments(definition: dict) -> tuple[dict, dict]:
-    """The spec (with its option tables) and the sweep options of a definition."""
-    spec = dict(definition["spec"])
-    for table in ("model_options", "dataset_options", "optimizer_flags", "measure", "target"):
-        if definition.get(table):
-            spec[table] = definition[table]
-    options = dict(definition.get("sweep", {}))
-    options.pop("chunk_widths", None)  # how a folder was cut: the sweep reads it from the folder
-    unknown = sorted(set(options) - {"strategy", "chunk_size"})
-    if unknown:
-        raise InputError(f"[sweep] key {unknown[0]!r} is invalid: expected 'strategy' or 'chunk_size'")
-    return spec, options
-
-
 def _run_definition(definition: dict, out: str, args) -> int:
+    from jaxopt_lab.analysis import tables as tables_lib
     from jaxopt_lab.engine.sweep import Grid, sweep
-    from jaxopt_lab.outputs import plots, results
+    from jaxopt_lab.outputs import plots
+    from jaxopt_lab.outputs import schema as schema_lib
+    from jaxopt_lab.outputs.folder import Folder
 
-    spec, options = _sweep_arguments(definition)
+    spec, options = schema_lib.sweep_arguments(definition)
     if args.command == "run":  # one config per device: the numbers of the config run alone (train())
         options.setdefault("chunk_size", 1)
     shard = _shard(getattr(args, "shard", None)) if args.command == "sweep" else None
-    if shard and args.overwrite:
-        raise _UsageError("--shard and --overwrite are exclusive: a worker would delete the others' chunks")
-    if not (args.resume or args.overwrite or shard) and os.path.isdir(out) and os.listdir(out):
-        raise _UsageError(
-            f"output folder {out!r} is not empty: pass --resume to finish it or --overwrite to replace it"
-        )
     # Flags not given leave the engine's defaults; --checkpoint-every inf is the engine's None.
     if args.checkpoint_every is not None:
         options["checkpoint_every"] = None if args.checkpoint_every == math.inf else args.checkpoint_every
@@ -495,7 +478,7 @@ def _run_definition(definition: dict, out: str, args) -> int:
     result = sweep(
         spec,
         Grid(**definition["grid"]),
-        out=out,
+        out=Folder(out, names=_FLAG_NAMES),  # its errors name the command's flags
         resume=args.resume,
         overwrite=args.overwrite,
         progress="lines" if args.no_progress else True,
@@ -519,12 +502,12 @@ def _run_definition(definition: dict, out: str, args) -> int:
     )
     if args.command == "run" and result.table["config_id"].nunique() == 1:
         _print_config(
-            results.summary(result.table).iloc[0],
-            results.hyperparameter_columns(result.table),
-            results.measured_columns(result.table),
+            tables_lib.summary(result.table).iloc[0],
+            tables_lib.hyperparameter_columns(result.table),
+            tables_lib.measured_columns(result.table),
         )
     else:
-        _print_best(results.best_learning_rates(result.table))
+        _print_best(tables_lib.best_learning_rates(result.table))
     return 0
 
 
@@ -581,7 +564,9 @@ def _print_best(best) -> None:
 
 
 def _report(path: str, metric: str | None = None, x_axis: str = "examples") -> int:
-    from jaxopt_lab.outputs import plots, results
+    from jaxopt_lab.analysis import tables as tables_lib
+    from jaxopt_lab.outputs import folder as folder_lib
+    from jaxopt_lab.outputs import plots
 
     if not os.path.isfile(os.path.join(path, "results.parquet")):
         if not os.path.isfile(os.path.join(path, "sweep.toml")):
@@ -596,7 +581,7 @@ def _report(path: str, metric: str | None = None, x_axis: str = "examples") -> i
                 file=sys.stderr,
             )
             return 1
-    table, _ = results.load(path)
+    table, _ = folder_lib.load(path)
     extra = []
     if metric is not None:  # first: a bad --metric stops the report before it draws anything
         x = "step" if x_axis == "steps" else "examples_seen"
@@ -608,18 +593,18 @@ def _report(path: str, metric: str | None = None, x_axis: str = "examples") -> i
             plots.heatmap(table, os.path.join(path, extra[-1]), metric=metric)
     names = plots.draw(table, path) + extra
     print(f"redrew {', '.join(os.path.join(path, n) for n in names)}")
-    _print_best(results.best_learning_rates(table))
+    _print_best(tables_lib.best_learning_rates(table))
     return 0
 
 
 def _assemble_shards(path: str) -> list[str]:
     """Write a job array's table from its chunk files; returns the chunks still missing."""
     from jaxopt_lab.engine.sweep import Grid, sweep
-    from jaxopt_lab.outputs import results
+    from jaxopt_lab.outputs import schema as schema_lib
 
-    definition = results.read_definition(os.path.join(path, "sweep.toml"))
-    _refuse_python_objects(os.path.join(path, "sweep.toml"), definition.get("objects", {}))
-    spec, options = _sweep_arguments(definition)
+    definition = schema_lib.read_definition(os.path.join(path, "sweep.toml"))
+    _refuse_python_objects(os.path.join(path, "sweep.toml"), definition)
+    spec, options = schema_lib.sweep_arguments(definition)
     result = sweep(spec, Grid(**definition["grid"]), out=path, progress=False, compute=False, **options)
     return list(result.missing)
 

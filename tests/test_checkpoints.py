@@ -14,7 +14,7 @@ from _processes import command_process
 from jaxopt_lab import cli
 from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
-from jaxopt_lab.outputs import results
+from jaxopt_lab.outputs import folder
 
 # 4 configs in one chunk of 4 (one per device), 100 segments of 20 steps
 ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "16", "--steps", "2000", "--eval-every", "20"]
@@ -63,7 +63,7 @@ def test_a_killed_chunk_resumes_from_its_checkpoint_and_gives_the_uninterrupted_
     assert segments["n"] == (2000 - saved) // 20  # only the segments after the checkpoint
     pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(out, "results.parquet")), whole)
     assert not os.path.exists(os.path.join(out, CHECKPOINTS))  # the chunk's file replaced it
-    assert results.foreign_entries(out) == []
+    assert folder.foreign_entries(out) == []
 
 
 def test_bad_checkpoint_intervals_are_refused(tmp_path, capsys):

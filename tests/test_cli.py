@@ -66,9 +66,9 @@ def test_run_writes_the_sweep_files(tmp_path, capsys):
     assert "learning_rate=0.1, batch_size=16, seed=3" in printed and "test accuracy" in printed
     assert "lr_at_edge" not in printed
     # every value the run used is recorded, so `--config` runs exactly it again
-    from jaxopt_lab.outputs import results
+    from jaxopt_lab.outputs import schema
 
-    grid = results.read_definition(out / "sweep.toml")["grid"]
+    grid = schema.read_definition(out / "sweep.toml")["grid"]
     assert grid["optimizer"] == ["sgd"] and grid["learning_rate"] == [0.1] and grid["seed"] == [3]
     assert grid["weight_decay"] == [0.0] and grid["bn_momentum"] == [0.99] and grid["batch_size"] == [16]
 
@@ -338,9 +338,9 @@ def test_diverge_above_flags_configs_and_is_recorded(tmp_path):
     assert cli.main([*argv, "--diverge-above", "1e-6", "--out", str(out)]) == 0
     table = pd.read_parquet(out / "results.parquet")
     assert table["diverged"].all() and table["test_loss"].isna().all()  # no loss is below 1e-6
-    from jaxopt_lab.outputs import results
+    from jaxopt_lab.outputs import schema
 
-    assert results.read_definition(out / "sweep.toml")["spec"]["diverge_above"] == 1e-6
+    assert schema.read_definition(out / "sweep.toml")["spec"]["diverge_above"] == 1e-6
     assert cli.main([*argv, "--out", str(tmp_path / "default")]) == 0
     assert not pd.read_parquet(tmp_path / "default" / "results.parquet")["diverged"].any()
 
@@ -388,9 +388,9 @@ def test_loss_and_label_smoothing_from_the_command(tmp_path):
     assert cli.main(argv) == 0
     table = pd.read_parquet(out / "results.parquet")
     assert sorted(table["label_smoothing"].unique()) == [0.0, 0.3]
-    from jaxopt_lab.outputs import results
+    from jaxopt_lab.outputs import schema
 
-    assert results.read_definition(out / "sweep.toml")["spec"]["loss"] == "cross_entropy"
+    assert schema.read_definition(out / "sweep.toml")["spec"]["loss"] == "cross_entropy"
 
 
 def test_schedule_axes_from_the_command(tmp_path):
@@ -406,16 +406,16 @@ def test_schedule_axes_from_the_command(tmp_path):
             0, 0.1, row["warmup_steps"], 20, 0.1 * row["final_lr_fraction"]
         )
         assert row["applied_lr"] == pytest.approx(float(lr(19)), rel=1e-6)
-    from jaxopt_lab.outputs import results
+    from jaxopt_lab.outputs import schema
 
-    assert results.read_definition(out / "sweep.toml")["grid"]["warmup_steps"] == [0.0, 5.0]
+    assert schema.read_definition(out / "sweep.toml")["grid"]["warmup_steps"] == [0.0, 5.0]
 
 
 def test_measurements_and_a_target_from_the_command(tmp_path, capsys):
     """--measure and --target write their columns, pictures and definition tables; the
     definition runs again to the same table; report --metric draws any column; a resume
     with other measurements, an unknown one and a malformed target are one line, exit 2."""
-    from jaxopt_lab.outputs import results
+    from jaxopt_lab.outputs import schema
 
     out, again = tmp_path / "measured", tmp_path / "again"
     flags = [
@@ -444,7 +444,7 @@ def test_measurements_and_a_target_from_the_command(tmp_path, capsys):
         )
     for name in ("curves_sharpness.png", "curves_noise_scale_running.png", "heatmap_steps_to_target.png"):
         assert (out / name).stat().st_size > 0
-    definition = results.read_definition(out / "sweep.toml")
+    definition = schema.read_definition(out / "sweep.toml")
     assert list(definition["measure"]) == ["sharpness", "noise_scale"]
     assert definition["target"] == {
         "metric": "test_accuracy",

@@ -14,7 +14,7 @@ from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
 from jaxopt_lab.nn import models as M
 from jaxopt_lab.optim import families as O
-from jaxopt_lab.outputs import results
+from jaxopt_lab.outputs import schema
 
 SPEC = dict(dataset="regression", dataset_options={"n": 64, "dim": 4, "n_test": 16}, steps=4, eval_every=2)
 
@@ -66,7 +66,7 @@ def test_a_resume_refuses_another_object_under_the_same_name_and_takes_the_same(
         return S.sweep(spec, grid, out=out, progress=False, **kwargs)
 
     first = run()
-    definition = results.read_definition(out / "sweep.toml")
+    definition = schema.read_definition(out / "sweep.toml")
     assert definition["spec"]["model"] == f"python:{__name__}.Wide"
     assert definition["spec"]["loss"] == f"python:{__name__}._scaled_loss.<locals>.<lambda>"
     objects = definition["objects"]

@@ -276,7 +276,7 @@ def test_curves_of_a_measurement_follow_the_best_lr_by_the_default_metric(tmp_pa
     ]
     np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-12)
     assert sgd.get_xlabel() == "step"
-    assert "sharpness" not in plots.results_lib.hyperparameter_columns(table)
+    assert "sharpness" not in plots.tables_lib.hyperparameter_columns(table)
     # With a target the configs stop there: the best lr is the one with the fewest steps
     # (sgd, B=8: lr 0.01 needs (1.5 + 1.7) / 2 steps, lr 0.1 (2.2 + 2.4) / 2).
     fig = plots.curves(_measured_table(), metric="sharpness")

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxopt_lab.outputs import results
+from jaxopt_lab.analysis import tables
+from jaxopt_lab.outputs import atomic, folder, schema
 
 NAN = math.nan
 
@@ -56,7 +57,7 @@ def _two_config_table():
 
 
 def test_summary_by_hand():
-    got = results.summary(_two_config_table())
+    got = tables.summary(_two_config_table())
     assert list(got.columns) == [
         "config_id",
         "optimizer",
@@ -102,7 +103,7 @@ def test_summary_best_step_missing_when_every_test_loss_is_nan():
             diverged=[True, True],
         )
     )
-    got = results.summary(table)
+    got = tables.summary(table)
     assert got["best_step"].isna().all()
     assert np.isnan(got["best_test_loss"]).all()
     assert got["diverged"].tolist() == [True]
@@ -153,7 +154,7 @@ _CELLS = {
 
 
 def test_best_learning_rates_by_hand():
-    got = results.best_learning_rates(_ranking_table(_CELLS))
+    got = tables.best_learning_rates(_ranking_table(_CELLS))
     assert list(got.columns) == [
         "optimizer",
         "batch_size",
@@ -186,7 +187,7 @@ def test_best_learning_rates_by_hand():
 
 def test_best_learning_rates_maximizes_accuracy_and_groups_by_optimizer():
     # Accuracy is 1 - loss in the table, so the winners are the same learning rates.
-    got = results.best_learning_rates(
+    got = tables.best_learning_rates(
         _ranking_table(_CELLS), by="optimizer", metric="best_test_accuracy"
     ).set_index("optimizer")
     # Per optimizer, the batch size is now a nuisance hyperparameter: best over it.
@@ -212,7 +213,7 @@ def test_best_learning_rates_nuisance_hyperparameter_and_all_diverged_group():
     for cid, (opt, b, lr, mom, seed, best, div) in enumerate(cells):
         hp = dict(optimizer=opt, learning_rate=lr, batch_size=b, seed=seed, momentum=mom)
         rows += _config_rows(cid, hp, [1], b, [best], [best], [NAN], [div])
-    got = results.best_learning_rates(pd.DataFrame(rows)).set_index("optimizer")
+    got = tables.best_learning_rates(pd.DataFrame(rows)).set_index("optimizer")
     assert got.loc["momentum", "learning_rate"] == 0.1
     assert got.loc["momentum", "momentum"] == 0.9
     assert got.loc["momentum", "best_test_loss_mean"] == pytest.approx(0.405)
@@ -234,13 +235,13 @@ def test_best_learning_rates_nuisance_hyperparameter_and_all_diverged_group():
 )
 def test_best_learning_rates_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        results.best_learning_rates(_two_config_table(), **kwargs)
+        tables.best_learning_rates(_two_config_table(), **kwargs)
 
 
 def test_summary_rejects_a_table_without_metrics():
     table = _two_config_table().drop(columns=["test_loss", "diverged"])
     with pytest.raises(ValueError, match=r"table is missing column\(s\) 'test_loss', 'diverged'"):
-        results.summary(table)
+        tables.summary(table)
 
 
 # --------------------------------------------------------------------------- TOML
@@ -288,8 +289,8 @@ def _bits(value):
 def test_toml_round_trip_is_exact(tmp_path):
     definition = _definition()
     path = tmp_path / "sweep.toml"
-    results.write_definition(path, definition)
-    got = results.read_definition(path)
+    schema.write_definition(path, definition)
+    got = schema.read_definition(path)
     assert got == definition
     assert list(got) == list(definition)
     for key, value in definition["spec"].items():
@@ -303,7 +304,7 @@ def test_toml_round_trip_is_exact(tmp_path):
 
 def test_toml_nan_numpy_scalars_and_tuples(tmp_path):
     path = tmp_path / "sweep.toml"
-    results.write_definition(
+    schema.write_definition(
         path,
         {
             "spec": {
@@ -316,7 +317,7 @@ def test_toml_nan_numpy_scalars_and_tuples(tmp_path):
             }
         },
     )
-    got = results.read_definition(path)["spec"]
+    got = schema.read_definition(path)["spec"]
     assert math.isnan(got["nan"])
     assert got["f32"] == float(np.float32(0.1)) and type(got["f32"]) is float
     assert got["i64"] == 3 and type(got["i64"]) is int
@@ -329,15 +330,15 @@ def test_toml_round_trip_of_the_default_sweep(tmp_path):
     from jaxopt_lab.cli import DEFAULT_SWEEP
 
     path = tmp_path / "sweep.toml"
-    results.write_definition(path, DEFAULT_SWEEP)
-    assert results.read_definition(path) == DEFAULT_SWEEP
+    schema.write_definition(path, DEFAULT_SWEEP)
+    assert schema.read_definition(path) == DEFAULT_SWEEP
 
 
 def test_malformed_toml_is_one_line_naming_the_file(tmp_path):
     path = tmp_path / "sweep.toml"
     path.write_text('[spec]\ndataset = "mnist1d"\nsteps 100\n')
     with pytest.raises(ValueError) as info:
-        results.read_definition(path)
+        schema.read_definition(path)
     message = str(info.value)
     assert message.startswith(f"malformed TOML in {path}: Expected '=' after a key")
     assert "line 3, column 7" in message
@@ -355,7 +356,7 @@ def test_unknown_top_level_tables_are_rejected(tmp_path, text, name):
     path = tmp_path / "sweep.toml"
     path.write_text(text)
     with pytest.raises(ValueError, match=rf"unknown top-level .* {name} in {path}: expected"):
-        results.read_definition(path)
+        schema.read_definition(path)
 
 
 @pytest.mark.parametrize(
@@ -370,7 +371,7 @@ def test_unknown_top_level_tables_are_rejected(tmp_path, text, name):
 def test_write_definition_rejects_what_toml_cannot_hold(tmp_path, definition, match):
     path = tmp_path / "sweep.toml"
     with pytest.raises(ValueError, match=match):
-        results.write_definition(path, definition)
+        schema.write_definition(path, definition)
     assert not os.listdir(tmp_path)
 
 
@@ -382,9 +383,9 @@ def test_save_load_round_trip(tmp_path):
     table["momentum"] = [NAN, NAN, NAN, 0.9, 0.9, 0.9]
     definition = _definition()
     out = tmp_path / "runs" / "x"
-    results.save(out, table, definition)
+    folder.save(out, table, definition)
     assert sorted(os.listdir(out)) == ["results.parquet", "summary.csv", "sweep.toml"]
-    got_table, got_definition = results.load(out)
+    got_table, got_definition = folder.load(out)
     pd.testing.assert_frame_equal(got_table, table)
     assert got_definition == definition
     csv = pd.read_csv(out / "summary.csv")
@@ -397,9 +398,9 @@ def test_save_load_round_trip(tmp_path):
 
 def test_load_names_the_missing_file(tmp_path):
     with pytest.raises(ValueError, match=r"out_dir .* is invalid: it has no results\.parquet"):
-        results.load(tmp_path)
+        folder.load(tmp_path)
     with pytest.raises(ValueError, match=r"path .*nope\.toml' is invalid: no such file"):
-        results.read_definition(tmp_path / "nope.toml")
+        schema.read_definition(tmp_path / "nope.toml")
 
 
 def test_atomic_write_keeps_the_old_file_on_interrupt(tmp_path, monkeypatch):
@@ -411,7 +412,7 @@ def test_atomic_write_keeps_the_old_file_on_interrupt(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        results.atomic_write_bytes(path, b"new contents")
+        atomic.atomic_write_bytes(path, b"new contents")
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["results.parquet"]
 
@@ -420,9 +421,9 @@ def test_atomic_write_replaces_with_ordinary_permissions(tmp_path):
     plain = tmp_path / "plain"
     plain.write_bytes(b"")
     path = tmp_path / "file"
-    results.atomic_write_bytes(path, b"abc")
+    atomic.atomic_write_bytes(path, b"abc")
     assert path.read_bytes() == b"abc"
     assert os.stat(path).st_mode == os.stat(plain).st_mode
-    results.atomic_write_bytes(path, b"de")
+    atomic.atomic_write_bytes(path, b"de")
     assert path.read_bytes() == b"de"
     assert sorted(os.listdir(tmp_path)) == ["file", "plain"]

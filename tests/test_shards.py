@@ -10,7 +10,7 @@ from _processes import command_process
 from jaxopt_lab import cli
 from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
-from jaxopt_lab.outputs import results
+from jaxopt_lab.outputs import schema
 
 # 12 configs in chunks of 4: three chunks, one per worker of a 3-task array
 ARGV = ["--dataset", "digits", "--model", "mlp", "--hidden", "8", "--steps", "20", "--eval-every", "10"]
@@ -50,8 +50,8 @@ def test_shards_in_turn_then_report(tmp_path, capsys):
     assert "is not complete: 2 chunks are missing (group000-chunk0000.parquet, group000-chunk0002" in err
     assert not (out / "results.parquet").exists()
     # the remaining shards, one after the other, from Python; the last writes the table
-    definition = results.read_definition(out / "sweep.toml")
-    spec, options = cli._sweep_arguments(definition)
+    definition = schema.read_definition(out / "sweep.toml")
+    spec, options = schema.sweep_arguments(definition)
     grid = S.Grid(**definition["grid"])
     first = S.sweep(spec, grid, out=out, shard=(0, 3), progress=False, **options)
     assert first.missing == ("group000-chunk0002.parquet",) and not first.complete
@@ -74,7 +74,7 @@ def test_a_slurm_job_array_task_is_a_shard():
     [
         (["--shard", "3/3"], "--shard '3/3' is invalid: expected I/N with 0 <= I < N"),
         (["--shard", "one"], "--shard 'one' is invalid: expected I/N, e.g. 0/3"),
-        (["--shard", "0/2", "--overwrite"], "--shard and --overwrite are exclusive"),
+        (["--shard", "0/2", "--overwrite"], "--shard 0/2 and --overwrite are exclusive"),
     ],
 )
 def test_bad_shards_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from jaxopt_lab import data as data_lib
-from jaxopt_lab.analysis import studies
+from jaxopt_lab.analysis import studies, tables
 from jaxopt_lab.engine import train as T
 from jaxopt_lab.engine.train import TrainSpec
 
@@ -198,34 +198,49 @@ def test_sweep_per_batch_size_gives_each_batch_size_its_grid_and_evaluations():
         studies.sweep_per_batch_size(spec, [8], {"batch_size": [8]})
 
 
-def test_best_steps_by_hand():
-    table = pd.DataFrame(
+def test_best_settings_by_steps_to_target_by_hand():
+    configs = pd.DataFrame(
         {
             "optimizer": ["sgd"] * 7,
             "batch_size": [4, 4, 4, 8, 8, 8, 16],
             "learning_rate": [0.1, 0.2, 0.4, 0.1, 0.2, 0.4, 0.1],
             "seed": 0,
             "steps_to_target": [300.0, 200.0, 200.0, np.nan, 150.0, 120.0, np.nan],
+            "diverged": False,
         }
     )
-    best = studies.best_steps(table).set_index("batch_size")
-    assert best.loc[4, "learning_rate"] == 0.2 and best.loc[4, "steps_to_target"] == 200.0  # tie: smaller lr
-    assert not best.loc[4, "lr_at_edge"] and best.loc[4, "num_reached"] == 3
-    assert best.loc[8, "learning_rate"] == 0.4 and best.loc[8, "lr_at_edge"]
-    assert np.isnan(best.loc[16, "learning_rate"]) and best.loc[16, "num_reached"] == 0
+    best = tables.best_settings(
+        configs, ["optimizer", "batch_size"], "steps_to_target", hparams=list(configs.columns[:4])
+    ).set_index("batch_size")
+    assert (
+        best.loc[4, "learning_rate"] == 0.2 and best.loc[4, "steps_to_target_mean"] == 200.0
+    )  # tie: smaller lr
+    assert not best.loc[4, "lr_at_edge"] and best.loc[4, "num_diverged_lrs"] == 0
+    assert (
+        best.loc[8, "learning_rate"] == 0.4
+        and best.loc[8, "lr_at_edge"]
+        and best.loc[8, "num_diverged_lrs"] == 1
+    )
+    assert np.isnan(best.loc[16, "learning_rate"]) and best.loc[16, "num_diverged_lrs"] == 1
 
 
-def test_best_steps_averages_seeds_and_needs_all_of_them():
-    table = pd.DataFrame(
+def test_best_settings_average_seeds_and_need_all_of_them():
+    configs = pd.DataFrame(
         {
             "optimizer": "sgd",
             "batch_size": 4,
-            "learning_rate": [0.1, 0.1, 0.2, 0.2, 0.4, 0.4],
-            "seed": [0, 1] * 3,
-            "steps_to_target": [100.0, 300.0, 150.0, 170.0, 50.0, np.nan],
-            "b_simple_at_target": [np.nan, np.nan, 10.0, 30.0, np.nan, np.nan],
+            "learning_rate": [0.1, 0.1, 0.2, 0.2, 0.4, 0.4, 0.8, 0.8],
+            "seed": [0, 1] * 4,
+            "steps_to_target": [100.0, 300.0, 150.0, 170.0, 50.0, np.nan, 10.0, 20.0],
+            "b_simple_at_target": [np.nan, np.nan, 10.0, 30.0, np.nan, np.nan, 1.0, 1.0],
+            "diverged": [False] * 7 + [True],  # 0.8: one seed reached the target, then diverged
         }
     )
-    best = studies.best_steps(table).iloc[0]
-    assert best.learning_rate == 0.2 and best.steps_to_target == 160.0  # 0.1 averages 200; 0.4 lacks a seed
-    assert best.b_simple_at_target == 20.0 and best.num_seeds == 2 and best.num_reached == 2
+    hparams = ["optimizer", "batch_size", "learning_rate", "seed"]
+    best = tables.best_settings(
+        configs, "batch_size", "steps_to_target", hparams=hparams, report=["b_simple_at_target"]
+    ).iloc[0]
+    # 0.1 averages 200; 0.4 lacks a seed; 0.8 has a diverged seed.
+    assert best.learning_rate == 0.2 and best.steps_to_target_mean == 160.0
+    assert best.b_simple_at_target_mean == 20.0 and best.num_seeds == 2 and best.num_diverged_lrs == 2
+    assert best.steps_to_target_std == np.std([150.0, 170.0], ddof=1)

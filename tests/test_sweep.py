@@ -10,6 +10,7 @@ import pytest
 
 from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.engine import train as T
+from jaxopt_lab.outputs import schema
 
 SPEC = dict(
     dataset="digits", model="mlp", model_options={"hidden": (16,), "batchnorm": True}, steps=40, eval_every=20
@@ -236,8 +237,8 @@ def test_resume_refuses_a_different_sweep(tmp_path):
 
 def test_a_spec_field_an_older_sweep_toml_lacks_reads_as_its_default():
     now = {"spec": {"steps": 10, "loss": "auto", "diverge_above": None}, "grid": {"seed": [0]}}
-    assert S._definition_difference({"spec": {"steps": 10}, "grid": {"seed": [0]}}, now) is None
-    assert "[spec] loss is 'mse' in the folder and 'auto' now" == S._definition_difference(
+    assert schema.difference({"spec": {"steps": 10}, "grid": {"seed": [0]}}, now) is None
+    assert "[spec] loss is 'mse' in the folder and 'auto' now" == schema.difference(
         {"spec": {"steps": 10, "loss": "mse"}, "grid": {"seed": [0]}}, now
     )
 
@@ -253,7 +254,7 @@ def test_a_resume_ignores_list_order_and_chunk_size_and_keeps_the_folders(tmp_pa
     assert calls["n"] == -100 + 1  # the one unfinished chunk, at the folder's chunk size
     full = _run(grid, chunk_size=2, strategy="bucket", plots=False)
     _assert_same(resumed, full)  # the folder's config ids and order
-    assert S.results_lib.read_definition(tmp_path / "sweep.toml")["sweep"]["chunk_size"] == 2
+    assert S.schema_lib.read_definition(tmp_path / "sweep.toml")["sweep"]["chunk_size"] == 2
 
 
 def test_epoch_budget_becomes_steps_per_batch_size():
@@ -784,6 +785,47 @@ def test_progress_off_a_terminal_is_one_line_per_group_without_carriage_returns(
         S.sweep(SPEC, grid, progress="bar")
 
 
+class _Recorder:
+    """A progress object of one's own: records what the engine reports."""
+
+    def __init__(self):
+        self.steps, self.configs, self.groups, self.closed = 0, 0, [], 0
+
+    def advance(self, config_steps, configs_done):
+        self.steps, self.configs = self.steps + config_steps, self.configs + configs_done
+
+    def group_done(self, index, group):
+        self.groups.append((index, group.spec.optimizer.name, len(group.config_ids)))
+
+    def close(self):
+        self.closed += 1
+
+
+def test_a_folder_and_a_progress_of_ones_own(tmp_path):
+    """sweep(out=Folder(...)) names the options as the folder says and draws only if asked;
+    a progress object hears every config-step: 2 optimizers x 2 learning rates x 40 steps."""
+    from jaxopt_lab.outputs.folder import Folder
+
+    grid = S.Grid(optimizer=["sgd", "momentum"], learning_rate=[1e-2, 1e-1], batch_size=[8])
+    recorder = _Recorder()
+    table = S.sweep(SPEC, grid, strategy="bucket", out=Folder(tmp_path, plots=False), progress=recorder).table
+    assert (recorder.steps, recorder.configs, recorder.closed) == (4 * 40, 4, 1)
+    assert recorder.groups == [(0, "sgd", 2), (1, "momentum", 2)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "chunks",
+        "results.parquet",
+        "summary.csv",
+        "sweep.toml",
+    ]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "results.parquet"), table)
+    with pytest.raises(
+        InputError, match=r"not empty: pass --resume to finish it or --overwrite to replace it$"
+    ):
+        S.sweep(SPEC, grid, out=Folder(tmp_path, names={"resume": "--resume", "overwrite": "--overwrite"}))
+    with pytest.raises(InputError, match=r"not empty: pass resume=True to finish it or overwrite=True"):
+        S.sweep(SPEC, grid, out=tmp_path, progress=False)
+
+
 def test_a_segment_runs_without_a_host_round_trip():
     """Inside a compiled segment nothing goes to or comes from the host: with every argument
     already on the devices, the call runs under jax.transfer_guard("disallow")."""
@@ -915,7 +957,7 @@ def test_a_sweep_on_arrays_from_python_equals_an_optax_loop_and_records_them(tmp
             ds, *model_fns(model), optax.sgd(lr), batch_size=16, steps=20, eval_every=10, seed=0
         )
         assert_config_matches(table, dict(learning_rate=lr), curves, accuracy_atol=1e-6)
-    definition = S.results_lib.read_definition(out / "sweep.toml")
+    definition = S.schema_lib.read_definition(out / "sweep.toml")
     assert definition["spec"]["dataset"] == "arrays:mine"
     recorded = definition["dataset_options"]["arrays"]
     assert recorded["shapes"] == {"x_train": [200, 6], "y_train": [200], "x_test": [50, 6], "y_test": [50]}

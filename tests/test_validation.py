@@ -12,10 +12,11 @@ from _reference import model_fns, optax_loop
 
 from jaxopt_lab import cli
 from jaxopt_lab import data as D
+from jaxopt_lab.analysis import tables
 from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
 from jaxopt_lab.nn import models as M
-from jaxopt_lab.outputs import plots, results
+from jaxopt_lab.outputs import folder, plots
 
 
 def _by_hand_split(n, fraction):
@@ -124,18 +125,18 @@ def _table():
 
 
 def test_the_best_learning_rate_is_chosen_on_validation_and_reported_on_test():
-    best = results.best_learning_rates(_table())
+    best = tables.best_learning_rates(_table())
     assert best["learning_rate"].tolist() == [0.01]
     assert best["best_val_loss_mean"].tolist() == [0.5]
     assert best["test_loss_at_best_val_mean"].tolist() == [0.9]  # at step 1, not the best test loss
     assert best["test_accuracy_at_best_val_mean"].tolist() == [pytest.approx(0.1)]
-    summary = results.summary(_table())
+    summary = tables.summary(_table())
     assert summary["best_val_step"].tolist() == [1, 1]
     # without validation columns, the test loss decides as before
     plain = _table().drop(columns=["val_loss", "val_accuracy"])
-    assert results.best_learning_rates(plain)["learning_rate"].tolist() == [0.1]
+    assert tables.best_learning_rates(plain)["learning_rate"].tolist() == [0.1]
     with pytest.raises(InputError, match="metric='best_val_loss' is invalid"):
-        results.best_learning_rates(plain, metric="best_val_loss")
+        tables.best_learning_rates(plain, metric="best_val_loss")
 
 
 def test_pictures_show_validation_loss_and_pick_its_winner():
@@ -152,7 +153,7 @@ def test_val_fraction_from_the_command(tmp_path, capsys):
     assert cli.main([*argv, "--val-fraction", "0.2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "best_val_loss_mean" in printed and "test_loss_at_best_val_mean" in printed
-    table, definition = results.load(out)
+    table, definition = folder.load(out)
     assert {"val_loss", "val_accuracy"} <= set(table.columns)
     assert definition["dataset_options"]["val_fraction"] == 0.2
     assert cli.main([*argv, "--val-fraction", "1.5", "--out", str(tmp_path / "bad")]) == 2

@@ -34,10 +34,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from jaxopt_lab.analysis import tables as tables_lib
 from jaxopt_lab.engine import sweep as sweep_lib
 from jaxopt_lab.engine import train as train_lib
 from jaxopt_lab.errors import InputError
-from jaxopt_lab.outputs import results as results_lib
 
 __all__ = [
     "log_grid",
@@ -45,7 +45,6 @@ __all__ = [
     "sweep_per_batch_size",
     "concat_tables",
     "rescaled_gaps",
-    "best_steps",
     "CriticalBatchFit",
     "fit_critical_batch_size",
 ]
@@ -130,7 +129,7 @@ def sweep_per_batch_size(
       progress: show the sweeps' progress bars.
 
     Returns:
-      A results table (see :mod:`jaxopt_lab.outputs.results`); axes missing from some
+      A results table (see :mod:`jaxopt_lab.analysis.tables`); axes missing from some
       batch sizes' grids are NaN in their rows.
     """
     if len(batch_sizes) == 0:
@@ -183,7 +182,7 @@ def concat_tables(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
         offset = int(table["config_id"].max()) + 1 if ids.size else offset
         shifted.append(table)
     table = pd.concat(shifted, ignore_index=True)
-    metric_columns = [c for c in results_lib.METRIC_COLUMNS if c in table.columns]
+    metric_columns = [c for c in tables_lib.METRIC_COLUMNS if c in table.columns]
     columns = [c for c in table.columns if c not in metric_columns] + metric_columns
     return table[columns]
 
@@ -226,7 +225,7 @@ def rescaled_gaps(
     if "reduction" not in table.columns:
         raise InputError("table has no 'reduction' column: sweep with a reduction axis")
     exponents = dict(exponents or {})
-    hparams = [c for c in results_lib.hyperparameter_columns(table) if c != "reduction"]
+    hparams = [c for c in tables_lib.hyperparameter_columns(table) if c != "reduction"]
     for name in exponents:
         if name not in hparams:
             raise InputError(f"exponents key {name!r} is invalid: expected one of {hparams}")
@@ -284,59 +283,6 @@ def rescaled_gaps(
         "diverged_mean",
     ]
     return pd.DataFrame(rows, columns=columns)
-
-
-# ------------------------------------------------------------------ steps to target
-
-
-def best_steps(table: pd.DataFrame, by: Sequence[str] = ("optimizer", "batch_size")) -> pd.DataFrame:
-    """The fewest steps to target per group, at its best learning rate, averaged over seeds.
-
-    A learning rate scores the mean of its seeds' ``steps_to_target`` (NaN if
-    any seed did not reach the target); other numeric columns are averaged
-    over seeds too.
-
-    Args:
-      table: rows with ``by`` columns, ``learning_rate``, ``seed`` and
-        ``steps_to_target`` (as :func:`steps_to_target_table` returns).
-      by: the grouping columns.
-
-    Returns:
-      One row per group: the winning learning rate's seed-averaged row (ties go
-      to the smaller learning rate), plus ``num_seeds``, ``num_lrs``,
-      ``num_reached`` (learning rates whose seeds all reached the target) and
-      ``lr_at_edge`` (the winner is the smallest or largest learning rate
-      tried). Groups where no learning rate reached the target have NaN steps
-      and learning rate.
-    """
-    by = list(by)
-    missing = [c for c in [*by, "learning_rate", "seed", "steps_to_target"] if c not in table.columns]
-    if missing:
-        raise InputError(f"table is missing column(s) {missing}")
-    numeric = [c for c in table.select_dtypes("number").columns if c not in [*by, "learning_rate", "seed"]]
-    cells = (
-        table.groupby([*by, "learning_rate"], sort=True)
-        .agg(
-            **{c: (c, lambda v: v.mean(skipna=False)) for c in numeric},
-            num_seeds=("seed", "nunique"),
-        )
-        .reset_index()
-    )
-    rows = []
-    for _, group in cells.groupby(by, sort=True):
-        ranked = group.sort_values(["steps_to_target", "learning_rate"], na_position="last", kind="stable")
-        row = ranked.iloc[0].to_dict()
-        lrs = group["learning_rate"]
-        found = bool(np.isfinite(row["steps_to_target"]))
-        if not found:
-            row["learning_rate"] = math.nan
-        row["num_lrs"] = int(lrs.nunique())
-        row["num_reached"] = int(np.isfinite(group["steps_to_target"].to_numpy(np.float64)).sum())
-        row["lr_at_edge"] = bool(
-            found and lrs.nunique() > 1 and row["learning_rate"] in (lrs.min(), lrs.max())
-        )
-        rows.append(row)
-    return pd.DataFrame(rows).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ critical batch size

@@ -26,9 +26,6 @@ import functools
 import itertools
 import math
 import os
-import shutil
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,16 +35,15 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxopt_lab import data as data_lib
+from jaxopt_lab.analysis import tables as tables_lib
 from jaxopt_lab.engine import distributed as distributed_lib
-from jaxopt_lab.engine import fingerprints
 from jaxopt_lab.engine import train as train_lib
 from jaxopt_lab.errors import InputError
-from jaxopt_lab.measure import measurements as measure_lib
 from jaxopt_lab.optim import families as optimizers_lib
 from jaxopt_lab.optim import schedules as schedules_lib
-from jaxopt_lab.outputs import checkpoints as checkpoints_lib
-from jaxopt_lab.outputs import results as results_lib
+from jaxopt_lab.outputs import folder as folder_lib
+from jaxopt_lab.outputs import progress as progress_lib
+from jaxopt_lab.outputs import schema as schema_lib
 
 __all__ = [
     "Grid",
@@ -63,7 +59,6 @@ __all__ = [
 ]
 
 STRATEGIES = ("auto", "bucket", "mask")
-PROGRESS = (True, False, "lines")
 STATIC_AXES = ("optimizer", "schedule", "batch_size", "reduction", "lr_rule", "base_batch_size")
 DYNAMIC_AXES = (
     "learning_rate",
@@ -80,7 +75,7 @@ DYNAMIC_AXES = (
     *schedules_lib.PARAMS,
 )
 _FIRST_COLUMNS = ("optimizer", "learning_rate", "batch_size", "seed")
-_METRICS = results_lib.METRIC_COLUMNS
+_METRICS = tables_lib.METRIC_COLUMNS
 _VAL_METRICS = ("val_loss", "val_accuracy")  # only for a dataset with a validation set
 # A compile costs about as much as this many example-steps of arithmetic on a small
 # model; `auto` weighs it against the rows the `mask` strategy computes and throws away.
@@ -304,11 +299,11 @@ class SweepResult:
 
     def summary(self) -> pd.DataFrame:
         """One row per config: its hyperparameters, final and best metrics."""
-        return results_lib.summary(self.table)
+        return tables_lib.summary(self.table)
 
     def best_learning_rates(self, **kwargs) -> pd.DataFrame:
         """The best learning rate per optimizer and batch size (mean over seeds)."""
-        return results_lib.best_learning_rates(self.table, **kwargs)
+        return tables_lib.best_learning_rates(self.table, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -816,129 +811,6 @@ def _reordered(grid: Grid, stored_axes: Mapping[str, list]) -> Grid:
     )
 
 
-def _definition(spec: train_lib.TrainSpec, grid: Grid, strategy: str, chunk_size, epochs) -> dict:
-    objects = {}  # what came as Python objects: by qualified name and fingerprint
-    spec_fields = {}
-    for f in dataclasses.fields(spec):
-        value = getattr(spec, f.name)
-        if f.name in ("dataset_options", "model_options", "optimizer_flags", "measure", "target"):
-            continue
-        if f.name in ("model", "loss") and not isinstance(value, str):
-            objects[f.name] = fingerprints.describe(value)
-            value = train_lib.PYTHON_PREFIX + objects[f.name]["name"]
-        if f.name == "optimizer":
-            value = optimizers_lib.resolve(value).name
-        if f.name == "dataset" and isinstance(value, data_lib.DatasetRef):
-            value = f"arrays:{value.dataset.name}"
-        if value is None:  # TOML has no null: absent means the default
-            continue
-        spec_fields[f.name] = value
-    if epochs is not None:
-        spec_fields["epochs"] = float(epochs)
-        spec_fields.pop("steps")
-
-    def table(pairs):  # TOML has lists, not tuples: write what reads back equal
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in pairs}
-
-    definition = {
-        "spec": spec_fields,
-        "model_options": table(spec.model_options),
-        "dataset_options": (
-            {"arrays": spec.dataset.fingerprint()}  # a resume with other arrays is refused
-            if isinstance(spec.dataset, data_lib.DatasetRef)
-            else table(spec.dataset_options)
-        ),
-        "optimizer_flags": table(spec.optimizer_flags),
-        "grid": {
-            k: [optimizers_lib.resolve(o).name for o in v] if k == "optimizer" else list(v)
-            for k, v in grid.axes.items()
-        },
-        "sweep": {"strategy": strategy, **({"chunk_size": chunk_size} if chunk_size else {})},
-    }
-    if spec.measure:  # [measure.<name>] with its options; a function by qualified name
-        definition["measure"] = {}
-        for m in spec.measure:
-            if isinstance(m, measure_lib.Custom):
-                objects.setdefault("measure", {})[m.label()] = fingerprints.describe(m.fn)
-                definition["measure"][train_lib.PYTHON_PREFIX + m.label()] = {}
-            else:
-                definition["measure"][m.name] = m.options()
-    if spec.target is not None:
-        definition["target"] = dataclasses.asdict(spec.target)
-    families = [optimizers_lib.resolve(o) for o in grid.axes.get("optimizer", (spec.optimizer,))]
-    custom = {f.name: fingerprints.describe(f) for f in families if optimizers_lib.REGISTRY.get(f.name) != f}
-    if custom:
-        objects["optimizer"] = custom
-    if objects:
-        definition["objects"] = objects
-    return definition
-
-
-# Options that change only how fast a sweep runs: a resume keeps the folder's.
-_SPEED_ONLY = (("sweep", "chunk_size"), ("sweep", "chunk_widths"))
-
-
-def _definition_difference(stored: dict, now: dict) -> str | None:
-    """The first key in which two definitions differ, in words; ``None`` if they agree.
-
-    The order of a grid axis's values does not count, nor do options that change
-    only speed (``chunk_size``).
-    """
-
-    def canonical(table, key, value):
-        if table == "grid" and isinstance(value, list):
-            return sorted(value, key=repr)
-        return value
-
-    # A spec field a folder's sweep.toml lacks (written before the field existed) has its default.
-    spec_defaults = {f.name: f.default for f in dataclasses.fields(train_lib.TrainSpec)}
-    for table in sorted(set(stored) | set(now)):
-        old, new = stored.get(table, {}), now.get(table, {})
-        for key in sorted(set(old) | set(new)):
-            if (table, key) in _SPEED_ONLY:
-                continue
-            default = spec_defaults.get(key) if table == "spec" else None
-            a = canonical(table, key, old.get(key, default))
-            b = canonical(table, key, new.get(key, default))
-            if a != b:
-                shown = [repr(v) if v is not None else "absent" for v in (old.get(key), new.get(key))]
-                return f"[{table}] {key} is {shown[0]} in the folder and {shown[1]} now"
-    return None
-
-
-def _check_out_dir(out: str, resume: bool, overwrite: bool, definition: dict) -> dict | None:
-    """Check what ``out`` holds against the request; reads only. Returns the folder's
-    definition when resuming one, else ``None``."""
-    if resume and overwrite:
-        raise InputError("resume=True and overwrite=True are exclusive: give at most one")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise InputError(f"output folder {out!r} is a file: expected a folder")
-    if not (os.path.isdir(out) and results_lib.has_sweep_contents(out)):
-        return None
-    if overwrite:
-        foreign = results_lib.foreign_entries(out)
-        if foreign:
-            shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
-            raise InputError(
-                f"output folder {out!r} holds files a sweep does not write ({shown}): overwrite "
-                "replaces only a sweep's own files; choose another folder"
-            )
-        return None
-    if not resume:
-        raise InputError(
-            f"output folder {out!r} is not empty: pass resume=True to finish it or overwrite=True "
-            "to replace it"
-        )
-    path = os.path.join(out, "sweep.toml")
-    if not os.path.exists(path):
-        raise InputError(f"cannot resume {out!r}: it holds no sweep.toml")
-    stored = results_lib.read_definition(path)
-    difference = _definition_difference(stored, definition)
-    if difference:
-        raise InputError(f"cannot resume {out!r}: its sweep differs from this one: {difference}")
-    return stored
-
-
 def sweep(
     spec_or_options: train_lib.TrainSpec | Mapping[str, Any] | None,
     grid: Grid,
@@ -946,7 +818,7 @@ def sweep(
     strategy: str = "auto",
     epochs: float | None = None,
     chunk_size: int | None = None,
-    out: str | os.PathLike | None = None,
+    out: str | os.PathLike | folder_lib.Folder | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool | str = True,
@@ -974,14 +846,18 @@ def sweep(
       chunk_size: configs per compiled call (default: as many as fit a memory
         estimate), rounded up to a multiple of the device count.
       out: an output folder for ``results.parquet``, ``summary.csv``,
-        ``sweep.toml``, ``heatmap.png``, ``curves.png`` and each finished chunk.
+        ``sweep.toml``, ``heatmap.png``, ``curves.png`` and each finished chunk: a
+        path, or a :class:`~jaxopt_lab.outputs.folder.Folder` (which decides how its
+        errors name the options and whether it draws).
       resume: finish an interrupted sweep in ``out`` without redoing its chunks.
       overwrite: replace what ``out`` holds.
       progress: ``True``: a progress bar on a terminal (one line per finished
         group when stderr is not one); ``"lines"``: one line per finished group;
-        ``False``: nothing.
+        ``False``: nothing; or an object with ``advance(config_steps, configs_done)``,
+        ``group_done(index, group)`` and ``close()`` of your own
+        (:class:`~jaxopt_lab.outputs.progress.Progress` is the built-in one).
       devices: the devices to shard configs over (default: all).
-      plots: draw the heatmap and curves into ``out``.
+      plots: draw the heatmap and curves into ``out`` (a path; a ``Folder`` says itself).
       shard: ``(index, count)``: one worker of a job array. The sweep's chunks, in
         order, are dealt round-robin to ``count`` shards; this call computes chunk
         ``k`` only when ``k % count == index`` (and it is not in ``out`` already) and
@@ -1019,12 +895,11 @@ def sweep(
         raise InputError(f"chunk_size={chunk_size!r} is invalid: expected a positive integer")
     if strategy not in STRATEGIES:
         raise InputError(f"strategy={strategy!r} is invalid: expected one of {_choices(STRATEGIES)}")
-    if progress not in PROGRESS:
-        raise InputError(f"progress={progress!r} is invalid: expected one of {_choices(PROGRESS)}")
-    out = os.fspath(out) if out is not None else None
+    progress_lib.check(progress)
+    folder = out if isinstance(out, folder_lib.Folder) or out is None else folder_lib.Folder(out, plots=plots)
     stored = None
-    shard = _check_shard(shard, out, overwrite)
-    if not compute and out is None:
+    shard = _check_shard(shard, folder)
+    if not compute and folder is None:
         raise InputError("compute=False needs out=: the table is assembled from its chunk files")
     if checkpoint_every is not None and (
         isinstance(checkpoint_every, bool)
@@ -1037,9 +912,9 @@ def sweep(
         )
     # A resume, a job array's worker and a report read the chunks the folder holds.
     reads = resume or shard is not None or not compute
-    if out is not None:
-        definition = _definition(spec, grid, strategy, chunk_size, epochs)
-        stored = _check_out_dir(out, reads, overwrite, definition)
+    if folder is not None:
+        definition = schema_lib.definition_of(spec, grid, strategy, chunk_size, epochs)
+        stored = folder.check(definition, resume=reads, overwrite=overwrite, shard=shard)
         if stored is not None:  # resume in the folder's order and chunking: its chunk files are those
             grid, chunk_size = _reordered(grid, stored["grid"]), stored.get("sweep", {}).get("chunk_size")
     configs = grid.configs(spec)
@@ -1063,7 +938,7 @@ def sweep(
     groups, chosen = plan(spec, configs, steps, strategy, families)
     _check_hparams(configs, groups, params)
     measured = _check_measurements(spec, groups, configs)
-    definition = _definition(spec, grid, strategy, chunk_size, epochs)
+    definition = schema_lib.definition_of(spec, grid, strategy, chunk_size, epochs)
     devices = tuple(devices or jax.devices())
     _check_data_parallel(data_parallel, len(devices), configs["batch_size"])
     config_devices = devices[:: int(data_parallel)]  # one per position of the config axis
@@ -1090,23 +965,11 @@ def sweep(
     writer = distributed_lib.is_writer()
     if jax.process_count() > 1:
         checkpoint_every = None  # orbax would need every process's shards: not supported yet
-    chunk_dir = None
-    if out is not None:
-        chunk_dir = os.path.join(out, results_lib.CHUNK_DIR)
+    if folder is not None:
         distributed_lib.barrier("jaxopt_lab: folder checked")  # before process 0 changes it
-    if out is not None and writer:
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as err:
-            raise InputError(f"out={out!r} is invalid: cannot create that folder ({err.strerror})") from None
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise InputError(f"out={out!r} is invalid: the folder is not writable")
-        if overwrite:
-            results_lib.remove_sweep_files(out)
-        if shard is None and compute:  # other workers' writes may be under way
-            results_lib.remove_temporary_files(out)  # left by a write that was killed
-        os.makedirs(chunk_dir, exist_ok=True)
-        results_lib.write_definition(os.path.join(out, "sweep.toml"), definition)
+    if folder is not None and writer:
+        # other workers' writes may be under way; else remove what a killed write left
+        folder.prepare(definition, overwrite=overwrite, clean=shard is None and compute)
     if not writer:
         progress = False  # process 0 reports
 
@@ -1115,9 +978,9 @@ def sweep(
         "config_id",
         *(c for c in _METRICS if dataset.x_val is not None or c not in _VAL_METRICS),
         *measured,
-        *(results_lib.TARGET_COLUMNS if spec.target is not None else ()),
+        *(tables_lib.TARGET_COLUMNS if spec.target is not None else ()),
     ]
-    bar = _Progress(progress, int(steps.sum()), len(configs), len(groups))
+    bar = progress_lib.make(progress, int(steps.sum()), len(configs), len(groups))
     frames, missing = [], []
     k = -1  # the chunk's position in the sweep, which deals it to a shard
     try:
@@ -1128,24 +991,19 @@ def sweep(
                 k += 1
                 chunk = rows.iloc[c * size : (c + 1) * size]
                 chunk_steps = steps[chunk["config_id"].to_numpy()]
-                path = chunk_dir and os.path.join(chunk_dir, results_lib.chunk_file_name(g, c))
-                done = results_lib.read_chunk(path, chunk_columns) if path and reads else None
+                done = folder.read_chunk(g, c, chunk_columns) if folder is not None and reads else None
                 if done is not None:
                     frames.append(done)
                     bar.advance(int(chunk_steps.sum()), len(chunk))
                     continue
                 if not compute or (shard is not None and k % shard[1] != shard[0]):
-                    missing.append(results_lib.chunk_file_name(g, c))  # another worker's
+                    missing.append((g, c))  # another worker's
                     continue
                 # Pad with copies of the first config so the chunk's shape never changes.
                 padded = pd.concat([chunk] + [chunk.iloc[:1]] * (size - len(chunk)), ignore_index=True)
                 checkpoint = None
-                if path and checkpoint_every is not None:
-                    name = os.path.splitext(results_lib.chunk_file_name(g, c))[0]
-                    folder = os.path.join(out, checkpoints_lib.CHECKPOINT_DIR, name)
-                    if not reads:  # a fresh sweep: nothing to continue from
-                        shutil.rmtree(folder, ignore_errors=True)
-                    checkpoint = checkpoints_lib.ChunkCheckpoint(folder, checkpoint_every)
+                if folder is not None and checkpoint_every is not None:  # a fresh sweep continues nothing
+                    checkpoint = folder.checkpoint(g, c, checkpoint_every, fresh=not reads)
                 frame = _run_chunk(
                     group,
                     padded,
@@ -1158,28 +1016,25 @@ def sweep(
                     int(data_parallel),
                 )
                 bar.advance(0, len(chunk))
-                if path and writer:
-                    results_lib.atomic_write_parquet(frame, path)
+                if folder is not None and writer:
+                    folder.write_chunk(g, c, frame)
                 if checkpoint is not None:
                     checkpoint.remove()  # the chunk's file holds its rows now
                 frames.append(frame)
             bar.group_done(g, group)
     finally:
         bar.close()
-    if missing and out is not None:  # the other workers may have finished meanwhile
-        found = {n: results_lib.read_chunk(os.path.join(chunk_dir, n), chunk_columns) for n in missing}
+    if missing and folder is not None:  # the other workers may have finished meanwhile
+        found = {gc: folder.read_chunk(*gc, chunk_columns) for gc in missing}
         frames += [f for f in found.values() if f is not None]
-        missing = [n for n, f in found.items() if f is None]
+        missing = [gc for gc, f in found.items() if f is None]
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=chunk_columns)
     table = _assemble(configs, metrics, grid, spec)
     if missing:
-        return SweepResult(table=table, definition=definition, strategy=chosen, missing=tuple(missing))
-    if out is not None and writer:
-        results_lib.save(out, table, definition)
-        if plots:
-            from jaxopt_lab.outputs import plots as plots_lib
-
-            plots_lib.draw(table, out)
+        names = tuple(folder_lib.chunk_file_name(g, c) for g, c in missing)
+        return SweepResult(table=table, definition=definition, strategy=chosen, missing=names)
+    if folder is not None and writer:
+        folder.finish(table, definition)
     return SweepResult(table=table, definition=definition, strategy=chosen)
 
 
@@ -1218,7 +1073,7 @@ def _check_data_parallel(data_parallel, num_devices: int, batch_sizes) -> None:
         )
 
 
-def _check_shard(shard, out, overwrite: bool) -> tuple[int, int] | None:
+def _check_shard(shard, folder) -> tuple[int, int] | None:
     if shard is None:
         return None
     try:
@@ -1228,12 +1083,8 @@ def _check_shard(shard, out, overwrite: bool) -> tuple[int, int] | None:
         valid = False
     if not valid:
         raise InputError(f"shard={shard!r} is invalid: expected (index, count) with 0 <= index < count")
-    if out is None:
+    if folder is None:
         raise InputError(f"shard={shard!r} needs out=: the workers of a job array meet in one folder")
-    if overwrite:
-        raise InputError(
-            f"shard={shard!r} and overwrite=True are exclusive: a worker would delete the others' chunks"
-        )
     return index, count
 
 
@@ -1277,57 +1128,3 @@ def _assemble(configs, metrics, grid, spec) -> pd.DataFrame:
     return table.astype(
         {"config_id": np.int64, "batch_size": np.int64, "seed": np.int64, "learning_rate": np.float64}
     )
-
-
-class _Progress:
-    """Progress of a sweep: a tqdm bar over config-steps on a terminal, or one line per
-    finished group (``"lines"``, and a bar's stand-in when stderr is not a terminal,
-    where a bar's carriage returns would fill a log), or nothing."""
-
-    def __init__(self, mode, total_config_steps: int, num_configs: int, num_groups: int):
-        from tqdm.auto import tqdm
-
-        if mode is True and not sys.stderr.isatty():
-            mode = "lines"
-        self._mode, self._num_configs, self._num_groups = mode, num_configs, num_groups
-        self._configs_done = 0
-        self._started = time.perf_counter()
-        self._bar = tqdm(
-            total=total_config_steps,
-            unit="step",
-            unit_scale=True,
-            disable=mode is not True,
-            desc=self._label(),
-            dynamic_ncols=True,
-        )
-
-    def _label(self) -> str:
-        return f"sweep {self._configs_done}/{self._num_configs} configs"
-
-    def advance(self, config_steps: int, configs_done: int) -> None:
-        if configs_done:
-            self._configs_done += configs_done
-            self._bar.set_description_str(self._label(), refresh=False)
-        self._bar.update(config_steps)
-
-    def group_done(self, index: int, group: _Group) -> None:
-        if self._mode == "lines":
-            name = optimizers_lib.resolve(group.spec.optimizer).name
-            static = ", ".join(
-                [
-                    f"optimizer={name}",
-                    *(f"{k}={v}" for k, v in group.spec.optimizer_flags),
-                    *([f"schedule={group.spec.schedule}"] if group.spec.schedule != "constant" else []),
-                    f"batch_size={group.spec.batch_size}",
-                ]
-            )
-            seconds = time.perf_counter() - self._started
-            print(
-                f"group {index + 1}/{self._num_groups} done ({static}, {len(group.config_ids)} configs): "
-                f"{self._configs_done}/{self._num_configs} configs in {seconds:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def close(self) -> None:
-        self._bar.close()

@@ -870,14 +870,14 @@ def measurement_columns(spec: TrainSpec, dataset: data_lib.Dataset) -> tuple[str
     measurement that cannot run on this spec and data, that returns something other
     than named real scalars, or whose column another measurement or the table has,
     and for a target naming a column the run does not have. Abstract: nothing runs."""
-    from jaxopt_lab.outputs import results as results_lib
+    from jaxopt_lab.analysis import tables as tables_lib
 
     for m in spec.measure:
         m.check(spec, dataset)
     hp = default_hparams(spec.optimizer, spec.schedule)
     hparams = _as_arrays({k: spec.steps if v is None else v for k, v in hp.items()})
     model = get_model(spec, dataset)
-    taken = dict.fromkeys(results_lib.METRIC_COLUMNS + results_lib.TARGET_COLUMNS, "the results table")
+    taken = dict.fromkeys(tables_lib.METRIC_COLUMNS + tables_lib.TARGET_COLUMNS, "the results table")
     columns = []
     for m in spec.measure:
         one = dataclasses.replace(spec, measure=(m,))

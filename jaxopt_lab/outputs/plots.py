@@ -1,6 +1,6 @@
 """Pictures of a sweep: learning rate x batch size heatmaps and training curves.
 
-Both read the results table of :mod:`jaxopt_lab.outputs.results` and summarize it the
+Both read the results table of :mod:`jaxopt_lab.analysis.tables` and summarize it the
 same way: a config's score is its best ``metric`` over evaluation points, a
 cell's score is the mean over seeds, a cell where any seed diverged is
 *diverged*, and any other swept hyperparameter (momentum, b2, ...) is a
@@ -14,7 +14,6 @@ sweep, and the user's backend is left alone. PNGs are drawn by Agg at 150 dpi.
 from __future__ import annotations
 
 import io
-import math
 import os
 
 import matplotlib as mpl
@@ -26,8 +25,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter
 
+from jaxopt_lab.analysis import tables as tables_lib
 from jaxopt_lab.errors import InputError
-from jaxopt_lab.outputs import results as results_lib
+from jaxopt_lab.outputs import atomic as atomic_lib
 
 __all__ = ["PLOT_METRICS", "heatmap", "heatmap_data", "curves", "pictures", "draw", "format_lr"]
 
@@ -96,11 +96,11 @@ def _default_metric(table: pd.DataFrame) -> str:
 def _check(table: pd.DataFrame, metric: str | None, summary_columns: bool = False) -> str:
     """The metric to draw: ``metric``, by default ``val_loss`` with a validation set, else
     ``test_loss``: a column of :data:`PLOT_METRICS`, a measurement's column, or (for the
-    heatmap, ``summary_columns``) a column of :func:`jaxopt_lab.outputs.results.summary`."""
+    heatmap, ``summary_columns``) a column of :func:`jaxopt_lab.analysis.tables.summary`."""
     if metric is None:
         metric = _default_metric(table)
-    results_lib._check_table(table)
-    valid = [m for m in PLOT_METRICS if m in table.columns] + results_lib.measured_columns(table)
+    tables_lib.check_table(table)
+    valid = [m for m in PLOT_METRICS if m in table.columns] + tables_lib.measured_columns(table)
     if summary_columns and metric not in valid:  # the summary only when the table lacks it
         valid += [c for c in _summary_values(table) if c not in valid]
     if metric not in valid:
@@ -109,9 +109,9 @@ def _check(table: pd.DataFrame, metric: str | None, summary_columns: bool = Fals
 
 
 def _summary_values(table: pd.DataFrame) -> list[str]:
-    """The per-config numbers of :func:`jaxopt_lab.outputs.results.summary` a heatmap can show."""
-    configs = results_lib.summary(table)
-    skip = {"config_id", "diverged", *results_lib.hyperparameter_columns(table)}
+    """The per-config numbers of :func:`jaxopt_lab.analysis.tables.summary` a heatmap can show."""
+    configs = tables_lib.summary(table)
+    skip = {"config_id", "diverged", *tables_lib.hyperparameter_columns(table)}
     return [c for c in configs.columns if c not in skip and pd.api.types.is_numeric_dtype(configs[c])]
 
 
@@ -128,7 +128,7 @@ def _direction(metric: str) -> bool | None:
     """Whether larger is better for ``metric``; ``None`` for a measurement, which has no best."""
     if metric in PLOT_METRICS:
         return PLOT_METRICS[metric]
-    return results_lib.SUMMARY_METRICS.get(metric)
+    return tables_lib.SUMMARY_METRICS.get(metric)
 
 
 def _label(metric: str) -> str:
@@ -140,10 +140,10 @@ def _config_values(table: pd.DataFrame, metric: str) -> pd.Series:
     by_config = table.groupby("config_id", sort=True)
     if metric in PLOT_METRICS:
         return by_config[metric].max() if PLOT_METRICS[metric] else by_config[metric].min()
-    if metric in results_lib.measured_columns(table):
+    if metric in tables_lib.measured_columns(table):
         rows = table.sort_values(["config_id", "step"], kind="stable")
         return rows.groupby("config_id", sort=True)[metric].last()
-    return results_lib.summary(table).set_index("config_id")[metric].astype(np.float64)
+    return tables_lib.summary(table).set_index("config_id")[metric].astype(np.float64)
 
 
 def _taken(table: pd.DataFrame, metric: str) -> str:
@@ -152,7 +152,7 @@ def _taken(table: pd.DataFrame, metric: str) -> str:
     summary's column."""
     if metric in PLOT_METRICS:
         return f"{'max' if PLOT_METRICS[metric] else 'min'} over evaluation steps"
-    if metric in results_lib.measured_columns(table):
+    if metric in tables_lib.measured_columns(table):
         return "at the last evaluation step"
     return "per config"
 
@@ -163,28 +163,29 @@ def _optimizers(table: pd.DataFrame) -> list[str]:
     return known + sorted(o for o in present if o not in _OPTIMIZER_ORDER)
 
 
-def _cells(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per (optimizer, batch size, learning rate, nuisance values): mean over seeds.
-
-    Columns: the hyperparameters but ``seed``, ``value`` (mean over seeds of
-    each config's best ``metric`` over evaluation points), ``diverged`` (any
-    seed diverged) and ``score`` (``value`` oriented so smaller is better;
-    +inf when diverged or missing).
-    """
-    larger_is_better = bool(_direction(metric))
-    hparams = [c for c in results_lib.hyperparameter_columns(table) if c != "seed"]
-    by_config = table.groupby("config_id", sort=True)
+def _configs(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per config: its hyperparameters, ``value`` (:func:`_config_values`) and
+    ``diverged`` (at any point)."""
+    hparams = tables_lib.hyperparameter_columns(table)
     configs = table.drop_duplicates("config_id").set_index("config_id")[hparams]
     configs["value"] = _config_values(table, metric)
-    configs["diverged"] = by_config["diverged"].any()
-    cells = (
-        configs.groupby(hparams, dropna=False, sort=True)
-        .agg(value=("value", "mean"), diverged=("diverged", "any"))
-        .reset_index()
-    )
-    score = cells["value"] * (-1.0 if larger_is_better else 1.0)
-    cells["score"] = score.where(~cells["diverged"] & score.notna(), math.inf)
-    return cells
+    configs["diverged"] = table.groupby("config_id", sort=True)["diverged"].any()
+    return configs
+
+
+def _cells(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per (optimizer, batch size, learning rate, nuisance values): mean over seeds
+    (:func:`jaxopt_lab.analysis.tables.setting_means`).
+
+    Columns: the hyperparameters but ``seed``, ``value`` (mean over seeds of
+    each config's number), ``diverged`` (any seed diverged) and ``score`` (``value``
+    oriented so smaller is better; +inf when diverged or missing).
+    """
+    hparams = tables_lib.hyperparameter_columns(table)
+    cells = tables_lib.setting_means(_configs(table, metric), "value", bool(_direction(metric)), hparams)
+    return cells.rename(columns={"mean": "value"})[
+        [*(c for c in hparams if c != "seed"), "value", "diverged", "score"]
+    ]
 
 
 def _lr_cells(cells: pd.DataFrame) -> pd.DataFrame:
@@ -206,7 +207,7 @@ def heatmap_data(table: pd.DataFrame, metric: str | None = None) -> dict[str, pd
     evaluation points of metric)`` (max for accuracy), best over any other
     swept hyperparameter; NaN where every setting diverged in some seed, or
     where the pair was not run. For a measurement's column the config's value
-    is the last point's, and for a column of :func:`jaxopt_lab.outputs.results.summary`
+    is the last point's, and for a column of :func:`jaxopt_lab.analysis.tables.summary`
     (``steps_to_target``, ``final_sharpness``, ...) the summary's.
 
     Args:
@@ -286,7 +287,7 @@ def _save(fig: Figure, path) -> None:
     fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=_DPI)
-    results_lib.atomic_write_bytes(path, buffer.getvalue())
+    atomic_lib.atomic_write_bytes(path, buffer.getvalue())
 
 
 def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Figure:
@@ -312,6 +313,12 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Fig
     ranked = _direction(metric) is not None
     larger_is_better = bool(_direction(metric))
     values, diverged = _matrices(table, metric)
+    # The outlined cells; a measurement's column has no best.
+    winners = (
+        _winners(table, metric)
+        if ranked
+        else pd.DataFrame(columns=["optimizer", "batch_size", "learning_rate"])
+    )
     optimizers = list(values)
     first = values[optimizers[0]]
     lrs, batch_sizes = list(first.columns), list(first.index)
@@ -357,10 +364,9 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Fig
                     )
                 )
                 ax.text(j, i, "×", ha="center", va="center", fontsize=14, color="#404040")
-            for i in range(n_b if ranked else 0):
-                row = matrix[i]
-                if np.isfinite(row).any():
-                    j = int(np.nanargmax(row) if larger_is_better else np.nanargmin(row))
+            for _, winner in winners[winners["optimizer"] == opt].iterrows():
+                if pd.notna(winner["learning_rate"]):
+                    i, j = batch_sizes.index(winner["batch_size"]), lrs.index(winner["learning_rate"])
                     # Inset, so the outlines of neighbouring rows stay apart.
                     ax.add_patch(
                         Rectangle(
@@ -429,7 +435,7 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Fig
                 Patch(facecolor="none", edgecolor="none", label="▲ beyond the colour scale (an outlier)")
             )
         if any((v.isna() & ~diverged[o]).to_numpy().any() for o, v in values.items()):
-            missing = "target not reached" if metric in results_lib.TARGET_COLUMNS else "not run"
+            missing = "target not reached" if metric in tables_lib.TARGET_COLUMNS else "not run"
             handles.append(Patch(facecolor="white", edgecolor=_DIVERGED_EDGE, linewidth=0.5, label=missing))
         if handles:
             fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
@@ -461,17 +467,16 @@ def _log_count_axis(axis, xs: list[np.ndarray]) -> None:
 
 
 def _winners(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The best cell (learning rate and nuisance values) of each optimizer and batch size.
-
-    Batch sizes where every cell diverged are kept with ``score == inf``.
-    """
-    cells = _cells(table, metric)
-    keys = ["optimizer", "batch_size"]
-    return (
-        cells.sort_values(["score", "learning_rate"], kind="stable")
-        .drop_duplicates(keys)
-        .sort_values(keys)
-        .reset_index(drop=True)
+    """The best setting (learning rate and nuisance values) of each optimizer and batch size,
+    by :func:`jaxopt_lab.analysis.tables.best_settings`. Batch sizes where every setting
+    diverged are kept, with a NaN learning rate."""
+    hparams = tables_lib.hyperparameter_columns(table)
+    return tables_lib.best_settings(
+        _configs(table, metric),
+        ["optimizer", "batch_size"],
+        "value",
+        bool(_direction(metric)),
+        hparams=hparams,
     )
 
 
@@ -518,7 +523,7 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None, x: str 
     batch_sizes = sorted(winners["batch_size"].unique())
     colors = mpl.colormaps["viridis"](np.linspace(0.0, 0.8, max(2, len(batch_sizes))))
     color_of = {b: colors[k] for k, b in enumerate(batch_sizes)}
-    hparams = [c for c in results_lib.hyperparameter_columns(table) if c != "seed"]
+    hparams = [c for c in tables_lib.hyperparameter_columns(table) if c != "seed"]
     # Nuisance hyperparameters worth naming in the legend: those that take more than one value.
     shown = [
         c
@@ -536,7 +541,7 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None, x: str 
             handles, drawn, xs = [], False, []
             for _, winner in winners[winners["optimizer"] == opt].iterrows():
                 b = winner["batch_size"]
-                if winner["score"] == math.inf:
+                if pd.isna(winner["learning_rate"]):
                     handles.append(
                         Line2D(
                             [],
@@ -609,7 +614,7 @@ def pictures(table: pd.DataFrame) -> dict[str, tuple]:
     ``heatmap.png`` and ``curves.png`` of the default metric, ``curves_<column>.png`` of
     each measurement's column, ``heatmap_steps_to_target.png`` with a target."""
     out = {"heatmap.png": (heatmap, None), "curves.png": (curves, None)}
-    out.update({f"curves_{column}.png": (curves, column) for column in results_lib.measured_columns(table)})
+    out.update({f"curves_{column}.png": (curves, column) for column in tables_lib.measured_columns(table)})
     if "steps_to_target" in table.columns:
         out["heatmap_steps_to_target.png"] = (heatmap, "steps_to_target")
     return out

@@ -47,7 +47,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pandas as pd
 
+from jaxopt_lab.analysis import tables as tables_lib
 from jaxopt_lab.errors import InputError
 from jaxopt_lab.measure import estimators as metrics
 from jaxopt_lab.nn import batchnorm
@@ -334,7 +336,8 @@ def best_learning_rate(
     """The learning rate that reaches ``loss <= tol`` in the fewest steps; ties by final loss.
 
     Runs that never reach the tolerance (or diverge) rank after all that do,
-    among themselves by final loss (non-finite last).
+    among themselves by final loss (non-finite last). The ranking is
+    :func:`jaxopt_lab.analysis.tables.best_settings`'s (one seed per learning rate).
 
     Args:
       learning_rates: shape ``(L,)``.
@@ -355,10 +358,18 @@ def best_learning_rate(
             f"losses has shape {losses.shape} and learning_rates {lrs.shape}: expected (L, T + 1) and (L,)"
         )
     steps = metrics.steps_to_target(np.arange(losses.shape[1]), losses, tol)
-    steps = np.where(np.isnan(steps), np.inf, steps)
     final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
-    index = int(np.lexsort((final, steps))[0])
-    return BestLearningRate(index, float(lrs[index]), float(steps[index]), float(losses[index, -1]))
+    runs = pd.DataFrame(
+        {"learning_rate": lrs, "seed": 0, "steps": steps, "final_loss": final, "diverged": False}
+    )
+    hparams = ["learning_rate", "seed"]
+    best = tables_lib.best_settings(runs, (), "steps", False, hparams=hparams, ties=["final_loss"]).iloc[0]
+    if np.isnan(best["learning_rate"]):  # none reached the tolerance: the lowest final loss
+        best = tables_lib.best_settings(runs, (), "final_loss", False, hparams=hparams).iloc[0]
+    index = int(np.flatnonzero(lrs == best["learning_rate"])[0]) if np.isfinite(best["learning_rate"]) else 0
+    return BestLearningRate(
+        index, float(lrs[index]), float(np.nan_to_num(steps[index], nan=np.inf)), float(losses[index, -1])
+    )
 
 
 def steps_to_stay_below(losses: jax.typing.ArrayLike, tol: float) -> np.ndarray:
