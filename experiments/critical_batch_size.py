@@ -30,7 +30,7 @@ from _results import OUT
 from matplotlib.figure import Figure
 
 from jaxopt_lab import Grid, sweep
-from jaxopt_lab.analysis import studies
+from jaxopt_lab.analysis.critical_batch import fit_critical_batch_size
 from jaxopt_lab.analysis.tables import best_settings
 from jaxopt_lab.engine.train import Target
 
@@ -106,7 +106,7 @@ def main():
         columns={"steps_to_target_mean": "steps_to_target", "examples_to_target_mean": "examples_to_target"}
     )
     by_opt = dict(list(best.groupby("optimizer")))
-    fits = {o: studies.fit_critical_batch_size(g.batch_size, g.steps_to_target) for o, g in by_opt.items()}
+    fits = {o: fit_critical_batch_size(g.batch_size, g.steps_to_target) for o, g in by_opt.items()}
     init = sweep(
         {**SPEC, "target": None, "optimizer": "sgd", "steps": 1, "measure": ["noise_scale"]},
         Grid(learning_rate=[1e-9], seed=[0, 1, 2, 3]),

@@ -21,6 +21,7 @@ import pandas as pd
 from _results import OUT
 
 import jaxopt_lab
+from jaxopt_lab.analysis.critical_batch import crossing_batch_size
 from jaxopt_lab.toys import problems
 
 jax.config.update("jax_enable_x64", True)  # the exact recurrence runs to ~1e6 steps
@@ -61,7 +62,7 @@ def main():
             ema_learning_rates=True,
             refine=4,
         )
-        crit[name] = float(np.round(problems.critical_batch_size(BATCHES, r.steps)))  # inf: never 2x
+        crit[name] = float(np.round(crossing_batch_size(BATCHES, r.steps)))  # inf: never 2x
         ax_s.plot(BATCHES, r.steps, "o-", ms=3, color=f"C{i}", label=f"{name}: B_crit {crit[name]:.0f}")
         ax_s.plot(BATCHES, r.steps[0] / BATCHES, ":", color=f"C{i}", lw=0.8)
         ax_s.axvline(crit[name], color=f"C{i}", lw=0.8, ls="--")

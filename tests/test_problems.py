@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import jaxopt_lab.optim.transforms as T
+from jaxopt_lab.analysis.critical_batch import crossing_batch_size, fit_critical_batch_size
 from jaxopt_lab.toys import problems as P
 
 # --------------------------------------------------------------------------- references
@@ -368,16 +369,21 @@ def test_nqm_best_steps_coarse_to_fine_equals_the_full_grid():
 def test_critical_batch_size():
     b = np.array([1.0, 2.0, 4.0, 8.0])
     # S·B / (S0·B0) = 1, 1, 1.5, 3: crosses 2 a third of the way (in log B) from 4 to 8.
-    assert P.critical_batch_size(b, [800.0, 400.0, 300.0, 300.0]) == pytest.approx(4 * 2 ** (1 / 3))
-    assert P.critical_batch_size(b, [800.0, 400.0, 200.0, 100.0]) == np.inf
+    assert crossing_batch_size(b, [800.0, 400.0, 300.0, 300.0]) == pytest.approx(4 * 2 ** (1 / 3))
+    assert crossing_batch_size(b, [800.0, 400.0, 200.0, 100.0]) == np.inf
     # McCandlish et al.'s S = S_min (1 + B_crit / B) on a fine grid: B_crit + 2 B0.
     dense = 2.0 ** np.arange(0, 14, 0.01)
-    assert P.critical_batch_size(dense, 100 * (1 + 1000 / dense)) == pytest.approx(1002, rel=1e-3)
+    assert crossing_batch_size(dense, 100 * (1 + 1000 / dense)) == pytest.approx(1002, rel=1e-3)
+    # ... which is what the fit of that model finds, plus 2 B0: the two estimators agree.
+    fit = fit_critical_batch_size(dense, 100 * (1 + 1000 / dense))
+    assert fit.b_crit + 2 * dense[0] == pytest.approx(
+        crossing_batch_size(dense, 100 * (1 + 1000 / dense)), rel=1e-3
+    )
     with pytest.raises(ValueError, match="increasing"):
-        P.critical_batch_size(b[::-1], [1.0, 2.0, 3.0, 4.0])
+        crossing_batch_size(b[::-1], [1.0, 2.0, 3.0, 4.0])
     # inf (not reached) after 1.25 at B = 4: the crossing is put at 4, a lower bound.
-    assert P.critical_batch_size(b, [800.0, 400.0, 250.0, np.inf]) == 4.0
+    assert crossing_batch_size(b, [800.0, 400.0, 250.0, np.inf]) == 4.0
     with pytest.raises(ValueError, match="steps\\[0\\]=inf"):
-        P.critical_batch_size(b, [np.inf, 1.0, 1.0, 1.0])
+        crossing_batch_size(b, [np.inf, 1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="factor=1"):
-        P.critical_batch_size(b, [1.0, 2.0, 3.0, 4.0], factor=1)
+        crossing_batch_size(b, [1.0, 2.0, 3.0, 4.0], factor=1)

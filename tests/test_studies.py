@@ -15,6 +15,7 @@ import pytest
 
 from jaxopt_lab import data as data_lib
 from jaxopt_lab.analysis import studies, tables
+from jaxopt_lab.analysis.critical_batch import fit_critical_batch_size
 from jaxopt_lab.engine import train as T
 from jaxopt_lab.engine.train import TrainSpec
 
@@ -74,14 +75,14 @@ def test_log_slope_of_a_power_law():
 
 def test_fit_recovers_a_known_critical_batch_size():
     b = np.array([4.0, 8.0, 32.0, 128.0, 512.0, 4000.0])
-    fit = studies.fit_critical_batch_size(b, 200.0 * (1 + 150.0 / b))
+    fit = fit_critical_batch_size(b, 200.0 * (1 + 150.0 / b))
     assert fit.s_min == pytest.approx(200.0, rel=1e-6)
     assert fit.b_crit == pytest.approx(150.0, rel=1e-6)
     assert fit.e_min == pytest.approx(30000.0, rel=1e-6)
     assert fit.rms_log_residual < 1e-8
     # Multiplicative noise of a few percent moves the fit by about as much; NaN points are ignored.
     noise = np.exp(np.random.default_rng(0).normal(0.0, 0.03, b.size))
-    fit = studies.fit_critical_batch_size(np.r_[b, 16.0], np.r_[50.0 * (1 + 900.0 / b) * noise, np.nan])
+    fit = fit_critical_batch_size(np.r_[b, 16.0], np.r_[50.0 * (1 + 900.0 / b) * noise, np.nan])
     assert fit.b_crit == pytest.approx(900.0, rel=0.15)
     assert fit.s_min == pytest.approx(50.0, rel=0.15)
     assert 0.005 < fit.rms_log_residual < 0.06
@@ -89,9 +90,9 @@ def test_fit_recovers_a_known_critical_batch_size():
 
 def test_fit_rejects_too_few_points():
     with pytest.raises(ValueError, match="two distinct"):
-        studies.fit_critical_batch_size([4, 8], [100.0, np.nan])
+        fit_critical_batch_size([4, 8], [100.0, np.nan])
     with pytest.raises(ValueError, match="same length"):
-        studies.fit_critical_batch_size([4, 8], [100.0])
+        fit_critical_batch_size([4, 8], [100.0])
 
 
 def _results_table(rows):

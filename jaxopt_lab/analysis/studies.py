@@ -1,4 +1,4 @@
-"""Studies on top of the sweep engine: per-batch-size sweeps, reduction pairs, steps-to-target rules, B_crit.
+"""Studies on top of the sweep engine: per-batch-size sweeps, reduction pairs, log grids and slopes.
 
 The sweep engine (:mod:`jaxopt_lab.engine.sweep`) returns a table of metrics; the
 questions asked of it by the experiments need a few more pieces, each a small
@@ -10,11 +10,9 @@ function here:
 * **Reduction pairs** (:func:`rescaled_gaps`): the distance between the curves
   of a ``reduction="sum"`` config and the ``"mean"`` config that should follow
   the same trajectory (SGD on the sum at ``lr`` is SGD on the mean at ``lr·B``).
-* **The best setting by steps to a target** (:func:`best_steps`), for tables whose
-  configs ran to a target (``TrainSpec.target``; the steps and the measurements at
-  each evaluation point come from the engine, :mod:`jaxopt_lab.measure`).
-* **The critical batch size** (:func:`fit_critical_batch_size`): the fit of
-  ``S(B) = S_min (1 + B_crit / B)``.
+
+The best setting of a group is :func:`jaxopt_lab.analysis.tables.best_settings`, and
+the critical batch size :mod:`jaxopt_lab.analysis.critical_batch`.
 
 References:
   McCandlish, Kaplan, Amodei and the OpenAI Dota Team, *An Empirical Model of
@@ -29,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,8 +42,6 @@ __all__ = [
     "sweep_per_batch_size",
     "concat_tables",
     "rescaled_gaps",
-    "CriticalBatchFit",
-    "fit_critical_batch_size",
 ]
 
 # ------------------------------------------------------------------ grids and tables
@@ -283,83 +278,3 @@ def rescaled_gaps(
         "diverged_mean",
     ]
     return pd.DataFrame(rows, columns=columns)
-
-
-# ------------------------------------------------------------------ critical batch size
-
-
-class CriticalBatchFit(NamedTuple):
-    """The fit of ``S(B) = S_min (1 + B_crit / B)``.
-
-    Attributes:
-      s_min: steps to target with an infinite batch.
-      b_crit: the critical batch size, where ``S = 2 S_min`` and ``E = 2 E_min``.
-      e_min: examples to target with a batch of one, ``S_min · B_crit``.
-      rms_log_residual: root mean square of ``log S - log S_fit``.
-    """
-
-    s_min: float
-    b_crit: float
-    e_min: float
-    rms_log_residual: float
-
-
-def _profile(log_b_crit: float, batch: np.ndarray, log_steps: np.ndarray):
-    """Best ``log S_min`` for a given ``B_crit`` and the squared residual it leaves."""
-    shape = np.log1p(np.exp(log_b_crit) / batch)
-    log_s_min = np.mean(log_steps - shape)
-    return log_s_min, float(np.sum(np.square(log_steps - shape - log_s_min)))
-
-
-def fit_critical_batch_size(batch_sizes, steps) -> CriticalBatchFit:
-    """Fit ``S(B) = S_min (1 + B_crit / B)`` to steps-to-target by least squares in ``log S``.
-
-    Equivalently ``E(B) = E_min (1 + B / B_crit)`` in examples, ``E_min = S_min
-    B_crit``. Relative errors are what matter across batch sizes, so the fit
-    minimizes ``Σ (log S_i - log S_min - log(1 + B_crit / B_i))²``: for a fixed
-    ``B_crit`` the best ``log S_min`` is the mean residual, and ``log B_crit``
-    is found by a grid search refined by golden-section search, within
-    ``[min B / 10⁴, max B · 10⁴]``.
-
-    Args:
-      batch_sizes: batch sizes, at least two distinct ones.
-      steps: steps to target at each batch size; non-finite entries are ignored.
-
-    Returns:
-      A :class:`CriticalBatchFit`.
-
-    References:
-      McCandlish et al., *An Empirical Model of Large-Batch Training*, 2018
-      (arXiv:1812.06162), equation 2.11.
-    """
-    batch = np.asarray(batch_sizes, np.float64)
-    steps = np.asarray(steps, np.float64)
-    if batch.shape != steps.shape or batch.ndim != 1:
-        raise InputError(
-            f"batch_sizes and steps must be 1-D of the same length, got shapes {batch.shape} "
-            f"and {steps.shape}"
-        )
-    if np.any(~(batch > 0)):
-        raise InputError(f"batch_sizes={batch.tolist()} is invalid: expected positive numbers")
-    ok = np.isfinite(steps) & (steps > 0)
-    batch, log_steps = batch[ok], np.log(steps[ok])
-    if np.unique(batch).size < 2:
-        raise InputError(
-            f"need finite positive steps at two distinct batch sizes or more, got {int(ok.sum())} point(s)"
-        )
-    lo, hi = math.log(batch.min()) - 4 * math.log(10), math.log(batch.max()) + 4 * math.log(10)
-    grid = np.linspace(lo, hi, 801)
-    losses = [_profile(g, batch, log_steps)[1] for g in grid]
-    i = int(np.argmin(losses))
-    a, b = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
-    ratio = (math.sqrt(5) - 1) / 2
-    for _ in range(100):
-        c, d = b - ratio * (b - a), a + ratio * (b - a)
-        if _profile(c, batch, log_steps)[1] <= _profile(d, batch, log_steps)[1]:
-            b = d
-        else:
-            a = c
-    log_b_crit = (a + b) / 2
-    log_s_min, sq = _profile(log_b_crit, batch, log_steps)
-    s_min, b_crit = math.exp(log_s_min), math.exp(log_b_crit)
-    return CriticalBatchFit(s_min, b_crit, s_min * b_crit, math.sqrt(sq / batch.size))

@@ -23,9 +23,10 @@ optimizer inside the vmapped function from traced values) and over PRNG keys:
   :func:`steps_to_stay_below` (steps until the loss settles below it);
 * :func:`response` and :func:`step_response`: the output of a transform fed a
   given gradient sequence (a filter's impulse/step response);
-* :func:`scale_by_diagonal`: a fixed diagonal preconditioner as a transform;
-* :func:`critical_batch_size`: where steps-to-target stops halving with the
-  batch size.
+* :func:`scale_by_diagonal`: a fixed diagonal preconditioner as a transform.
+
+The critical batch size of the steps they give is
+:mod:`jaxopt_lab.analysis.critical_batch`'s.
 
 References:
   Rosenbrock, 1960, "An automatic method for finding the greatest or least
@@ -75,7 +76,6 @@ __all__ = [
     "BestSteps",
     "nqm_best_steps",
     "nqm_monte_carlo",
-    "critical_batch_size",
 ]
 
 LossFn = Callable[[Any], jax.Array]
@@ -923,51 +923,3 @@ def nqm_monte_carlo(
         return optimize(loss_fn, tx, x0, steps, grad_fn=grad_fn, key=k, keep_params=False).loss
 
     return jax.jit(jax.vmap(run))(jax.random.split(key, draws))
-
-
-def critical_batch_size(batch_sizes: Any, steps: Any, factor: float = 2.0) -> float:
-    r"""Batch size at which steps-to-target is ``factor`` × the perfect-scaling extrapolation.
-
-    Perfect scaling from the smallest batch size :math:`B_0` predicts
-    :math:`S(B) = S(B_0) B_0 / B`; the critical batch size is the :math:`B`
-    where the measured :math:`S(B)` first reaches ``factor`` times that, i.e.
-    where :math:`S(B) B / (S(B_0) B_0)` crosses ``factor``, interpolated
-    linearly in :math:`\log B` between the grid points. For
-    :math:`S = S_{min} (1 + B_{crit} / B)` (McCandlish et al., 2018) with
-    :math:`B_0 \ll B_{crit}` and ``factor = 2`` this is :math:`B_{crit} + 2 B_0`.
-
-    Args:
-      batch_sizes: increasing, shape ``(n,)``.
-      steps: steps to target at each batch size, shape ``(n,)``; ``inf`` (not
-        reached) counts as above any factor, and a crossing into ``inf`` is
-        put at the last finite batch size (a lower bound). ``steps[0]`` must be
-        finite.
-      factor: the excess over perfect scaling that defines "critical" (> 1).
-
-    Returns:
-      The critical batch size; ``inf`` if the ratio stays below ``factor``.
-
-    Raises:
-      ValueError: on shapes that do not fit, non-increasing batch sizes,
-        ``factor <= 1`` or a non-finite ``steps[0]``.
-    """
-    b = np.asarray(batch_sizes, np.float64)
-    s = np.asarray(steps, np.float64)
-    if b.ndim != 1 or s.shape != b.shape or b.size < 2 or np.any(np.diff(b) <= 0):
-        raise InputError(
-            f"batch_sizes {b.shape} and steps {s.shape}: expected two 1-D arrays of the same "
-            "length >= 2 with increasing batch sizes"
-        )
-    if not factor > 1:
-        raise InputError(f"factor={factor} is invalid: expected factor > 1")
-    if not np.isfinite(s[0]) or s[0] <= 0:
-        raise InputError(f"steps[0]={s[0]} is invalid: the smallest batch size must reach the target")
-    ratio = s * b / (s[0] * b[0])
-    above = np.flatnonzero(ratio >= factor)
-    if above.size == 0:
-        return float("inf")
-    i = int(above[0])
-    if i == 0:
-        return float(b[0])
-    frac = (factor - ratio[i - 1]) / (ratio[i] - ratio[i - 1])
-    return float(np.exp(np.log(b[i - 1]) + frac * (np.log(b[i]) - np.log(b[i - 1]))))
