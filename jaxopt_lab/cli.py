@@ -167,7 +167,8 @@ def _add_run_options(p: argparse.ArgumentParser, single: bool) -> None:
             "--seeds", type=int, help=f"number of seeds: 0..N-1 (default: {len(grid['seed'])})"
         )
         seeds.add_argument("--seed", help="seeds, comma list")
-    for name in ("momentum", "b1", "b2", "eps", "decay", "weight-decay", "bn-momentum", "label-smoothing"):
+    # beta: a family's momentum coefficient (momentum, lars, signum); bn-momentum: batch norm's.
+    for name in ("beta", "b1", "b2", "eps", "decay", "weight-decay", "bn-momentum", "label-smoothing"):
         shown = {"weight-decay": "0", "bn-momentum": "0.99", "label-smoothing": "0"}.get(name, own)
         add(f"--{name}", help=f"{name.replace('-', '_')}{many}", shown=shown)
     add("--schedule", help="learning-rate schedule: " + ", ".join(SCHEDULES) + many, shown="constant")
@@ -380,7 +381,7 @@ def _definition_from_args(args) -> dict:
         "optimizer": (args.optimizer, "--optimizer", None),
         "learning_rate": (args.lr, "--lr", float),
         "batch_size": (args.batch_size, "--batch-size", int),
-        "momentum": (args.momentum, "--momentum", float),
+        "beta": (args.beta, "--beta", float),
         "b1": (args.b1, "--b1", float),
         "b2": (args.b2, "--b2", float),
         "eps": (args.eps, "--eps", float),

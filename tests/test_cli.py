@@ -119,7 +119,7 @@ def _npz(tmp_path, **arrays):
             (["sweep", *pre, flag, bad], f"{flag} '{bad}' is invalid: expected a comma list")
             for flag, pre in [
                 ("--lr", []),
-                ("--momentum", ["--optimizer", "momentum"]),
+                ("--beta", ["--optimizer", "momentum"]),
                 ("--b1", ["--optimizer", "adam"]),
                 ("--b2", ["--optimizer", "adam"]),
                 ("--eps", ["--optimizer", "adam"]),

@@ -138,7 +138,7 @@ def test_noise_scale_from_per_example_exact_formula():
     np.testing.assert_allclose(ns.trace_cov, trace, rtol=1e-5)
     np.testing.assert_allclose(ns.grad_sq_norm, grad_sq, rtol=1e-4)
     np.testing.assert_allclose(ns.b_simple, trace / grad_sq, rtol=1e-4)
-    assert isinstance(ns, metrics.NoiseScale)
+    assert isinstance(ns, metrics.NoiseScaleEstimate)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 1, 16, 40, 30, 100])  # 30: a remainder; 100 > n

@@ -93,18 +93,18 @@ def _compare(table, reference_make, names):
     assert len({tuple(np.round(r, 6)) for r in ours_test}) == len(summary)
 
 
-def _signum(learning_rate, momentum):
-    return optax.signum(learning_rate, beta=momentum)
+def _signum(learning_rate, beta):
+    return optax.signum(learning_rate, beta=beta)
 
 
-def _momentum(learning_rate, momentum):
-    return optax.sgd(learning_rate, momentum=momentum)
+def _momentum(learning_rate, beta):
+    return optax.sgd(learning_rate, momentum=beta)
 
 
 # family -> (optax's own alias for the reference, {two swept hyperparameters: values})
 FAMILIES = {
     "sgd": (optax.sgd, {"learning_rate": [0.02, 0.1]}),
-    "momentum": (_momentum, {"learning_rate": [0.01, 0.03], "momentum": [0.5, 0.9]}),
+    "momentum": (_momentum, {"learning_rate": [0.01, 0.03], "beta": [0.5, 0.9]}),
     "rmsprop": (optax.rmsprop, {"learning_rate": [1e-3, 1e-2], "decay": [0.8, 0.95]}),
     "adam": (optax.adam, {"b1": [0.5, 0.9], "b2": [0.9, 0.999]}),
     "adamw": (optax.adamw, {"learning_rate": [0.01, 0.05], "weight_decay": [0.0, 0.5]}),
@@ -115,7 +115,7 @@ FAMILIES = {
     "lars": (optax.lars, {"learning_rate": [0.1, 1.0], "trust_coefficient": [0.01, 0.1]}),
     "adagrad": (optax.adagrad, {"learning_rate": [0.05, 0.2], "initial_accumulator_value": [0.01, 0.5]}),
     "adabelief": (optax.adabelief, {"b1": [0.5, 0.9], "eps": [1e-16, 1e-3]}),
-    "signum": (_signum, {"learning_rate": [1e-3, 1e-2], "momentum": [0.5, 0.9]}),
+    "signum": (_signum, {"learning_rate": [1e-3, 1e-2], "beta": [0.5, 0.9]}),
     "sign_sgd": (optax.sign_sgd, {"learning_rate": [1e-3, 1e-2]}),
     "adafactor": (optax.adafactor, {"learning_rate": [0.01, 0.05], "decay_rate": [0.5, 0.8]}),
 }
@@ -154,10 +154,10 @@ def test_a_users_chain_with_its_own_hyperparameters_as_axes():
 
 
 def test_a_flag_swept_as_an_axis_makes_a_group_each():
-    def nesterov_sgd(learning_rate, momentum, nesterov):
-        return optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
+    def nesterov_sgd(learning_rate, beta, nesterov):
+        return optax.sgd(learning_rate, momentum=beta, nesterov=nesterov)
 
-    grid = S.Grid(optimizer=["momentum"], nesterov=[False, True], learning_rate=[0.02], momentum=[0.9])
+    grid = S.Grid(optimizer=["momentum"], nesterov=[False, True], learning_rate=[0.02], beta=[0.9])
     groups, _ = S.plan(
         S.train_lib.TrainSpec(**SPEC), grid.configs(S.train_lib.TrainSpec(**SPEC)), np.full(2, 24), "bucket"
     )
@@ -165,7 +165,7 @@ def test_a_flag_swept_as_an_axis_makes_a_group_each():
     table = S.sweep(SPEC, grid, progress=False).table
     for nesterov in (False, True):
         rows = table[table["nesterov"] == nesterov].copy()
-        _compare(rows, functools.partial(nesterov_sgd, nesterov=nesterov), ["learning_rate", "momentum"])
+        _compare(rows, functools.partial(nesterov_sgd, nesterov=nesterov), ["learning_rate", "beta"])
     a, b = (table[table["nesterov"] == v]["test_loss"].to_numpy() for v in (False, True))
     assert not np.allclose(a, b)
 

@@ -284,7 +284,7 @@ def test_grid_drops_hyperparameters_an_optimizer_does_not_take():
         (dict(learning_rate=[0.1, -1.0]), "learning_rate=-1.0 is invalid"),
         (dict(batch_size=[0]), "batch_size=0 is invalid"),
         # a NaN would read as "not given" and run with the default
-        (dict(momentum=[0.9, float("nan")]), "momentum=nan is invalid: expected a finite number"),
+        (dict(beta=[0.9, float("nan")]), "beta=nan is invalid: expected a finite number"),
         (dict(weight_decay=[float("inf")]), "weight_decay=inf is invalid: expected a finite number"),
         (dict(learning_rate=[float("inf")]), "learning_rate=inf is invalid: expected a finite number"),
         (dict(b1=["0.9"]), "b1='0.9' is invalid: expected a number"),
@@ -441,7 +441,7 @@ def test_optimizer_flags_equal_optax(flags):
         optimizer_flags=options[flags],
         batch_size=16,
     )
-    grid = S.Grid(learning_rate=[0.01, 0.05], momentum=[0.5, 0.9])
+    grid = S.Grid(learning_rate=[0.01, 0.05], beta=[0.5, 0.9])
     table = S.sweep(spec, grid, progress=False).table
     for lr in (0.01, 0.05):
         for beta in (0.5, 0.9):
@@ -450,7 +450,7 @@ def test_optimizer_flags_equal_optax(flags):
             else:  # a bias-corrected moving average of the gradients, times -lr
                 tx = optax.chain(optax.ema(beta, debias=True), optax.scale_by_learning_rate(lr))
             assert_config_matches(
-                table, dict(learning_rate=lr, momentum=beta), _linear_regression_loop(tx, 16, 30)
+                table, dict(learning_rate=lr, beta=beta), _linear_regression_loop(tx, 16, 30)
             )
 
 

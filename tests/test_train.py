@@ -145,7 +145,7 @@ def test_eval_points_include_the_last_step():
 def test_default_hparams_follow_the_optimizer_signatures():
     assert T.default_hparams("momentum") == {
         "learning_rate": 0.01,
-        "momentum": 0.9,
+        "beta": 0.9,
         "weight_decay": 0.0,
         "bn_momentum": 0.99,
         "label_smoothing": 0.0,

@@ -63,7 +63,7 @@ STATIC_AXES = ("optimizer", "schedule", "batch_size", "reduction", "lr_rule", "b
 DYNAMIC_AXES = (
     "learning_rate",
     "seed",
-    "momentum",
+    "beta",
     "b1",
     "b2",
     "eps",

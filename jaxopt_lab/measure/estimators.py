@@ -41,7 +41,7 @@ from jax.flatten_util import ravel_pytree
 from jaxopt_lab.errors import InputError
 
 __all__ = [
-    "NoiseScale",
+    "NoiseScaleEstimate",
     "HessianEigen",
     "per_example_grads",
     "example_loss",
@@ -62,7 +62,7 @@ _MODES = ("min", "max")
 # ------------------------------------------------------------ noise scale
 
 
-class NoiseScale(NamedTuple):
+class NoiseScaleEstimate(NamedTuple):
     """An estimate of the simple gradient noise scale and its two parts.
 
     Attributes:
@@ -146,8 +146,8 @@ def _num_examples(grads, name: str) -> int:
     return n
 
 
-def _from_moments(n, mean, sum_sq_dev, population_size=None) -> NoiseScale:
-    """NoiseScale from ``n`` examples' mean gradient and summed squared deviations; of a
+def _from_moments(n, mean, sum_sq_dev, population_size=None) -> NoiseScaleEstimate:
+    """NoiseScaleEstimate from ``n`` examples' mean gradient and summed squared deviations; of a
     population of ``population_size`` examples they were drawn from without replacement
     (``None``: an infinite one)."""
     if population_size is not None and not (
@@ -164,10 +164,10 @@ def _from_moments(n, mean, sum_sq_dev, population_size=None) -> NoiseScale:
         total = population_size
         trace_cov = s2 * (total - 1) / total
         grad_sq_norm = _sq_norm(mean) - s2 * (total - n) / (n * total)
-    return NoiseScale(trace_cov / grad_sq_norm, trace_cov, grad_sq_norm)
+    return NoiseScaleEstimate(trace_cov / grad_sq_norm, trace_cov, grad_sq_norm)
 
 
-def noise_scale_from_per_example(grads, *, population_size: int | None = None) -> NoiseScale:
+def noise_scale_from_per_example(grads, *, population_size: int | None = None) -> NoiseScaleEstimate:
     """Gradient noise scale from per-example gradients.
 
     With ``g_1 … g_n`` the per-example gradients (flattened over all leaves) and
@@ -188,7 +188,7 @@ def noise_scale_from_per_example(grads, *, population_size: int | None = None) -
         without replacement, as in :func:`noise_scale`; ``None``: an infinite one.
 
     Returns:
-      A :class:`NoiseScale`.
+      A :class:`NoiseScaleEstimate`.
 
     References:
       McCandlish et al., *An Empirical Model of Large-Batch Training*, 2018
@@ -207,7 +207,7 @@ def noise_scale(
     *,
     chunk_size: int | None = None,
     population_size: int | None = None,
-) -> NoiseScale:
+) -> NoiseScaleEstimate:
     """Gradient noise scale at ``params`` from the per-example gradients over ``batch``.
 
     :func:`per_example_grads` followed by :func:`noise_scale_from_per_example`.
@@ -240,7 +240,7 @@ def noise_scale(
         when ``n = N``. ``None``: a sample of an infinite population (above).
 
     Returns:
-      A :class:`NoiseScale`.
+      A :class:`NoiseScaleEstimate`.
 
     References:
       Chan, Golub and LeVeque, *Updating Formulae and a Pairwise Algorithm for
@@ -297,7 +297,7 @@ def _check_batch_sizes(b_small, b_big):
             )
 
 
-def two_batch_estimate(sq_small, sq_big, b_small, b_big) -> NoiseScale:
+def two_batch_estimate(sq_small, sq_big, b_small, b_big) -> NoiseScaleEstimate:
     """The two-batch estimates from the squared norms ``|G_small|²`` and ``|G_big|²`` of
     minibatch mean gradients at batch sizes ``b_small < b_big`` (see
     :func:`noise_scale_two_batch`); every argument may be traced."""
@@ -306,10 +306,10 @@ def two_batch_estimate(sq_small, sq_big, b_small, b_big) -> NoiseScale:
     b_big = jnp.asarray(b_big, dtype)
     grad_sq_norm = (b_big * sq_big - b_small * sq_small) / (b_big - b_small)
     trace_cov = (sq_small - sq_big) / (1 / b_small - 1 / b_big)
-    return NoiseScale(trace_cov / grad_sq_norm, trace_cov, grad_sq_norm)
+    return NoiseScaleEstimate(trace_cov / grad_sq_norm, trace_cov, grad_sq_norm)
 
 
-def noise_scale_two_batch(grad_small, grad_big, b_small, b_big, *, draw_axis: bool = False) -> NoiseScale:
+def noise_scale_two_batch(grad_small, grad_big, b_small, b_big, *, draw_axis: bool = False) -> NoiseScaleEstimate:
     """Gradient noise scale from minibatch gradients at two batch sizes.
 
     A minibatch gradient ``G_B``, the mean of ``B`` i.i.d. per-example gradients,
@@ -336,7 +336,7 @@ def noise_scale_two_batch(grad_small, grad_big, b_small, b_big, *, draw_axis: bo
         independent draws to average over.
 
     Returns:
-      A :class:`NoiseScale`.
+      A :class:`NoiseScaleEstimate`.
 
     References:
       McCandlish et al., *An Empirical Model of Large-Batch Training*, 2018
@@ -360,7 +360,7 @@ def gradient_noise_scale(
     b_small: int,
     b_big: int,
     num_draws: int,
-) -> NoiseScale:
+) -> NoiseScaleEstimate:
     """Two-batch estimate of the gradient noise scale from batches sampled out of ``data``.
 
     Each of ``num_draws`` draws samples a batch of ``b_small`` and an
@@ -382,7 +382,7 @@ def gradient_noise_scale(
       num_draws: number of independent pairs of batches, ``>= 1``.
 
     Returns:
-      A :class:`NoiseScale`.
+      A :class:`NoiseScaleEstimate`.
 
     References:
       McCandlish et al., *An Empirical Model of Large-Batch Training*, 2018

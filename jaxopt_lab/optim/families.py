@@ -155,13 +155,12 @@ class Optimizer:
 # ------------------------------------------------------------------- built-in families
 
 
-def _momentum(learning_rate, momentum, **flags):
-    # The sweep axis is `momentum`; the transform calls it beta.
-    return transforms.momentum(learning_rate, momentum, **flags)
-
-
-def _signum(learning_rate, momentum):
-    return optax.signum(learning_rate, beta=momentum)
+def _lars(learning_rate, weight_decay, trust_coefficient, eps, beta, **flags):
+    # A momentum coefficient is `beta` in every family (`bn_momentum` is batch norm's);
+    # optax.lars calls it momentum.
+    return optax.lars(
+        learning_rate, weight_decay, trust_coefficient=trust_coefficient, eps=eps, momentum=beta, **flags
+    )
 
 
 _ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "eps_root": 0.0}
@@ -172,8 +171,8 @@ REGISTRY: dict[str, Optimizer] = {
         # This package's transforms.
         Optimizer(transforms.sgd, {"learning_rate": 0.1}, name="sgd"),
         Optimizer(
-            _momentum,
-            {"learning_rate": 0.01, "momentum": 0.9},
+            transforms.momentum,
+            {"learning_rate": 0.01, "beta": 0.9},
             {"nesterov": False, "ema": False, "bias_correction": False},
             name="momentum",
         ),
@@ -209,13 +208,13 @@ REGISTRY: dict[str, Optimizer] = {
             name="lamb",
         ),
         Optimizer(
-            optax.lars,
+            _lars,
             {
                 "learning_rate": 0.1,
                 "weight_decay": 0.0,
                 "trust_coefficient": 0.001,
                 "eps": 0.0,
-                "momentum": 0.9,
+                "beta": 0.9,
             },
             {"nesterov": False},
             name="lars",
@@ -231,7 +230,7 @@ REGISTRY: dict[str, Optimizer] = {
             {"nesterov": False},
             name="adabelief",
         ),
-        Optimizer(_signum, {"learning_rate": 1e-3, "momentum": 0.9}, name="signum"),
+        Optimizer(optax.signum, {"learning_rate": 1e-3, "beta": 0.9}, name="signum"),
         Optimizer(optax.sign_sgd, {"learning_rate": 1e-3}, name="sign_sgd"),
         # decay_rate and eps trace; min_dim_size_to_factor, momentum (None or a number:
         # a Python branch) and factored change code.
