@@ -7,15 +7,17 @@ batch size × seed × optimizer) is one compiled, vmapped, sharded program.
 
 from jaxopt_lab import analysis, data, engine, errors, measure, nn, optim, outputs, toys
 from jaxopt_lab.data import Dataset, load
-from jaxopt_lab.engine.sweep import Grid, SweepResult, sweep
-from jaxopt_lab.engine.train import History, Target, TrainSpec, TrainState, train
+from jaxopt_lab.engine.grid import Grid
+from jaxopt_lab.engine.spec import TrainSpec
+from jaxopt_lab.engine.sweep import SweepResult, sweep
+from jaxopt_lab.engine.train import History, TrainState, train
 from jaxopt_lab.errors import InputError
 from jaxopt_lab.measure.estimators import (
     hessian_top_eigenvalue,
     noise_scale,
     noise_scale_two_batch,
-    steps_to_target,
 )
+from jaxopt_lab.measure.targets import Target, steps_to_target
 from jaxopt_lab.nn.batchnorm import BatchNormParams, BatchNormState
 from jaxopt_lab.nn.models import Model, cnn1d, from_flax, from_nnx, linear, mlp
 from jaxopt_lab.optim.families import Optimizer
@@ -46,11 +48,11 @@ def clear_caches() -> None:
     loads and compiles again, to the same numbers."""
     import jax
 
-    from jaxopt_lab.engine import sweep as sweep_lib
+    from jaxopt_lab.engine import chunks as chunks_lib
     from jaxopt_lab.engine import train as train_lib
 
     train_lib.clear_caches()
-    sweep_lib.clear_caches()
+    chunks_lib.clear_caches()
     jax.clear_caches()
 
 

@@ -12,6 +12,7 @@ import pytest
 from _processes import command_process
 
 from jaxopt_lab import cli
+from jaxopt_lab.engine import chunks as C
 from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
 from jaxopt_lab.outputs import folder
@@ -47,7 +48,7 @@ def test_a_killed_chunk_resumes_from_its_checkpoint_and_gives_the_uninterrupted_
     assert 400 <= saved < 2000
 
     segments = {"n": 0}
-    real = S._programs
+    real = C.programs
 
     def counting(*args):
         init_p, segment_p, replay_p, arrays, by_config = real(*args)
@@ -58,7 +59,7 @@ def test_a_killed_chunk_resumes_from_its_checkpoint_and_gives_the_uninterrupted_
 
         return init_p, segment, replay_p, arrays, by_config
 
-    monkeypatch.setattr(S, "_programs", counting)
+    monkeypatch.setattr(C, "programs", counting)
     assert cli.main(["sweep", *ARGV, "--out", out, "--resume"]) == 0
     assert segments["n"] == (2000 - saved) // 20  # only the segments after the checkpoint
     pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(out, "results.parquet")), whole)

@@ -40,7 +40,8 @@ def test_every_module_with_examples_is_collected():
         "jaxopt_lab.optim.transforms",
         "jaxopt_lab.engine.train",
         "jaxopt_lab.nn.models",
-        "jaxopt_lab.engine.sweep",
+        "jaxopt_lab.engine.grid",
+        "jaxopt_lab.engine.spec",
         "jaxopt_lab.data",
     } <= with_examples
 

@@ -17,8 +17,10 @@ from _reference import model_fns, optax_loop
 from jax.flatten_util import ravel_pytree
 
 from jaxopt_lab import data, measure
+from jaxopt_lab.engine import chunks as chunks_lib
 from jaxopt_lab.engine import sweep as sweep_lib
 from jaxopt_lab.engine import train as T
+from jaxopt_lab.measure.targets import Target
 from jaxopt_lab.toys import probes
 
 _rng = np.random.default_rng(0)
@@ -290,9 +292,9 @@ def test_target_stops_each_config_at_its_first_point_and_ends_the_chunk(monkeypa
     assert expected[0.5] == 16
 
     segments = []
-    to_host = sweep_lib._to_host
-    monkeypatch.setattr(sweep_lib, "_to_host", lambda tree: segments.append(1) or to_host(tree))
-    spec = _spec(steps=40, target=T.Target("test_loss", target, interpolate=True))
+    to_host = chunks_lib._to_host
+    monkeypatch.setattr(chunks_lib, "_to_host", lambda tree: segments.append(1) or to_host(tree))
+    spec = _spec(steps=40, target=Target("test_loss", target, interpolate=True))
     result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.5, 1.0, 1e-4]), progress=False)
     summary = result.summary().set_index("learning_rate")
     for lr, step in expected.items():

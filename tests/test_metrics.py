@@ -22,6 +22,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from jaxopt_lab.measure import estimators as metrics
+from jaxopt_lab.measure import targets
 
 # ----------------------------------------------------------------- linear regression
 
@@ -431,21 +432,21 @@ def test_hessian_shift_finds_top_algebraic_eigenvalue():
 def test_steps_to_target_by_hand():
     steps = np.array([0, 10, 20, 30, 40])
     losses = np.array([3.0, 2.0, 1.0, 0.5, 0.7])
-    assert metrics.steps_to_target(steps, losses, 1.0) == 20.0  # reaching means <=
-    assert metrics.steps_to_target(steps, losses, 0.9) == 30.0
-    assert np.isnan(metrics.steps_to_target(steps, losses, 0.1))
+    assert targets.steps_to_target(steps, losses, 1.0) == 20.0  # reaching means <=
+    assert targets.steps_to_target(steps, losses, 0.9) == 30.0
+    assert np.isnan(targets.steps_to_target(steps, losses, 0.1))
     accuracies = np.array([0.1, 0.5, 0.9, 0.8, 0.95])
-    assert metrics.steps_to_target(steps, accuracies, 0.9, mode="max") == 20.0
-    assert metrics.steps_to_target(steps, accuracies, 0.92, mode="max") == 40.0
-    assert np.isnan(metrics.steps_to_target(steps, accuracies, 0.99, mode="max"))
+    assert targets.steps_to_target(steps, accuracies, 0.9, mode="max") == 20.0
+    assert targets.steps_to_target(steps, accuracies, 0.92, mode="max") == 40.0
+    assert np.isnan(targets.steps_to_target(steps, accuracies, 0.99, mode="max"))
 
 
 def test_steps_to_target_non_finite_never_reached():
     steps = np.array([0, 10, 20, 30])
-    assert metrics.steps_to_target(steps, np.array([np.nan, np.nan, 0.5, np.nan]), 1.0) == 20.0
-    assert np.isnan(metrics.steps_to_target(steps, np.full(4, np.nan), 1.0))
-    assert np.isnan(metrics.steps_to_target(steps, np.array([2.0, -np.inf, np.nan, np.nan]), 1.0))
-    assert metrics.steps_to_target(steps, np.array([0.1, np.inf, 0.95, 0.5]), 0.9, mode="max") == 20.0
+    assert targets.steps_to_target(steps, np.array([np.nan, np.nan, 0.5, np.nan]), 1.0) == 20.0
+    assert np.isnan(targets.steps_to_target(steps, np.full(4, np.nan), 1.0))
+    assert np.isnan(targets.steps_to_target(steps, np.array([2.0, -np.inf, np.nan, np.nan]), 1.0))
+    assert targets.steps_to_target(steps, np.array([0.1, np.inf, 0.95, 0.5]), 0.9, mode="max") == 20.0
 
 
 def test_steps_to_target_sweep_jax_vmap_and_pandas():
@@ -459,39 +460,39 @@ def test_steps_to_target_sweep_jax_vmap_and_pandas():
         ]
     )
     expected = np.array([200.0, 100.0, np.nan, 0.0])
-    np.testing.assert_array_equal(metrics.steps_to_target(steps, values, 1.0), expected)
-    jitted = jax.jit(metrics.steps_to_target)(jnp.asarray(steps), jnp.asarray(values, jnp.float32), 1.0)
+    np.testing.assert_array_equal(targets.steps_to_target(steps, values, 1.0), expected)
+    jitted = jax.jit(targets.steps_to_target)(jnp.asarray(steps), jnp.asarray(values, jnp.float32), 1.0)
     np.testing.assert_array_equal(jitted, expected)
-    vmapped = jax.jit(jax.vmap(metrics.steps_to_target, in_axes=(None, 0, None)))(
+    vmapped = jax.jit(jax.vmap(targets.steps_to_target, in_axes=(None, 0, None)))(
         jnp.asarray(steps), jnp.asarray(values, jnp.float32), jnp.float32(1.0)
     )
     np.testing.assert_array_equal(vmapped, expected)
     # One target per config; steps given per config too.
-    per_config = metrics.steps_to_target(np.tile(steps, (4, 1)), values, np.array([0.5, 2.0, 2.0, 0.1]))
+    per_config = targets.steps_to_target(np.tile(steps, (4, 1)), values, np.array([0.5, 2.0, 2.0, 0.1]))
     np.testing.assert_array_equal(per_config, [300.0, 0.0, 0.0, np.nan])
 
     frame = pd.DataFrame({"step": steps, "loss": pd.array([2.0, None, 0.8, 0.4], dtype="Float64")})
-    assert metrics.steps_to_target(frame["step"], frame["loss"], 1.0) == 200.0
+    assert targets.steps_to_target(frame["step"], frame["loss"], 1.0) == 200.0
 
 
 def test_examples_to_target_exact_for_large_counts():
     examples = np.array([0, 2**24 + 1, 2**25 + 3])  # not representable in float32
     accuracies = np.array([0.1, 0.95, 0.97])
-    result = metrics.examples_to_target(examples, accuracies, 0.9, mode="max")
+    result = targets.examples_to_target(examples, accuracies, 0.9, mode="max")
     assert result == 2**24 + 1
     assert result.dtype == np.float64
-    assert np.isnan(metrics.examples_to_target(examples, accuracies, 0.99, mode="max"))
+    assert np.isnan(targets.examples_to_target(examples, accuracies, 0.99, mode="max"))
 
 
 def test_steps_to_target_errors():
     with pytest.raises(ValueError, match="mode must be one of"):
-        metrics.steps_to_target([0, 1], [1.0, 0.5], 0.7, mode="best")
+        targets.steps_to_target([0, 1], [1.0, 0.5], 0.7, mode="best")
     with pytest.raises(ValueError, match=r"steps must broadcast to the shape of values \(2, 3\)"):
-        metrics.steps_to_target([0, 1], np.zeros((2, 3)), 0.7)
+        targets.steps_to_target([0, 1], np.zeros((2, 3)), 0.7)
     with pytest.raises(ValueError, match="target must be a scalar or broadcast"):
-        metrics.steps_to_target([0, 1, 2], np.zeros((2, 3)), np.zeros(3))
+        targets.steps_to_target([0, 1, 2], np.zeros((2, 3)), np.zeros(3))
     with pytest.raises(ValueError, match="non-empty last"):
-        metrics.examples_to_target([], [], 0.7)
+        targets.examples_to_target([], [], 0.7)
 
 
 def test_noise_scale_of_a_finite_population_by_hand():

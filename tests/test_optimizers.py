@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxopt_lab import TrainSpec
 from jaxopt_lab import data as D
 from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
@@ -158,9 +159,7 @@ def test_a_flag_swept_as_an_axis_makes_a_group_each():
         return optax.sgd(learning_rate, momentum=beta, nesterov=nesterov)
 
     grid = S.Grid(optimizer=["momentum"], nesterov=[False, True], learning_rate=[0.02], beta=[0.9])
-    groups, _ = S.plan(
-        S.train_lib.TrainSpec(**SPEC), grid.configs(S.train_lib.TrainSpec(**SPEC)), np.full(2, 24), "bucket"
-    )
+    groups, _ = S.plan(TrainSpec(**SPEC), grid.configs(TrainSpec(**SPEC)), np.full(2, 24), "bucket")
     assert sorted(dict(g.spec.optimizer_flags)["nesterov"] for g in groups) == [False, True]
     table = S.sweep(SPEC, grid, progress=False).table
     for nesterov in (False, True):

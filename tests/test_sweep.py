@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jaxopt_lab import Optimizer
+from jaxopt_lab.engine import chunks as C
+from jaxopt_lab.engine import grid as G
 from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.engine import train as T
 from jaxopt_lab.outputs import schema
@@ -153,7 +156,7 @@ def test_donated_frozen_segments_give_the_replayed_table_and_free_their_input(mo
     the same pass: the table of the CPU's fast segments with their replay (to rounding)."""
     grid = S.Grid(optimizer=["sgd"], learning_rate=[0.01, 0.1, 1e4], batch_size=[16], seed=[0])
     replayed = _run(grid, chunk_size=4)
-    real, donated = S._programs, []
+    real, donated = C.programs, []
 
     def programs(*args):
         init_p, segment_p, replay_p, arrays, by_config = real(*args)
@@ -166,8 +169,8 @@ def test_donated_frozen_segments_give_the_replayed_table_and_free_their_input(mo
 
         return init_p, segment, replay_p, arrays, by_config
 
-    monkeypatch.setattr(S, "_replays", lambda devices: False)
-    monkeypatch.setattr(S, "_programs", programs)
+    monkeypatch.setattr(C, "_replays", lambda devices: False)
+    monkeypatch.setattr(C, "programs", programs)
     frozen = _run(grid, chunk_size=4)
     _assert_same(frozen, replayed, rtol=1e-6)  # the select fuses differently: last-bit rounding
     assert frozen.loc[frozen.learning_rate == 1e4, "diverged"].all()
@@ -175,7 +178,7 @@ def test_donated_frozen_segments_give_the_replayed_table_and_free_their_input(mo
 
 
 def test_a_second_chunk_does_not_recompile(caplog):
-    S._programs.cache_clear()
+    C.programs.cache_clear()
     grid = S.Grid(optimizer=["sgd"], learning_rate=list(np.geomspace(1e-3, 1e-1, 9)), batch_size=[16])
     with jax.log_compiles(), caplog.at_level(logging.WARNING):
         table = _run(grid, chunk_size=4)  # 9 configs -> 3 chunks, the last one padded
@@ -189,7 +192,7 @@ def _interrupt_chunk(monkeypatch, n):
     """Make the sweep's ``n``-th chunk raise KeyboardInterrupt (a Ctrl-C); returns the call
     counter, which a test may reset to count the chunks a resume runs."""
     calls = {"n": 0}
-    real = S._run_chunk
+    real = S.run_chunk
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -197,7 +200,7 @@ def _interrupt_chunk(monkeypatch, n):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(S, "_run_chunk", interrupted)
+    monkeypatch.setattr(S, "run_chunk", interrupted)
     return calls
 
 
@@ -254,7 +257,7 @@ def test_a_resume_ignores_list_order_and_chunk_size_and_keeps_the_folders(tmp_pa
     assert calls["n"] == -100 + 1  # the one unfinished chunk, at the folder's chunk size
     full = _run(grid, chunk_size=2, strategy="bucket", plots=False)
     _assert_same(resumed, full)  # the folder's config ids and order
-    assert S.schema_lib.read_definition(tmp_path / "sweep.toml")["sweep"]["chunk_size"] == 2
+    assert schema.read_definition(tmp_path / "sweep.toml")["sweep"]["chunk_size"] == 2
 
 
 def test_epoch_budget_becomes_steps_per_batch_size():
@@ -303,7 +306,7 @@ def test_an_axis_no_family_takes_is_refused_once_the_specs_family_is_known(tmp_p
         S.sweep(SPEC, grid, out=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="clip=nan is invalid: expected a finite number"):
-        family = S.optimizers_lib.Optimizer(
+        family = Optimizer(
             lambda learning_rate, clip: optax.sgd(learning_rate), {"learning_rate": 0.1, "clip": 1.0}
         )
         S.Grid(clip=[float("nan")]).configs(T.TrainSpec(optimizer=family))
@@ -342,10 +345,10 @@ class _Device:
     ],
 )
 def test_the_cpu_chunk_width_is_a_function_of_the_config_alone(monkeypatch, fit, devices, expected):
-    step_bytes = S._CPU_CHUNK_BYTES // fit if fit else 2 * S._CPU_CHUNK_BYTES  # 0: not even one fits
-    monkeypatch.setattr(S, "_step_bytes", lambda spec, dataset: step_bytes)
-    monkeypatch.setattr(S, "_CPU_CONFIGS_PER_DEVICE", 2)
-    assert S._default_chunk_size(None, None, [_Device("cpu")] * devices) == expected
+    step_bytes = C._CPU_CHUNK_BYTES // fit if fit else 2 * C._CPU_CHUNK_BYTES  # 0: not even one fits
+    monkeypatch.setattr(C, "_step_bytes", lambda spec, dataset: step_bytes)
+    monkeypatch.setattr(C, "_CPU_CONFIGS_PER_DEVICE", 2)
+    assert C.default_chunk_size(None, None, [_Device("cpu")] * devices) == expected
 
 
 @pytest.mark.parametrize(
@@ -358,9 +361,9 @@ def test_the_cpu_chunk_width_is_a_function_of_the_config_alone(monkeypatch, fit,
     ],
 )
 def test_accelerator_chunks_are_sized_from_one_devices_memory(monkeypatch, bytes_limit, devices, expected):
-    monkeypatch.setattr(S, "_per_config_bytes", lambda spec, dataset: 1 << 20)
-    monkeypatch.setattr(S, "_ACCELERATOR_MAX_CONFIGS_PER_DEVICE", 256 if bytes_limit == 10 << 30 else 10**6)
-    assert S._default_chunk_size(None, None, [_Device("gpu", bytes_limit)] * devices) == expected
+    monkeypatch.setattr(C, "_per_config_bytes", lambda spec, dataset: 1 << 20)
+    monkeypatch.setattr(C, "_ACCELERATOR_MAX_CONFIGS_PER_DEVICE", 256 if bytes_limit == 10 << 30 else 10**6)
+    assert C.default_chunk_size(None, None, [_Device("gpu", bytes_limit)] * devices) == expected
 
 
 def test_adding_configs_to_a_sweep_does_not_change_those_already_in_it():
@@ -744,13 +747,13 @@ def test_bad_model_options_raise_before_anything_is_written(tmp_path, options, m
 
 def test_a_chunk_is_never_padded_beyond_the_configs_that_exist(monkeypatch):
     widths = []
-    real = S._run_chunk
+    real = S.run_chunk
 
     def recording(group, configs, *args, **kwargs):
         widths.append(len(configs))
         return real(group, configs, *args, **kwargs)
 
-    monkeypatch.setattr(S, "_run_chunk", recording)
+    monkeypatch.setattr(S, "run_chunk", recording)
     grid = S.Grid(optimizer=["sgd"], learning_rate=[0.01], batch_size=[8])
     table = _run(grid, chunk_size=1_000_000, plots=False)
     assert widths == [len(jax.devices())]  # one config per device at most, not a million
@@ -758,7 +761,7 @@ def test_a_chunk_is_never_padded_beyond_the_configs_that_exist(monkeypatch):
 
 
 def test_a_sweep_that_cannot_fit_the_machine_is_refused_with_the_numbers(monkeypatch):
-    monkeypatch.setattr(S, "_host_memory_bytes", lambda: 1 << 20)  # a 1 MiB machine
+    monkeypatch.setattr(G, "_host_memory_bytes", lambda: 1 << 20)  # a 1 MiB machine
     with pytest.raises(
         InputError,
         match=r"too large for this machine: 400 configs x 1 evaluation points need "
@@ -831,7 +834,7 @@ def test_a_segment_runs_without_a_host_round_trip():
     already on the devices, the call runs under jax.transfer_guard("disallow")."""
     spec = T.TrainSpec(**{**SPEC, "optimizer": "adam", "steps": 20, "eval_every": 10})
     devices = tuple(jax.devices())
-    init_p, segment_p, _, arrays, by_config = S._programs(spec, False, devices)
+    init_p, segment_p, _, arrays, by_config = C.programs(spec, False, devices)
     n = len(devices)
     hparams = {k: np.full(n, v, np.float32) for k, v in T.default_hparams("adam").items()}
     keys = np.arange(n, dtype=np.uint32)  # seeds: init makes the keys
@@ -957,7 +960,7 @@ def test_a_sweep_on_arrays_from_python_equals_an_optax_loop_and_records_them(tmp
             ds, *model_fns(model), optax.sgd(lr), batch_size=16, steps=20, eval_every=10, seed=0
         )
         assert_config_matches(table, dict(learning_rate=lr), curves, accuracy_atol=1e-6)
-    definition = S.schema_lib.read_definition(out / "sweep.toml")
+    definition = schema.read_definition(out / "sweep.toml")
     assert definition["spec"]["dataset"] == "arrays:mine"
     recorded = definition["dataset_options"]["arrays"]
     assert recorded["shapes"] == {"x_train": [200, 6], "y_train": [200], "x_test": [50, 6], "y_test": [50]}
@@ -1028,9 +1031,9 @@ def test_clear_caches_frees_programs_and_datasets_and_the_next_sweep_gives_the_s
     monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(True))
     spec = dict(dataset="regression", model="linear", optimizer="sgd", steps=10, eval_every=5)
     first = S.sweep(spec, S.Grid(learning_rate=[0.01, 0.1]), progress=False).table
-    assert S._programs.cache_info().currsize > 0 and T.load_dataset.cache_info().currsize > 0
+    assert C.programs.cache_info().currsize > 0 and T.load_dataset.cache_info().currsize > 0
     jaxopt_lab.clear_caches()
-    assert S._programs.cache_info().currsize == 0 and T.load_dataset.cache_info().currsize == 0
+    assert C.programs.cache_info().currsize == 0 and T.load_dataset.cache_info().currsize == 0
     assert cleared == [True]
     again = S.sweep(spec, S.Grid(learning_rate=[0.01, 0.1]), progress=False).table
     pd.testing.assert_frame_equal(again, first)
@@ -1041,8 +1044,8 @@ def test_a_chunk_whose_configs_all_diverged_ends_early_and_keeps_their_nan_rows(
     table still holds every point, NaN and diverged, with the learning rate the schedule gives
     (optax's warmup-cosine schedule, step - 1 at each point)."""
     segments = []
-    to_host = S._to_host
-    monkeypatch.setattr(S, "_to_host", lambda tree: segments.append(1) or to_host(tree))
+    to_host = C._to_host
+    monkeypatch.setattr(C, "_to_host", lambda tree: segments.append(1) or to_host(tree))
     spec = dict(dataset="regression", model="linear", optimizer="sgd", steps=40, eval_every=5)
     grid = S.Grid(learning_rate=[1e4, 1e5], schedule=["warmup_cosine"], warmup_steps=[10])
     table = S.sweep(spec, grid, chunk_size=2, progress=False).table

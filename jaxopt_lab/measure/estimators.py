@@ -1,4 +1,4 @@
-"""Measurements on a trained state: gradient noise scale, Hessian sharpness, steps-to-target.
+"""Estimators on a trained state: the gradient noise scale and the Hessian's sharpness.
 
 Every measurement is a pure function of arrays: no Python control flow on
 traced values, loops are ``lax.fori_loop``/``lax.scan``. So each one runs on a
@@ -19,8 +19,7 @@ single state and, under ``jax.vmap``, over the stacked states of a sweep.
 * **Sharpness**: :func:`hessian_top_eigenvalue`, power iteration on
   Hessian-vector products, never forming the Hessian.
 
-* **Steps-to-target**: :func:`steps_to_target` and :func:`examples_to_target`,
-  the first evaluation point of a history at which a metric reaches a target.
+The first point at which a curve reaches a target is :mod:`jaxopt_lab.measure.targets`'.
 
 References:
   McCandlish, Kaplan, Amodei and the OpenAI Dota Team, *An Empirical Model of
@@ -52,11 +51,7 @@ __all__ = [
     "gradient_noise_scale",
     "hessian_top_eigenvalue",
     "power_iteration",
-    "steps_to_target",
-    "examples_to_target",
 ]
-
-_MODES = ("min", "max")
 
 
 # ------------------------------------------------------------ noise scale
@@ -309,7 +304,9 @@ def two_batch_estimate(sq_small, sq_big, b_small, b_big) -> NoiseScaleEstimate:
     return NoiseScaleEstimate(trace_cov / grad_sq_norm, trace_cov, grad_sq_norm)
 
 
-def noise_scale_two_batch(grad_small, grad_big, b_small, b_big, *, draw_axis: bool = False) -> NoiseScaleEstimate:
+def noise_scale_two_batch(
+    grad_small, grad_big, b_small, b_big, *, draw_axis: bool = False
+) -> NoiseScaleEstimate:
     """Gradient noise scale from minibatch gradients at two batch sizes.
 
     A minibatch gradient ``G_B``, the mean of ``B`` i.i.d. per-example gradients,
@@ -507,101 +504,3 @@ def power_iteration(hvp: Callable[[jax.Array], jax.Array], v: jax.Array, num_ite
 
 
 # -------------------------------------------------------- steps to target
-
-
-def _as_host(x):
-    # pandas: nullable dtypes hold pd.NA, which np.asarray cannot turn into float.
-    if hasattr(x, "to_numpy"):
-        return x.to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.asarray(x, dtype=np.float64)
-
-
-def _broadcasts_to(shape, to) -> bool:
-    try:
-        return np.broadcast_shapes(shape, to) == tuple(to)
-    except ValueError:
-        return False
-
-
-def _first_reached(index, values, target, mode: str, index_name: str):
-    if mode not in _MODES:
-        raise InputError(f"mode must be one of {_MODES}, got {mode!r}")
-    if any(isinstance(a, jax.Array) for a in (index, values, target)):
-        xp = jnp
-        values = jnp.asarray(values)
-        if not jnp.issubdtype(values.dtype, jnp.floating):
-            values = values.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
-        index = jnp.asarray(index).astype(values.dtype)
-        target = jnp.asarray(target).astype(values.dtype)
-    else:
-        # Host data stays in float64: example counts past 2**24 are exact.
-        xp = np
-        index, values, target = _as_host(index), _as_host(values), _as_host(target)
-    if values.ndim == 0 or values.shape[-1] == 0:
-        raise InputError(f"values must have a non-empty last (evaluation) axis, got shape {values.shape}")
-    if not _broadcasts_to(index.shape, values.shape):
-        raise InputError(
-            f"{index_name} must broadcast to the shape of values {values.shape}, got shape {index.shape}"
-        )
-    if not _broadcasts_to(target.shape, values.shape[:-1]):
-        raise InputError(
-            f"target must be a scalar or broadcast to the leading shape of values {values.shape[:-1]}, "
-            f"got shape {target.shape}"
-        )
-    index = xp.broadcast_to(index, values.shape)
-    target = xp.broadcast_to(target[..., None], values.shape)
-    # Comparisons with NaN are false already; isfinite also rules out ±inf of a diverged run.
-    reached = xp.isfinite(values) & ((values <= target) if mode == "min" else (values >= target))
-    first = xp.argmax(reached, axis=-1)
-    at_first = xp.take_along_axis(index, first[..., None], axis=-1)[..., 0]
-    result = xp.where(xp.any(reached, axis=-1), at_first, xp.nan)
-    return result[()] if xp is np else result
-
-
-def steps_to_target(steps, values, target, *, mode: str = "min"):
-    """Step of the first evaluation at which ``values`` reaches ``target``; NaN if none does.
-
-    Reached means ``values <= target`` for ``mode="min"`` (losses) and
-    ``values >= target`` for ``mode="max"`` (accuracies). Non-finite values
-    (NaN or ±inf, a diverged run) never count as reached.
-
-    The evaluation axis is the last one; leading axes (e.g. the config axis of
-    a sweep's stacked histories) are kept, so this applies to a whole sweep at
-    once, and it can also be ``jax.vmap``-ed and ``jax.jit``-ed. JAX inputs give
-    a JAX float array (float32 unless x64 is enabled); NumPy or pandas inputs
-    are computed in NumPy float64 and give a NumPy float64.
-
-    Example::
-
-      steps_to_target([0, 100, 200], [2.3, 0.9, 0.4], 1.0)                # 100.0
-      steps_to_target(hist.step, hist.test_accuracy, 0.9, mode="max")     # one per config
-
-    Args:
-      steps: step of each evaluation point, shape ``(E,)`` or that of ``values``.
-      values: metric at each evaluation point, shape ``(..., E)``.
-      target: threshold, a scalar or one per leading index (shape ``values.shape[:-1]``).
-      mode: ``"min"`` (lower is better) or ``"max"`` (higher is better).
-
-    Returns:
-      An array of shape ``values.shape[:-1]``.
-    """
-    return _first_reached(steps, values, target, mode, "steps")
-
-
-def examples_to_target(examples_seen, values, target, *, mode: str = "min"):
-    """Examples seen at the first evaluation at which ``values`` reaches ``target``; NaN if none does.
-
-    :func:`steps_to_target` indexed by examples seen instead of steps, which
-    compares runs of different batch sizes on the same axis of data consumed.
-
-    Args:
-      examples_seen: examples seen at each evaluation point, shape ``(E,)`` or
-        that of ``values``.
-      values: metric at each evaluation point, shape ``(..., E)``.
-      target: threshold, a scalar or one per leading index.
-      mode: ``"min"`` or ``"max"``.
-
-    Returns:
-      An array of shape ``values.shape[:-1]``.
-    """
-    return _first_reached(examples_seen, values, target, mode, "examples_seen")
