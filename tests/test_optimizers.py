@@ -94,6 +94,10 @@ def _compare(table, reference_make, names):
     assert len({tuple(np.round(r, 6)) for r in ours_test}) == len(summary)
 
 
+def _lars(beta, **hparams):  # optax calls the momentum coefficient momentum
+    return optax.lars(momentum=beta, **hparams)
+
+
 def _signum(learning_rate, beta):
     return optax.signum(learning_rate, beta=beta)
 
@@ -113,7 +117,7 @@ FAMILIES = {
     "nadamw": (optax.nadamw, {"b2": [0.9, 0.999], "weight_decay": [0.0, 0.5]}),
     "lion": (optax.lion, {"b1": [0.5, 0.9], "weight_decay": [0.0, 0.5]}),
     "lamb": (optax.lamb, {"learning_rate": [0.01, 0.05], "weight_decay": [0.0, 0.5]}),
-    "lars": (optax.lars, {"learning_rate": [0.1, 1.0], "trust_coefficient": [0.01, 0.1]}),
+    "lars": (_lars, {"learning_rate": [0.1, 1.0], "trust_coefficient": [0.01, 0.1]}),
     "adagrad": (optax.adagrad, {"learning_rate": [0.05, 0.2], "initial_accumulator_value": [0.01, 0.5]}),
     "adabelief": (optax.adabelief, {"b1": [0.5, 0.9], "eps": [1e-16, 1e-3]}),
     "signum": (_signum, {"learning_rate": [1e-3, 1e-2], "beta": [0.5, 0.9]}),

@@ -52,7 +52,7 @@ import pandas as pd
 
 from jaxopt_lab.analysis import tables as tables_lib
 from jaxopt_lab.errors import InputError
-from jaxopt_lab.measure import estimators as metrics
+from jaxopt_lab.measure import targets
 from jaxopt_lab.nn import batchnorm
 
 __all__ = [
@@ -357,7 +357,7 @@ def best_learning_rate(
         raise InputError(
             f"losses has shape {losses.shape} and learning_rates {lrs.shape}: expected (L, T + 1) and (L,)"
         )
-    steps = metrics.steps_to_target(np.arange(losses.shape[1]), losses, tol)
+    steps = targets.steps_to_target(np.arange(losses.shape[1]), losses, tol)
     final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
     runs = pd.DataFrame(
         {"learning_rate": lrs, "seed": 0, "steps": steps, "final_loss": final, "diverged": False}
