@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jaxopt_lab import cli
-from jaxopt_lab.engine import fingerprints as F
+from jaxopt_lab import fingerprints as F
 from jaxopt_lab.engine import sweep as S
 from jaxopt_lab.errors import InputError
 from jaxopt_lab.nn import models as M

@@ -105,7 +105,7 @@ def sweep_per_batch_size(
 ) -> pd.DataFrame:
     """One sweep per batch size, each with its own grid, as one results table.
 
-    The engine's :class:`~jaxopt_lab.engine.sweep.Grid` is a cartesian product, so a
+    The engine's :class:`~jaxopt_lab.engine.grid.Grid` is a cartesian product, so a
     learning-rate grid that moves with the batch size (``lr_sum = lr_mean / B``)
     cannot be one grid. Under the ``bucket`` strategy every batch size is a
     compiled group anyway, so running them one sweep at a time costs no extra

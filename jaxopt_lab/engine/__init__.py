@@ -14,8 +14,6 @@ In the order a sweep goes through them:
 * :mod:`~jaxopt_lab.engine.sweep`: ``sweep()``, which checks a request and drives
   the rest.
 * :mod:`~jaxopt_lab.engine.distributed`: several processes (``jax.distributed``).
-* :mod:`~jaxopt_lab.engine.fingerprints`: the stable identity of a spec's Python
-  objects, recorded in ``sweep.toml``.
 
 ``jaxopt_lab.train`` and ``jaxopt_lab.sweep`` are the two functions.
 """

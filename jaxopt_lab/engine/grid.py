@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jaxopt_lab.engine import train as train_lib
+from jaxopt_lab.engine import spec as spec_lib
 from jaxopt_lab.errors import InputError
 from jaxopt_lab.optim import families as optimizers_lib
 from jaxopt_lab.optim import schedules as schedules_lib
@@ -173,9 +173,9 @@ class Grid:
     def __repr__(self) -> str:
         return f"Grid({', '.join(f'{k}={list(v)!r}' for k, v in self.axes.items())})"
 
-    def families(self, spec: train_lib.TrainSpec | None = None) -> dict[str, optimizers_lib.Optimizer]:
+    def families(self, spec: spec_lib.TrainSpec | None = None) -> dict[str, optimizers_lib.Optimizer]:
         """The optimizer families of the grid (or of ``spec`` when the grid has none) by name."""
-        spec = spec or train_lib.TrainSpec()
+        spec = spec or spec_lib.TrainSpec()
         out = {}
         for value in self.axes.get("optimizer", (spec.optimizer,)):
             family = optimizers_lib.resolve(value)
@@ -187,13 +187,13 @@ class Grid:
             out[family.name] = family
         return out
 
-    def configs(self, spec: train_lib.TrainSpec | None = None) -> pd.DataFrame:
+    def configs(self, spec: spec_lib.TrainSpec | None = None) -> pd.DataFrame:
         """One row per config, with every static and dynamic value filled in.
 
         The ``optimizer`` column holds the families' names; a family's own static
         keywords (``nesterov``, ...) are columns too, empty for families without them.
         """
-        spec = spec or train_lib.TrainSpec()
+        spec = spec or spec_lib.TrainSpec()
         families = self.families(spec)
         self._check(list(families.values()))
         axes = {"optimizer": tuple(families), **{k: v for k, v in self.axes.items() if k != "optimizer"}}
@@ -206,7 +206,7 @@ class Grid:
         for values in itertools.product(*axes.values()):
             cfg = dict(zip(names, values, strict=True))
             family = families[cfg["optimizer"]]
-            hp = train_lib.default_hparams(family, cfg.get("schedule", spec.schedule))
+            hp = spec_lib.default_hparams(family, cfg.get("schedule", spec.schedule))
             row = {}
             for name in names:
                 if (name in traced and name not in hp) or (
@@ -240,7 +240,7 @@ def family_axes(families) -> tuple[set[str], set[str]]:
 
 @dataclasses.dataclass(frozen=True)
 class Group:
-    spec: train_lib.TrainSpec  # batch_size is the group's largest under `mask`
+    spec: spec_lib.TrainSpec  # batch_size is the group's largest under `mask`
     dynamic_batch: bool
     config_ids: tuple[int, ...]
     omitted: tuple[str, ...] = ()  # zero for every config: the program leaves them out
@@ -282,7 +282,7 @@ def _choose_strategy(spec, configs: pd.DataFrame, steps: np.ndarray, static: lis
     return "mask" if mask < bucket else "bucket"
 
 
-def plan(spec: train_lib.TrainSpec, configs: pd.DataFrame, steps: np.ndarray, strategy: str, families=None):
+def plan(spec: spec_lib.TrainSpec, configs: pd.DataFrame, steps: np.ndarray, strategy: str, families=None):
     """Split configs into compiled groups; returns ``(groups, strategy)``.
 
     ``families`` maps the ``optimizer`` column's names to their :class:`Optimizer`
@@ -315,7 +315,7 @@ def plan(spec: train_lib.TrainSpec, configs: pd.DataFrame, steps: np.ndarray, st
         group_spec = dataclasses.replace(spec, **fields)
         omitted = tuple(
             name
-            for name in train_lib.omitted_when_zero(family)
+            for name in spec_lib.omitted_when_zero(family)
             if not (name in rows and bool((rows[name].fillna(0) != 0).any()))
         )
         groups.append(Group(group_spec, strategy == "mask", tuple(rows["config_id"]), omitted))

@@ -181,7 +181,7 @@ def sweep(
       measure: measurements at every evaluation point, as ``TrainSpec.measure``
         (:mod:`jaxopt_lab.measure`); given here, they replace the spec's.
       target: a stop for every config, as ``TrainSpec.target`` (e.g.
-        ``{"train_loss": 0.5}`` or a :class:`~jaxopt_lab.engine.train.Target`): the table
+        ``{"train_loss": 0.5}`` or a :class:`~jaxopt_lab.Target`): the table
         gains ``steps_to_target`` and ``examples_to_target``; given here, it replaces
         the spec's.
 

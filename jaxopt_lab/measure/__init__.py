@@ -4,11 +4,12 @@
   instruments a sweep runs at its evaluation points (``measure=["sharpness",
   "noise_scale", ...]``); their names and classes are re-exported here.
 * :mod:`~jaxopt_lab.measure.estimators`: the estimators on one state (power
-  iteration and the Hessian's top eigenvalue, the gradient noise scale) and the
-  first step a curve reaches a target.
+  iteration and the Hessian's top eigenvalue, the gradient noise scale).
+* :mod:`~jaxopt_lab.measure.targets`: :class:`Target`, a run's stop, and the first
+  point at which a curve reaches one.
 """
 
-from jaxopt_lab.measure import estimators, measurements
+from jaxopt_lab.measure import estimators, measurements, targets
 from jaxopt_lab.measure.measurements import (
     MEASUREMENTS,
     BatchNormError,
@@ -26,10 +27,13 @@ from jaxopt_lab.measure.measurements import (
     full_set_bn_statistics,
     resolve,
 )
+from jaxopt_lab.measure.targets import Target
 
 __all__ = [
     "estimators",
     "measurements",
+    "targets",
+    "Target",
     "Context",
     "StepInfo",
     "Measurement",

@@ -445,7 +445,7 @@ class Custom(Measurement):
         return dict(values), carry
 
     def label(self) -> str:
-        from jaxopt_lab.engine.fingerprints import qualified_name
+        from jaxopt_lab.fingerprints import qualified_name
 
         return qualified_name(self.fn)
 

@@ -191,7 +191,7 @@ class Target:
             return cls(metric, target)
         raise InputError(
             f"target={value!r} is invalid: expected one metric and its value, e.g. {{'train_loss': 0.5}}, "
-            "or a jaxopt_lab.engine.train.Target"
+            "or a jaxopt_lab.Target"
         )
 
 

@@ -79,6 +79,12 @@ class Model(NamedTuple):
     apply: Callable[..., tuple[jax.Array, Any]]
     name: str | None = None  # what sweep.toml records for a model given in Python
 
+    def fingerprint_name(self) -> str:
+        """The qualified name a sweep records: ``name``, else the ``init`` function's."""
+        from jaxopt_lab.fingerprints import qualified_name
+
+        return self.name if isinstance(self.name, str) else qualified_name(self.init)
+
 
 # ------------------------------------------------------------------ layers
 
@@ -625,6 +631,6 @@ def from_nnx(constructor) -> Model:
         new_state = nnx.state(module, nnx.BatchStat)
         return outputs, new_state
 
-    from jaxopt_lab.engine.fingerprints import qualified_name
+    from jaxopt_lab.fingerprints import qualified_name
 
     return Model(init, apply, qualified_name(constructor))

@@ -74,6 +74,13 @@ class Optimizer:
     static: Any = ()
     name: str | None = None
 
+    def fingerprint_name(self) -> str:
+        """The qualified name a sweep records for a family given as a Python object: its
+        factory's."""
+        from jaxopt_lab.fingerprints import qualified_name
+
+        return qualified_name(self.factory)
+
     def __post_init__(self):
         if not callable(self.factory):
             raise InputError(

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from jaxopt_lab import data as data_lib
-from jaxopt_lab.engine import fingerprints as fingerprints_lib
-from jaxopt_lab.engine import train as train_lib
+from jaxopt_lab import fingerprints as fingerprints_lib
+from jaxopt_lab.engine import spec as spec_lib
 from jaxopt_lab.errors import InputError
 from jaxopt_lab.measure import measurements as measure_lib
 from jaxopt_lab.optim import families as families_lib
@@ -52,7 +52,7 @@ DEFINITION_TABLES = (
     "sweep",
     "measure",  # measurement name -> its options (TrainSpec.measure)
     "target",  # TrainSpec.target's fields
-    "objects",  # what was given as Python objects: {name, sha256} each (jaxopt_lab.engine.fingerprints)
+    "objects",  # what was given as Python objects: {name, sha256} each (jaxopt_lab.fingerprints)
 )
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -61,7 +61,7 @@ def _choices(names) -> str:
     return ", ".join(map(repr, names))
 
 
-def definition_of(spec: train_lib.TrainSpec, grid, strategy: str, chunk_size, epochs) -> dict:
+def definition_of(spec: spec_lib.TrainSpec, grid, strategy: str, chunk_size, epochs) -> dict:
     """The definition of a sweep, as ``sweep.toml`` holds it: enough to run it again.
 
     Python objects (a model, a loss, an optimizer family, a measurement function) are
@@ -74,7 +74,7 @@ def definition_of(spec: train_lib.TrainSpec, grid, strategy: str, chunk_size, ep
             continue
         if f.name in ("model", "loss") and not isinstance(value, str):
             objects[f.name] = fingerprints_lib.describe(value)
-            value = train_lib.PYTHON_PREFIX + objects[f.name]["name"]
+            value = spec_lib.PYTHON_PREFIX + objects[f.name]["name"]
         if f.name == "optimizer":
             value = families_lib.resolve(value).name
         if f.name == "dataset" and isinstance(value, data_lib.DatasetRef):
@@ -109,7 +109,7 @@ def definition_of(spec: train_lib.TrainSpec, grid, strategy: str, chunk_size, ep
         for m in spec.measure:
             if isinstance(m, measure_lib.Custom):
                 objects.setdefault("measure", {})[m.label()] = fingerprints_lib.describe(m.fn)
-                definition["measure"][train_lib.PYTHON_PREFIX + m.label()] = {}
+                definition["measure"][spec_lib.PYTHON_PREFIX + m.label()] = {}
             else:
                 definition["measure"][m.name] = m.options()
     if spec.target is not None:
@@ -142,7 +142,7 @@ def difference(stored: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
         return value
 
     # A spec field a folder's sweep.toml lacks (written before the field existed) has its default.
-    spec_defaults = {f.name: f.default for f in dataclasses.fields(train_lib.TrainSpec)}
+    spec_defaults = {f.name: f.default for f in dataclasses.fields(spec_lib.TrainSpec)}
     for table in sorted(set(stored) | set(now)):
         old, new = stored.get(table, {}), now.get(table, {})
         for key in sorted(set(old) | set(new)):

@@ -375,7 +375,7 @@ def best_learning_rate(
 def steps_to_stay_below(losses: jax.typing.ArrayLike, tol: float) -> np.ndarray:
     """First step from which the loss stays ``<= tol`` to the end of the run; inf if it ends above.
 
-    Unlike the first crossing (:func:`jaxopt_lab.measure.estimators.steps_to_target`), a
+    Unlike the first crossing (:func:`jaxopt_lab.measure.targets.steps_to_target`), a
     run that dips below ``tol`` and climbs back (a limit cycle, a chaotic
     orbit) does not count until it settles.
 

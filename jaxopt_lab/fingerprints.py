@@ -19,7 +19,7 @@ Example:
   >>> def weighted(c):
   ...     return lambda outputs, targets: c * (outputs - targets) ** 2
   >>> describe(weighted(2.0))["name"]
-  'jaxopt_lab.engine.fingerprints.weighted.<locals>.<lambda>'
+  'jaxopt_lab.fingerprints.weighted.<locals>.<lambda>'
   >>> fingerprint(weighted(2.0)) == fingerprint(weighted(2.0))
   True
   >>> fingerprint(weighted(2.0)) == fingerprint(weighted(3.0))
@@ -43,26 +43,19 @@ _LIBRARIES = ("jax", "jaxlib", "optax", "flax", "chex", "numpy", "jaxopt_lab", "
 
 
 def qualified_name(obj: Any) -> str:
-    """``module.qualname`` of a function or class, or of an object's class; a
-    :class:`~jaxopt_lab.nn.models.Model`'s own name (else its ``init``'s), an
-    :class:`~jaxopt_lab.Optimizer`'s factory's."""
+    """``module.qualname`` of a function or class, or of an object's class; an object that
+    names itself (a method ``fingerprint_name()``: a
+    :class:`~jaxopt_lab.nn.models.Model`, its own name or its ``init``'s; an
+    :class:`~jaxopt_lab.Optimizer`, its factory's) by that name."""
     if isinstance(obj, functools.partial):
         return qualified_name(obj.func)
-    if _is_named_value(obj):  # a Model's own name, else its init's; a family's factory
-        name = getattr(obj, "name", None) if hasattr(obj, "init") else None
-        return name if isinstance(name, str) else qualified_name(getattr(obj, "init", None) or obj.factory)
+    if not isinstance(obj, type) and callable(getattr(obj, "fingerprint_name", None)):
+        return obj.fingerprint_name()
     target = obj if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)) else type(obj)
     if isinstance(obj, types.MethodType):
         target = obj.__func__
     module = getattr(target, "__module__", None) or "?"
     return f"{module}.{getattr(target, '__qualname__', type(target).__name__)}"
-
-
-def _is_named_value(obj) -> bool:
-    from jaxopt_lab.nn import models
-    from jaxopt_lab.optim import families as optimizers
-
-    return isinstance(obj, (models.Model, optimizers.Optimizer))
 
 
 def fingerprint(obj: Any) -> str:

@@ -1,0 +1,57 @@
+"""Every name the README's API section calls exists where its heading says it lives."""
+
+import importlib
+import os
+import re
+
+import pytest
+
+import jaxopt_lab
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _api_sections():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    api = text[text.index("\n## API\n") :]
+    for section in re.split(r"\n### ", api)[1:]:
+        heading, body = section.split("\n", 1)
+        modules = re.findall(r"`(jaxopt_lab(?:\.\w+)*)`", heading)
+        body = re.sub(r"```.*?```", "", body, flags=re.S)  # code blocks run in test_docs
+        names = sorted(set(re.findall(r"`([A-Za-z_][\w.]*)\(", body)))
+        yield heading, modules, names
+
+
+# Not names of the package: the user's callables the text describes, and other libraries'.
+PLACEHOLDERS = {"factory", "constructor", "fn", "train_fn", "loss", "module.train", "module.eval", "__call__"}
+PLACEHOLDERS |= {"flax.linen.BatchNorm"}
+
+
+def _resolve(dotted, modules):
+    dotted = dotted.removeprefix("jaxopt_lab.")
+    for where in [*modules, "jaxopt_lab"]:
+        obj = importlib.import_module(where)
+        for part in dotted.split("."):
+            if not hasattr(obj, part) and hasattr(obj, "__path__"):  # a submodule not yet imported
+                try:
+                    importlib.import_module(f"{obj.__name__}.{part}")
+                except ModuleNotFoundError:
+                    break
+            if not hasattr(obj, part):
+                break
+            obj = getattr(obj, part)
+        else:
+            return obj
+    return None
+
+
+def test_the_facade_lists_only_what_it_has():
+    assert all(hasattr(jaxopt_lab, name) for name in jaxopt_lab.__all__)
+    assert callable(jaxopt_lab.sweep) and callable(jaxopt_lab.train)
+
+
+@pytest.mark.parametrize("heading, modules, names", list(_api_sections()), ids=lambda v: str(v)[:30])
+def test_every_name_of_a_section_is_where_its_heading_says(heading, modules, names):
+    missing = [n for n in names if n not in PLACEHOLDERS and _resolve(n, modules) is None]
+    assert not missing, f"{heading}: {missing} not found in {modules or ['jaxopt_lab']}"
