@@ -60,7 +60,7 @@ def main():
         # A point after the first: the difference between 3 and 1 points, over 2 points.
         per_point = ((median[(name, 100)] - median[(name, 300)]) - plain_points) / (2 * CONFIGS)
         # The rest of the 1-point run's overhead: sharpness's cold first point (num_iters
-        # iterations where later points take warm_iters), noise_scale's second backward pass
+        # iterations where later points take num_warm_iters), noise_scale's second backward pass
         # at every step; as a share of the plain sweep's 300 steps.
         rest = (median[(name, 300)] - median[("none", 300)]) / CONFIGS - per_point
         r = {

@@ -42,7 +42,7 @@ def main():
     spec = dict(
         dataset=subset, model="mlp", model_options={"hidden": HIDDEN, "activation": "tanh"}, optimizer="sgd",
         batch_size=N, steps=STEPS, eval_every=EVERY, loss=squared_error, diverge_above=math.inf,
-        measure=[measure.Sharpness(num_iters=100, warm_iters=20), "train_set"], measure_batch_size=N,
+        measure=[measure.Sharpness(num_iters=100, num_warm_iters=20), "train_set"], measure_batch_size=N,
     )  # fmt: skip
     table = sweep(spec, Grid(learning_rate=list(LEARNING_RATES)), progress=False).table
     fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -20,7 +20,7 @@ Built in:
   the measurement batch (batch norm in training mode, with that batch's
   statistics), by power iteration on Hessian-vector products. The first point
   iterates ``num_iters`` times from a fixed random vector; each later one starts
-  from the previous point's vector and iterates ``warm_iters`` times.
+  from the previous point's vector and iterates ``num_warm_iters`` times.
 * ``noise_scale``: the simple gradient noise scale ``B_simple = tr(Σ) / |G|²``
   (McCandlish et al., 2018) of the training set, whose examples the batches are
   drawn from (``G`` its mean gradient, ``Σ`` the covariance of its per-example
@@ -193,16 +193,16 @@ class Sharpness(Measurement):
 
     Attributes:
       num_iters: iterations at a config's first point, from a fixed random vector.
-      warm_iters: iterations at each later point, from the previous point's vector.
+      num_warm_iters: iterations at each later point, from the previous point's vector.
     """
 
     num_iters: int = 20
-    warm_iters: int = 5
+    num_warm_iters: int = 5
     name: ClassVar[str] = "sharpness"
 
     def __post_init__(self):
         _positive_int("Sharpness", "num_iters", self.num_iters)
-        _positive_int("Sharpness", "warm_iters", self.warm_iters)
+        _positive_int("Sharpness", "num_warm_iters", self.num_warm_iters)
 
     def init(self, params):
         flat, _ = ravel_pytree(params)
@@ -214,7 +214,7 @@ class Sharpness(Measurement):
         flat, unravel = ravel_pytree(ctx.params)
         x, y = ctx.batch
         _, hvp = jax.linearize(jax.grad(lambda p: ctx.loss(unravel(p), x, y)), flat)
-        iters = jnp.where(count == 0, self.num_iters, self.warm_iters)
+        iters = jnp.where(count == 0, self.num_iters, self.num_warm_iters)
         eigenvalue, v, _ = metrics_lib.power_iteration(hvp, v, iters)
         return {"sharpness": eigenvalue}, (v, count + 1)
 

@@ -355,8 +355,8 @@ def gradient_descent_sharpness(
     *,
     num_steps: int,
     sharpness_every: int,
-    power_iters: int = 20,
-    first_power_iters: int = 100,
+    num_iters: int = 100,
+    num_warm_iters: int = 20,
     key: jax.Array | None = None,
 ) -> SharpnessTrace:
     """Full-batch gradient descent ``θ ← θ - η ∇L(θ)``, with the sharpness every few steps.
@@ -365,9 +365,9 @@ def gradient_descent_sharpness(
     num_steps`` (``k = sharpness_every``) by power iteration on Hessian-vector
     products (forward-over-reverse, as
     :func:`jaxopt_lab.measure.estimators.hessian_top_eigenvalue`). The first measurement
-    starts from a random unit vector and runs ``first_power_iters`` iterations;
+    starts from a random unit vector and runs ``num_iters`` iterations;
     each later one starts from the previous eigenvector and runs
-    ``power_iters``, since the top eigenvector moves little in ``k`` steps.
+    ``num_warm_iters``, since the top eigenvector moves little in ``k`` steps.
 
     On a quadratic ``L = ½ θᵀHθ``, GD multiplies the component along each
     eigenvector ``λ_i`` by ``1 - ηλ_i`` per step, so it converges iff
@@ -386,8 +386,8 @@ def gradient_descent_sharpness(
       learning_rate: ``η`` (may be traced: one compiled program serves every value).
       num_steps: gradient steps, a multiple of ``sharpness_every``.
       sharpness_every: steps between sharpness measurements.
-      power_iters: power iterations per warm-started measurement.
-      first_power_iters: power iterations of the first (cold) measurement.
+      num_iters: power iterations of the first (cold) measurement.
+      num_warm_iters: power iterations per warm-started measurement.
       key: PRNG key of the first starting vector; ``None`` uses ``jax.random.key(0)``.
 
     Returns:
@@ -399,8 +399,8 @@ def gradient_descent_sharpness(
     """
     num_steps = _check_positive_int("num_steps", num_steps)
     sharpness_every = _check_positive_int("sharpness_every", sharpness_every)
-    power_iters = _check_positive_int("power_iters", power_iters)
-    first_power_iters = _check_positive_int("first_power_iters", first_power_iters)
+    num_warm_iters = _check_positive_int("num_warm_iters", num_warm_iters)
+    num_iters = _check_positive_int("num_iters", num_iters)
     if num_steps % sharpness_every:
         raise InputError(
             f"num_steps={num_steps} is invalid: expected a multiple of sharpness_every={sharpness_every}"
@@ -421,12 +421,12 @@ def gradient_descent_sharpness(
     def block(carry, _):
         p, v = carry
         p, losses = jax.lax.scan(gd_step, p, None, length=sharpness_every)
-        eig, v, res = measure(p, v, power_iters)
+        eig, v, res = measure(p, v, num_warm_iters)
         return (p, v), (eig, res, losses)
 
     key = jax.random.key(0) if key is None else key
     v0 = jax.random.normal(key, flat.shape, flat.dtype)
-    eig0, v, res0 = measure(flat, v0 / jnp.linalg.norm(v0), first_power_iters)
+    eig0, v, res0 = measure(flat, v0 / jnp.linalg.norm(v0), num_iters)
     (flat, _), (eigs, ress, losses) = jax.lax.scan(
         block, (flat, v), None, length=num_steps // sharpness_every
     )

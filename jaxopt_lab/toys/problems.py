@@ -186,8 +186,8 @@ class Trajectory(NamedTuple):
 
     Attributes:
       params: the iterates :math:`x_0, \\dots, x_T` stacked on a leading axis of
-        length ``steps + 1`` (or only :math:`x_T` with ``keep_params=False``).
-      loss: ``loss_fn`` at each iterate, shape ``(steps + 1,)``.
+        length ``num_steps + 1`` (or only :math:`x_T` with ``keep_params=False``).
+      loss: ``loss_fn`` at each iterate, shape ``(num_steps + 1,)``.
     """
 
     params: Any
@@ -203,13 +203,13 @@ def optimize(
     loss_fn: LossFn,
     tx: optax.GradientTransformation,
     x0: Any,
-    steps: int,
+    num_steps: int,
     *,
     grad_fn: Callable[[Any, jax.Array], Any] | None = None,
     key: jax.Array | None = None,
     keep_params: bool = True,
 ) -> Trajectory:
-    r"""Run ``tx`` on ``loss_fn`` from ``x0`` for ``steps`` steps, as one ``lax.scan``.
+    r"""Run ``tx`` on ``loss_fn`` from ``x0`` for ``num_steps`` steps, as one ``lax.scan``.
 
     .. math::
 
@@ -217,9 +217,9 @@ def optimize(
 
     with :math:`g_t = \nabla f(x_t)` or, given ``grad_fn``, the stochastic
     gradient :math:`g_t = \mathrm{grad\_fn}(x_t, k_t)` with
-    :math:`k_0, \dots, k_{T-1}` = ``jax.random.split(key, steps)``.
+    :math:`k_0, \dots, k_{T-1}` = ``jax.random.split(key, num_steps)``.
 
-    Pure and jittable (``steps`` and the flags static). To sweep a
+    Pure and jittable (``num_steps`` and the flags static). To sweep a
     hyperparameter, build ``tx`` inside the vmapped function from the traced
     value, e.g. ``jax.vmap(lambda lr: optimize(f, sgd(lr), x0, n))(lrs)``; for
     Monte Carlo over gradient noise, vmap over keys.
@@ -229,7 +229,7 @@ def optimize(
         differentiated when ``grad_fn`` is None.
       tx: the optimizer.
       x0: initial parameters (any pytree of float arrays).
-      steps: number of updates, a Python int ``>= 0``.
+      num_steps: number of updates, a Python int ``>= 0``.
       grad_fn: optional stochastic gradient ``(params, key) -> grads``.
       key: PRNG key for ``grad_fn`` (required with it, refused without it).
       keep_params: record every iterate (True) or only the last (False, for
@@ -239,7 +239,7 @@ def optimize(
       A :class:`Trajectory`.
 
     Raises:
-      ValueError: if ``steps`` is not a non-negative int, or only one of
+      ValueError: if ``num_steps`` is not a non-negative int, or only one of
         ``grad_fn`` and ``key`` is given.
 
     Example:
@@ -252,8 +252,8 @@ def optimize(
              [0.5   , 0.95  ],
              [0.25  , 0.9025]], dtype=float32)
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise InputError(f"steps={steps!r} is invalid: expected a Python int >= 0")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
+        raise InputError(f"num_steps={num_steps!r} is invalid: expected a Python int >= 0")
     if (grad_fn is None) != (key is None):
         raise InputError(
             "grad_fn and key must be given together: "
@@ -269,8 +269,8 @@ def optimize(
         params = optax.apply_updates(carry.params, updates)
         return _Carry(params, opt_state), (carry.params if keep_params else None, loss)
 
-    keys = None if key is None else jax.random.split(key, steps)
-    final, (params, losses) = jax.lax.scan(step, _Carry(x0, tx.init(x0)), keys, length=steps)
+    keys = None if key is None else jax.random.split(key, num_steps)
+    final, (params, losses) = jax.lax.scan(step, _Carry(x0, tx.init(x0)), keys, length=num_steps)
     losses = jnp.concatenate([losses, jnp.reshape(loss_fn(final.params), (1,))])
     if keep_params:
         params = jax.tree.map(lambda path, last: jnp.concatenate([path, last[None]]), params, final.params)
@@ -283,12 +283,12 @@ def sweep_learning_rates(
     loss_fn: LossFn,
     make_optimizer: Callable[[jax.Array], optax.GradientTransformation],
     x0: Any,
-    steps: int,
+    num_steps: int,
     learning_rates: jax.typing.ArrayLike,
 ) -> Trajectory:
     """:func:`optimize` for every learning rate at once: one ``jit(vmap(...))`` call.
 
-    The program is compiled once per ``(loss_fn, make_optimizer, steps)`` (by
+    The program is compiled once per ``(loss_fn, make_optimizer, num_steps)`` (by
     identity of the callables): calling again with another ``x0`` or other
     learning rates of the same shapes does not recompile.
 
@@ -298,7 +298,7 @@ def sweep_learning_rates(
         ``jaxopt_lab.adam`` or ``lambda lr: jaxopt_lab.momentum(lr, 0.9)``; it
         receives a traced scalar.
       x0: initial parameters, shared by every run.
-      steps: number of updates (static).
+      num_steps: number of updates (static).
       learning_rates: 1-D array of learning rates.
 
     Returns:
@@ -311,14 +311,14 @@ def sweep_learning_rates(
     lrs = jnp.asarray(learning_rates)
     if lrs.ndim != 1 or lrs.shape[0] == 0:
         raise InputError(f"learning_rates has shape {lrs.shape}: expected a non-empty 1-D array")
-    return _sweep(loss_fn, make_optimizer, x0, steps, lrs)
+    return _sweep(loss_fn, make_optimizer, x0, num_steps, lrs)
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "make_optimizer", "steps"))
-def _sweep(loss_fn, make_optimizer, x0, steps, lrs):
-    # Compiled once per (loss_fn, make_optimizer, steps) objects: new starts or
+@functools.partial(jax.jit, static_argnames=("loss_fn", "make_optimizer", "num_steps"))
+def _sweep(loss_fn, make_optimizer, x0, num_steps, lrs):
+    # Compiled once per (loss_fn, make_optimizer, num_steps) objects: new starts or
     # learning rates of the same shapes reuse the program.
-    return jax.vmap(lambda lr: optimize(loss_fn, make_optimizer(lr), x0, steps))(lrs)
+    return jax.vmap(lambda lr: optimize(loss_fn, make_optimizer(lr), x0, num_steps))(lrs)
 
 
 class BestLearningRate(NamedTuple):
@@ -421,7 +421,7 @@ def response(tx: optax.GradientTransformation, inputs: Any, params: Any = None) 
 
 
 def step_response(
-    tx: optax.GradientTransformation, steps: int, *, dtype: jax.typing.DTypeLike = jnp.float32
+    tx: optax.GradientTransformation, num_steps: int, *, dtype: jax.typing.DTypeLike = jnp.float32
 ) -> jax.Array:
     r"""The updates of ``tx`` for the unit step input :math:`g_t = 1`, :math:`t = 1..T`.
 
@@ -430,13 +430,13 @@ def step_response(
 
     Args:
       tx: the transform (a scalar parameter is fed to it).
-      steps: number of steps ``T``.
+      num_steps: number of steps ``T``.
       dtype: dtype of the input.
 
     Returns:
-      Shape ``(steps,)``: the update after step ``t`` at index ``t - 1``.
+      Shape ``(num_steps,)``: the update after step ``t`` at index ``t - 1``.
     """
-    return response(tx, jnp.ones((steps,), dtype))
+    return response(tx, jnp.ones((num_steps,), dtype))
 
 
 def scale_by_diagonal(diagonal: Any) -> optax.GradientTransformation:
@@ -577,7 +577,7 @@ def nqm_expected_loss(
     x0: jax.typing.ArrayLike,
     learning_rate: jax.typing.ArrayLike,
     batch_size: jax.typing.ArrayLike,
-    steps: int,
+    num_steps: int,
     *,
     beta: jax.typing.ArrayLike = 0.0,
     precond_power: jax.typing.ArrayLike = 0.0,
@@ -611,19 +611,19 @@ def nqm_expected_loss(
       x0: the (deterministic) initial point, shape ``(d,)`` or a scalar.
       learning_rate: :math:`\eta`.
       batch_size: :math:`B`.
-      steps: number of steps (static).
+      num_steps: number of steps (static).
       beta: heavy-ball momentum :math:`\beta` (0: SGD).
       precond_power: :math:`p` of the preconditioner :math:`h^{-p}`.
 
     Returns:
-      Expected loss after ``0, 1, ..., steps`` steps, shape ``(steps + 1,)``.
+      Expected loss after ``0, 1, ..., num_steps`` steps, shape ``(num_steps + 1,)``.
 
     References:
       Zhang et al., 2019, "Which Algorithmic Choices Matter at Which Batch
       Sizes? Insights From a Noisy Quadratic Model", section 3 and appendix.
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise InputError(f"steps={steps!r} is invalid: expected a Python int >= 0")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
+        raise InputError(f"num_steps={num_steps!r} is invalid: expected a Python int >= 0")
     f = _nqm_map(h, learning_rate, batch_size, beta, precond_power)
     m0 = _nqm_init(x0, h)
 
@@ -631,7 +631,7 @@ def nqm_expected_loss(
         m = _apply(f, m)
         return m, _nqm_loss(h, m)
 
-    _, losses = jax.lax.scan(step, m0, None, length=steps)
+    _, losses = jax.lax.scan(step, m0, None, length=num_steps)
     return jnp.concatenate([jnp.reshape(_nqm_loss(h, m0), (1,)), losses])
 
 
@@ -895,14 +895,14 @@ def nqm_monte_carlo(
     x0: jax.Array,
     tx: optax.GradientTransformation,
     batch_size: jax.typing.ArrayLike,
-    steps: int,
+    num_steps: int,
     key: jax.Array,
-    draws: int,
+    num_draws: int,
 ) -> jax.Array:
-    """Losses of ``tx`` on the NQM over ``draws`` independent noise sequences.
+    """Losses of ``tx`` on the NQM over ``num_draws`` independent noise sequences.
 
     :func:`optimize` with :func:`nqm_gradient`, vmapped over
-    ``jax.random.split(key, draws)``; the mean over draws estimates
+    ``jax.random.split(key, num_draws)``; the mean over draws estimates
     :func:`nqm_expected_loss`.
 
     Args:
@@ -910,9 +910,9 @@ def nqm_monte_carlo(
       x0: initial point, shape ``(d,)`` (its dtype is the run's dtype).
       tx: the optimizer.
       batch_size: :math:`B` of the gradient noise.
-      steps: number of steps (static).
+      num_steps: number of steps (static).
       key: PRNG key.
-      draws: number of independent runs (static).
+      num_draws: number of independent runs (static).
 
     Returns:
       Losses, shape ``(draws, steps + 1)``.
@@ -920,6 +920,6 @@ def nqm_monte_carlo(
     loss_fn, grad_fn = quadratic(h.astype(x0.dtype)), nqm_gradient(h, batch_size)
 
     def run(k):
-        return optimize(loss_fn, tx, x0, steps, grad_fn=grad_fn, key=k, keep_params=False).loss
+        return optimize(loss_fn, tx, x0, num_steps, grad_fn=grad_fn, key=k, keep_params=False).loss
 
-    return jax.jit(jax.vmap(run))(jax.random.split(key, draws))
+    return jax.jit(jax.vmap(run))(jax.random.split(key, num_draws))

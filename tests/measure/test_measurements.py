@@ -58,7 +58,7 @@ def test_measurements_against_a_plain_loop_and_eigvalsh():
         del model_state
         return {"x_mean": jnp.mean(batch[0]), "w_sum": sum(jnp.sum(p) for p in jax.tree.leaves(params))}
 
-    names = [measure.Sharpness(num_iters=300, warm_iters=300), "grad_norm", "param_norm", "update_ratio"]
+    names = [measure.Sharpness(num_iters=300, num_warm_iters=300), "grad_norm", "param_norm", "update_ratio"]
     spec = _spec(measure=[*names, "train_set", mine])
     result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[2.0]), progress=False)
     model = T.get_model(spec, TINY)
@@ -100,7 +100,7 @@ def test_measurements_against_a_plain_loop_and_eigvalsh():
 def test_sharpness_warm_starts_from_the_previous_point():
     """Three warm iterations per point stay on eigvalsh's value, where three from a
     cold start do not: each point continues from the previous point's vector."""
-    spec = _spec(steps=6, eval_every=1, measure=[measure.Sharpness(num_iters=300, warm_iters=3)])
+    spec = _spec(steps=6, eval_every=1, measure=[measure.Sharpness(num_iters=300, num_warm_iters=3)])
     result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.05]), progress=False)
     model = T.get_model(spec, TINY)
     x, y = TINY.x_train, TINY.y_train
@@ -147,7 +147,7 @@ def test_full_batch_sharpness_equals_gradient_descent_sharpness():
     params, _ = model.init(jax.random.split(jax.random.key(0))[0], arrays.x_train[:1])
     loss_fn = probes.full_batch_loss(model, arrays.x_train, arrays.y_train, loss="mse")
     trace = probes.gradient_descent_sharpness(
-        loss_fn, params, 0.5, num_steps=60, sharpness_every=20, power_iters=20, first_power_iters=100
+        loss_fn, params, 0.5, num_steps=60, sharpness_every=20, num_warm_iters=20, num_iters=100
     )
     rows = result.table.sort_values("step")
     np.testing.assert_allclose(rows["sharpness"], np.asarray(trace.sharpness)[1:], rtol=1e-4)
@@ -260,7 +260,7 @@ def test_a_config_measured_in_a_sweep_equals_it_run_alone_and_measuring_changes_
     configs' points: a config's warm-started sharpness (one iteration per point, so an
     extra one would show) and its running noise scale are train()'s; and the training
     numbers are those of a run without measurements."""
-    measured = [measure.Sharpness(num_iters=5, warm_iters=1), "noise_scale"]
+    measured = [measure.Sharpness(num_iters=5, num_warm_iters=1), "noise_scale"]
     spec = _spec(eval_every=3, measure=measured)
     grid = sweep_lib.Grid(learning_rate=[0.5], batch_size=[8, 16])
     result = sweep_lib.sweep(spec, grid, epochs=4, strategy="mask", progress=False)
@@ -397,7 +397,7 @@ def test_a_measured_chunk_with_a_target_resumes_from_its_checkpoint(tmp_path, mo
     model = T.get_model(_spec(), TINY)
     ref = optax_loop(TINY, *model_fns(model), optax.sgd(0.5), batch_size=8, steps=40, eval_every=4, seed=0)
     target = float(np.mean(ref.test_loss[2:4]))  # reached at step 16
-    spec = _spec(steps=40, measure=[measure.Sharpness(num_iters=5, warm_iters=1), "noise_scale"])
+    spec = _spec(steps=40, measure=[measure.Sharpness(num_iters=5, num_warm_iters=1), "noise_scale"])
     grid = sweep_lib.Grid(learning_rate=[0.5, 1e-4])
     whole = sweep_lib.sweep(spec, grid, target={"test_loss": target}, progress=False).table
     assert whole[whole["learning_rate"] == 0.5]["step"].max() == 16
@@ -445,7 +445,7 @@ def test_measurements_split_over_the_data_axis_give_the_one_device_numbers():
     """With each config's batch split over 2 devices (a (config, data) mesh of the suite's 4),
     the measurements, the running noise scale's half-batch gradients included, are those of
     one device, up to float reordering."""
-    spec = _spec(measure=[measure.Sharpness(num_iters=20, warm_iters=5), "noise_scale", "grad_norm"])
+    spec = _spec(measure=[measure.Sharpness(num_iters=20, num_warm_iters=5), "noise_scale", "grad_norm"])
     grid = sweep_lib.Grid(learning_rate=[0.5, 1.0])
     alone = sweep_lib.sweep(spec, grid, devices=jax.devices()[:1], progress=False).table
     split = sweep_lib.sweep(spec, grid, data_parallel=2, progress=False).table

@@ -206,7 +206,7 @@ def _quadratic(eigenvalues, seed):
 
 
 @functools.cache
-def _gd_fn(num_steps, every, power_iters, first_power_iters):
+def _gd_fn(num_steps, every, num_warm_iters, num_iters):
     def run(h, theta0, lr):
         return probes.gradient_descent_sharpness(
             lambda p: 0.5 * p["w"] @ (h @ p["w"]),
@@ -214,8 +214,8 @@ def _gd_fn(num_steps, every, power_iters, first_power_iters):
             lr,
             num_steps=num_steps,
             sharpness_every=every,
-            power_iters=power_iters,
-            first_power_iters=first_power_iters,
+            num_warm_iters=num_warm_iters,
+            num_iters=num_iters,
         )
 
     return jax.jit(run)
@@ -259,7 +259,7 @@ def test_gd_on_an_mlp_follows_optax_sgd_and_the_float64_hessian():
     @jax.jit
     def run(p):
         out = probes.gradient_descent_sharpness(
-            loss_fn, p, 0.3, num_steps=12, sharpness_every=4, power_iters=200
+            loss_fn, p, 0.3, num_steps=12, sharpness_every=4, num_warm_iters=200
         )
         flat, unravel = ravel_pytree(out.params)
         return out, jax.hessian(lambda f: loss_fn(unravel(f)))(flat)
@@ -309,7 +309,7 @@ def test_full_batch_loss_matches_float64_numpy():
     [
         (dict(num_steps=10, sharpness_every=3), "multiple"),
         (dict(num_steps=0, sharpness_every=1), "num_steps"),
-        (dict(num_steps=4, sharpness_every=2, power_iters=0), "power_iters"),
+        (dict(num_steps=4, sharpness_every=2, num_warm_iters=0), "num_warm_iters"),
     ],
 )
 def test_gradient_descent_sharpness_rejects_bad_input(kwargs, match):
