@@ -7,8 +7,8 @@ Two groups of pure functions, each the library side of an experiment:
   fixed population with frozen weights, for many independent chains at once;
   :func:`ema_mean_spread` is the spread its running mean should have, and
   :func:`ema_check` compares the two (and the ``(B - 1)/B`` of the variance).
-  :func:`full_set_bn_statistics` recomputes the statistics of a model's
-  batch-norm inputs over a whole dataset at given parameters,
+  :func:`jaxopt_lab.measure.full_set_bn_statistics` recomputes the statistics of a
+  model's batch-norm inputs over a whole dataset at given parameters,
   :func:`batch_stats_accuracy` evaluates a model with each test batch's own
   statistics. While training, the engine measures the running statistics
   against the full set's (``measure=["bn_stats_error"]``, :mod:`jaxopt_lab.measure`).
@@ -40,7 +40,6 @@ from jax.flatten_util import ravel_pytree
 
 from jaxopt_lab.errors import InputError
 from jaxopt_lab.measure import estimators as metrics_lib
-from jaxopt_lab.measure import measurements as measure_lib
 from jaxopt_lab.nn import batchnorm as bn
 from jaxopt_lab.nn import models as models_lib
 
@@ -50,8 +49,6 @@ __all__ = [
     "ema_mean_spread",
     "EmaCheck",
     "ema_check",
-    "full_set_bn_statistics",
-    "running_stats_error",
     "batch_stats_accuracy",
     "LOSSES",
     "full_batch_loss",
@@ -253,10 +250,6 @@ def _jitted_ema():
 
 
 # ------------------------------------------------ running statistics, training
-
-
-full_set_bn_statistics = measure_lib.full_set_bn_statistics  # re-exported
-running_stats_error = bn.running_stats_error  # re-exported: the experiments' name
 
 
 def batch_stats_accuracy(

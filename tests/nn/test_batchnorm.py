@@ -530,3 +530,12 @@ def test_ghost_batch_norm_by_hand(masked):
     np.testing.assert_allclose(y_eval, (x - want_mean) / np.sqrt(want_var + 1e-5), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="ghost_batch_size=5 is invalid for a batch of 12 examples"):
         batchnorm.ghost_apply(params, state, jnp.asarray(x, jnp.float32), ghost_batch_size=5, train=True)
+
+
+def test_running_stats_error_by_hand():
+    running = BatchNormState(mean=jnp.array([1.0, 0.0]), var=jnp.array([4.0, 1.0]))
+    reference = BatchNormState(mean=jnp.array([0.0, 1.0]), var=jnp.array([1.0, 4.0]))
+    mean_err, var_err = batchnorm.running_stats_error(running, reference)
+    # z = (1/1, -1/2); log ratios = (log 4, -log 4).
+    np.testing.assert_allclose(mean_err, np.sqrt((1 + 0.25) / 2), rtol=1e-6)
+    np.testing.assert_allclose(var_err, np.log(4), rtol=1e-6)

@@ -23,6 +23,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from jaxopt_lab import measure
 from jaxopt_lab.nn import batchnorm, models
 from jaxopt_lab.toys import probes
 
@@ -158,20 +159,11 @@ def test_full_set_statistics_are_those_of_a_float64_forward():
     model = models.create("mlp", 4, hidden=(16, 8), batchnorm=True)
     x = jnp.asarray(np.random.default_rng(0).normal(0.5, 2.0, (200, 5)), jnp.float32)
     params, state = _bn_mlp_variables(model, x, 0)
-    stats = jax.jit(functools.partial(probes.full_set_bn_statistics, model))(params, state, x)
+    stats = jax.jit(functools.partial(measure.full_set_bn_statistics, model))(params, state, x)
     _, ref = _np_forward(params, x, 2, lambda h: (h.mean(0), h.var(0)))
     for i, (mean, var) in enumerate(ref):
         np.testing.assert_allclose(stats[f"bn_{i}"].mean, mean, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(stats[f"bn_{i}"].var, var, rtol=1e-4)
-
-
-def test_running_stats_error_by_hand():
-    running = batchnorm.BatchNormState(mean=jnp.array([1.0, 0.0]), var=jnp.array([4.0, 1.0]))
-    reference = batchnorm.BatchNormState(mean=jnp.array([0.0, 1.0]), var=jnp.array([1.0, 4.0]))
-    mean_err, var_err = probes.running_stats_error(running, reference)
-    # z = (1/1, -1/2); log ratios = (log 4, -log 4).
-    np.testing.assert_allclose(mean_err, np.sqrt((1 + 0.25) / 2), rtol=1e-6)
-    np.testing.assert_allclose(var_err, np.log(4), rtol=1e-6)
 
 
 def test_batch_stats_accuracy_normalizes_each_batch_by_its_own_statistics():
