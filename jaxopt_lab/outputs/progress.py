@@ -2,7 +2,7 @@
 
 ``sweep(progress=...)`` takes ``True``, ``"lines"``, ``False``, or an object with
 ``advance(config_steps, configs_done)``, ``group_done(index, group)`` and ``close()``
-(a group has ``spec``, a :class:`~jaxopt_lab.engine.train.TrainSpec`, and
+(a group has ``spec``, a :class:`~jaxopt_lab.TrainSpec`, and
 ``config_ids``).
 """
 
@@ -22,9 +22,8 @@ _METHODS = ("advance", "group_done", "close")
 
 def check(progress) -> None:
     """Refuse what is neither a mode of :data:`MODES` nor a progress object."""
-    if not (
-        any(progress is m or (isinstance(m, str) and progress == m) for m in MODES) or _is_object(progress)
-    ):
+    mode = isinstance(progress, (bool, str)) and progress in MODES
+    if not (mode or _is_object(progress)):
         raise InputError(
             f"progress={progress!r} is invalid: expected one of True, False, 'lines' or an object with "
             "advance, group_done and close"
