@@ -12,7 +12,7 @@ Scientific: the width (1, 2, 8 configs per device) and the strategy. Nuisance: l
 (3 values), batch size (16 and 64), seed (2). Fixed: digits, MLP hidden (32,), 300 steps.
 Reported: max |difference| of final test loss and accuracy against width 1 (= the config run
 alone by `train()`). Within a width a config's numbers do not depend on its neighbours (tested
-in tests/test_sweep.py). PASS if SGD and momentum, with and without batch norm, stay within
+in tests/engine/test_sweep.py). PASS if SGD and momentum, with and without batch norm, stay within
 1e-4 in test loss at every width and strategy (the other rows are the measured bound).
 """
 
