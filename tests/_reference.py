@@ -1,4 +1,5 @@
-"""An independent reference for the engine's tests: a plain optax Python loop, one step per call.
+"""Independent references for the engine's tests: a plain optax Python loop, one step per call,
+and full-batch gradient descent with its sharpness under ``lax.scan``.
 
 It shares with the engine only what a user's own loop would take from the
 package: the data arrays, a model's ``init``/``apply`` (or a flax module's) and
@@ -7,14 +8,18 @@ reduction, learning-rate rules, the optimizer (optax's own), the loop, the
 running means and the evaluation are written here again.
 """
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from jaxopt_lab import data
+from jaxopt_lab.errors import InputError
+from jaxopt_lab.nn.models import Model
 
 
 class Curves(NamedTuple):
@@ -127,3 +132,165 @@ def assert_config_matches(table, config, curves, rtol=1e-4, atol=1e-6, accuracy_
     if not np.all(np.isnan(curves.test_accuracy)):
         atol = 1e-6 if accuracy_atol is None else accuracy_atol
         np.testing.assert_allclose(rows["test_accuracy"], curves.test_accuracy, atol=atol)
+
+
+# ------------------------------------------------- full-batch gradient descent with its sharpness
+# The engine's full-batch `sharpness` measurement is checked against this loop, which is checked
+# in turn against closed forms and float64 Hessians (tests/test_reference.py).
+
+LOSSES = ("mse", "xent")
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name}={value!r} is invalid: expected a positive int")
+    return int(value)
+
+
+def full_batch_loss(
+    model: Model, x: jax.Array, y: jax.Array, *, loss: str = "mse"
+) -> Callable[[Any], jax.Array]:
+    """The full-batch training loss of a model without batch norm, as a function of params.
+
+    ::
+
+      mse:  L(θ) = (1/n) Σ_i ½ |f_θ(x_i) - onehot(y_i)|²
+      xent: L(θ) = (1/n) Σ_i -log softmax(f_θ(x_i))_{y_i}
+
+    Args:
+      model: a :class:`~jaxopt_lab.Model` without state (no batch norm).
+      x: inputs ``(n, ...)``.
+      y: integer labels ``(n,)``.
+      loss: ``"mse"`` (squared error on one-hot targets, as Cohen et al.) or ``"xent"``.
+
+    Returns:
+      ``loss_fn(params) -> scalar``.
+    """
+    if loss not in LOSSES:
+        raise InputError(f"loss={loss!r} is invalid: expected one of {', '.join(map(repr, LOSSES))}")
+
+    def loss_fn(params):
+        outputs, _ = model.apply(params, {}, x, train=False)
+        if loss == "mse":
+            targets = jax.nn.one_hot(y, outputs.shape[-1], dtype=outputs.dtype)
+            return jnp.mean(0.5 * jnp.sum(jnp.square(outputs - targets), axis=-1))
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(outputs, y))
+
+    return loss_fn
+
+
+class SharpnessTrace(NamedTuple):
+    """A gradient-descent run with its sharpness.
+
+    Attributes:
+      step: ``(num_steps // sharpness_every + 1,)`` steps at which sharpness was measured.
+      sharpness: the Rayleigh quotient ``vᵀHv`` of the power-iteration vector there.
+      residual: ``|Hv - sharpness·v|``, small next to ``sharpness`` once converged.
+      loss: ``(num_steps,)`` the loss at the parameters before each step.
+      params: the parameters after the last step.
+    """
+
+    step: jax.Array
+    sharpness: jax.Array
+    residual: jax.Array
+    loss: jax.Array
+    params: Any
+
+
+def gradient_descent_sharpness(
+    loss_fn: Callable[[Any], jax.Array],
+    params,
+    learning_rate: jax.typing.ArrayLike,
+    *,
+    num_steps: int,
+    sharpness_every: int,
+    num_iters: int = 100,
+    num_warm_iters: int = 20,
+    key: jax.Array | None = None,
+) -> SharpnessTrace:
+    """Full-batch gradient descent ``θ ← θ - η ∇L(θ)``, with the sharpness every few steps.
+
+    The sharpness ``λ_max(∇²L(θ))`` is measured at steps ``0, k, 2k, ...,
+    num_steps`` (``k = sharpness_every``) by power iteration on Hessian-vector
+    products (forward-over-reverse, as
+    :func:`jaxopt_lab.measure.estimators.hessian_top_eigenvalue`). The first measurement
+    starts from a random unit vector and runs ``num_iters`` iterations;
+    each later one starts from the previous eigenvector and runs
+    ``num_warm_iters``, since the top eigenvector moves little in ``k`` steps.
+
+    On a quadratic ``L = ½ θᵀHθ``, GD multiplies the component along each
+    eigenvector ``λ_i`` by ``1 - ηλ_i`` per step, so it converges iff
+    ``η < 2/λ_max``. Cohen et al. find that on neural networks the sharpness
+    rises during training ("progressive sharpening") until it reaches ``2/η``
+    and then hovers there while the loss keeps falling, non-monotonically
+    ("edge of stability").
+
+    Power iteration finds the eigenvalue of largest *magnitude*; this is
+    ``λ_max`` as long as no negative eigenvalue is larger in magnitude (true
+    for the squared loss near training, and for every quadratic with ``H ⪰ 0``).
+
+    Args:
+      loss_fn: ``loss_fn(params) -> scalar``, the full-batch loss (see :func:`full_batch_loss`).
+      params: the initial parameters.
+      learning_rate: ``η`` (may be traced: one compiled program serves every value).
+      num_steps: gradient steps, a multiple of ``sharpness_every``.
+      sharpness_every: steps between sharpness measurements.
+      num_iters: power iterations of the first (cold) measurement.
+      num_warm_iters: power iterations per warm-started measurement.
+      key: PRNG key of the first starting vector; ``None`` uses ``jax.random.key(0)``.
+
+    Returns:
+      A :class:`SharpnessTrace`.
+
+    References:
+      Cohen, Kaur, Li, Kolter and Talwalkar, 2021, *Gradient Descent on Neural
+      Networks Typically Occurs at the Edge of Stability* (arXiv:2103.00065).
+    """
+    num_steps = _check_positive_int("num_steps", num_steps)
+    sharpness_every = _check_positive_int("sharpness_every", sharpness_every)
+    num_warm_iters = _check_positive_int("num_warm_iters", num_warm_iters)
+    num_iters = _check_positive_int("num_iters", num_iters)
+    if num_steps % sharpness_every:
+        raise InputError(
+            f"num_steps={num_steps} is invalid: expected a multiple of sharpness_every={sharpness_every}"
+        )
+    flat, unravel = ravel_pytree(params)
+    flat_loss = lambda p: loss_fn(unravel(p))
+    value_and_grad = jax.value_and_grad(flat_loss)
+    lr = jnp.asarray(learning_rate, flat.dtype)
+
+    def measure(p, v, iters):  # power iteration, written here again: v <- Hv / |Hv|
+        _, hvp = jax.linearize(jax.grad(flat_loss), p)
+
+        def normalized(_, v):
+            hv = hvp(v)
+            return hv / jnp.linalg.norm(hv)
+
+        v = jax.lax.fori_loop(0, iters, normalized, v)
+        hv = hvp(v)
+        eig = jnp.vdot(v, hv)
+        return eig, v, jnp.linalg.norm(hv - eig * v)
+
+    def gd_step(p, _):
+        loss, grad = value_and_grad(p)
+        return p - lr * grad, loss
+
+    def block(carry, _):
+        p, v = carry
+        p, losses = jax.lax.scan(gd_step, p, None, length=sharpness_every)
+        eig, v, res = measure(p, v, num_warm_iters)
+        return (p, v), (eig, res, losses)
+
+    key = jax.random.key(0) if key is None else key
+    v0 = jax.random.normal(key, flat.shape, flat.dtype)
+    eig0, v, res0 = measure(flat, v0 / jnp.linalg.norm(v0), num_iters)
+    (flat, _), (eigs, ress, losses) = jax.lax.scan(
+        block, (flat, v), None, length=num_steps // sharpness_every
+    )
+    return SharpnessTrace(
+        step=jnp.arange(0, num_steps + 1, sharpness_every, dtype=jnp.int32),
+        sharpness=jnp.concatenate([eig0[None], eigs]),
+        residual=jnp.concatenate([res0[None], ress]),
+        loss=losses.reshape(-1),
+        params=unravel(flat),
+    )

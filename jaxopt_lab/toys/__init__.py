@@ -3,5 +3,5 @@
 * :mod:`~jaxopt_lab.toys.problems`: closed-form objectives, a small loop of their
   own, and the noisy quadratic model with its exact expected-loss recurrence.
 * :mod:`~jaxopt_lab.toys.probes`: batch-norm running statistics on a fixed
-  population, and full-batch gradient descent with its sharpness.
+  population.
 """

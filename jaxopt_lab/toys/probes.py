@@ -1,45 +1,30 @@
-"""Probes of training dynamics: batch-norm running statistics and the edge of stability.
+"""Probes of batch norm's running statistics, the library side of an experiment.
 
-Two groups of pure functions, each the library side of an experiment:
-
-* **Batch-norm running statistics.** :func:`ema_running_statistics` feeds
-  :func:`jaxopt_lab.nn.batchnorm.apply` (training mode) minibatches drawn from a
-  fixed population with frozen weights, for many independent chains at once;
-  :func:`ema_mean_spread` is the spread its running mean should have, and
-  :func:`ema_check` compares the two (and the ``(B - 1)/B`` of the variance).
-  :func:`jaxopt_lab.measure.full_set_bn_statistics` recomputes the statistics of a
-  model's batch-norm inputs over a whole dataset at given parameters,
-  :func:`batch_stats_accuracy` evaluates a model with each test batch's own
-  statistics. While training, the engine measures the running statistics
-  against the full set's (``measure=["bn_stats_error"]``, :mod:`jaxopt_lab.measure`).
-* **Edge of stability.** :func:`full_batch_loss` is the full-batch training
-  loss of a stateless model (squared error on one-hot targets or cross-entropy);
-  :func:`gradient_descent_sharpness` runs full-batch gradient descent under
-  ``lax.scan`` and tracks the sharpness (top Hessian eigenvalue) every few
-  steps by power iteration warm-started from the previous eigenvector.
+:func:`ema_running_statistics` feeds :func:`jaxopt_lab.nn.batchnorm.apply` (training
+mode) minibatches drawn from a fixed population with frozen weights, for many
+independent chains at once; :func:`ema_mean_spread` is the spread its running mean
+should have, and :func:`ema_check` compares the two (and the ``(B - 1)/B`` of the
+variance). :func:`batch_stats_accuracy` evaluates a model with each test batch's own
+statistics. While training, the engine measures the running statistics against the
+full set's (``measure=["bn_stats_error"]``, :mod:`jaxopt_lab.measure`, with
+:func:`jaxopt_lab.measure.full_set_bn_statistics`).
 
 References:
   Ioffe and Szegedy, *Batch Normalization: Accelerating Deep Network Training
   by Reducing Internal Covariate Shift*, ICML 2015 (arXiv:1502.03167).
-  Cohen, Kaur, Li, Kolter and Talwalkar, *Gradient Descent on Neural Networks
-  Typically Occurs at the Edge of Stability*, ICLR 2021 (arXiv:2103.00065).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.flatten_util import ravel_pytree
 
 from jaxopt_lab.errors import InputError
-from jaxopt_lab.measure import estimators as metrics_lib
 from jaxopt_lab.nn import batchnorm as bn
 from jaxopt_lab.nn import models as models_lib
 
@@ -50,13 +35,7 @@ __all__ = [
     "EmaCheck",
     "ema_check",
     "batch_stats_accuracy",
-    "LOSSES",
-    "full_batch_loss",
-    "SharpnessTrace",
-    "gradient_descent_sharpness",
 ]
-
-LOSSES = ("mse", "xent")
 
 
 def _is_int(value) -> bool:
@@ -286,147 +265,3 @@ def batch_stats_accuracy(
 
     preds = jax.lax.map(one, (xs, valid)).reshape(-1)[:n]
     return jnp.mean((preds == y).astype(jnp.float32))
-
-
-# ---------------------------------------------------------- edge of stability
-
-
-def full_batch_loss(
-    model: models_lib.Model, x: jax.Array, y: jax.Array, *, loss: str = "mse"
-) -> Callable[[Any], jax.Array]:
-    """The full-batch training loss of a model without batch norm, as a function of params.
-
-    ::
-
-      mse:  L(θ) = (1/n) Σ_i ½ |f_θ(x_i) - onehot(y_i)|²
-      xent: L(θ) = (1/n) Σ_i -log softmax(f_θ(x_i))_{y_i}
-
-    Args:
-      model: a :class:`~jaxopt_lab.nn.models.Model` without state (no batch norm).
-      x: inputs ``(n, ...)``.
-      y: integer labels ``(n,)``.
-      loss: ``"mse"`` (squared error on one-hot targets, as Cohen et al.) or ``"xent"``.
-
-    Returns:
-      ``loss_fn(params) -> scalar``.
-    """
-    if loss not in LOSSES:
-        raise InputError(f"loss={loss!r} is invalid: expected one of {', '.join(map(repr, LOSSES))}")
-
-    def loss_fn(params):
-        outputs, _ = model.apply(params, {}, x, train=False)
-        if loss == "mse":
-            targets = jax.nn.one_hot(y, outputs.shape[-1], dtype=outputs.dtype)
-            return jnp.mean(0.5 * jnp.sum(jnp.square(outputs - targets), axis=-1))
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(outputs, y))
-
-    return loss_fn
-
-
-class SharpnessTrace(NamedTuple):
-    """A gradient-descent run with its sharpness.
-
-    Attributes:
-      step: ``(num_steps // sharpness_every + 1,)`` steps at which sharpness was measured.
-      sharpness: the Rayleigh quotient ``vᵀHv`` of the power-iteration vector there.
-      residual: ``|Hv - sharpness·v|``, small next to ``sharpness`` once converged.
-      loss: ``(num_steps,)`` the loss at the parameters before each step.
-      params: the parameters after the last step.
-    """
-
-    step: jax.Array
-    sharpness: jax.Array
-    residual: jax.Array
-    loss: jax.Array
-    params: Any
-
-
-def gradient_descent_sharpness(
-    loss_fn: Callable[[Any], jax.Array],
-    params,
-    learning_rate: jax.typing.ArrayLike,
-    *,
-    num_steps: int,
-    sharpness_every: int,
-    num_iters: int = 100,
-    num_warm_iters: int = 20,
-    key: jax.Array | None = None,
-) -> SharpnessTrace:
-    """Full-batch gradient descent ``θ ← θ - η ∇L(θ)``, with the sharpness every few steps.
-
-    The sharpness ``λ_max(∇²L(θ))`` is measured at steps ``0, k, 2k, ...,
-    num_steps`` (``k = sharpness_every``) by power iteration on Hessian-vector
-    products (forward-over-reverse, as
-    :func:`jaxopt_lab.measure.estimators.hessian_top_eigenvalue`). The first measurement
-    starts from a random unit vector and runs ``num_iters`` iterations;
-    each later one starts from the previous eigenvector and runs
-    ``num_warm_iters``, since the top eigenvector moves little in ``k`` steps.
-
-    On a quadratic ``L = ½ θᵀHθ``, GD multiplies the component along each
-    eigenvector ``λ_i`` by ``1 - ηλ_i`` per step, so it converges iff
-    ``η < 2/λ_max``. Cohen et al. find that on neural networks the sharpness
-    rises during training ("progressive sharpening") until it reaches ``2/η``
-    and then hovers there while the loss keeps falling, non-monotonically
-    ("edge of stability").
-
-    Power iteration finds the eigenvalue of largest *magnitude*; this is
-    ``λ_max`` as long as no negative eigenvalue is larger in magnitude (true
-    for the squared loss near training, and for every quadratic with ``H ⪰ 0``).
-
-    Args:
-      loss_fn: ``loss_fn(params) -> scalar``, the full-batch loss (see :func:`full_batch_loss`).
-      params: the initial parameters.
-      learning_rate: ``η`` (may be traced: one compiled program serves every value).
-      num_steps: gradient steps, a multiple of ``sharpness_every``.
-      sharpness_every: steps between sharpness measurements.
-      num_iters: power iterations of the first (cold) measurement.
-      num_warm_iters: power iterations per warm-started measurement.
-      key: PRNG key of the first starting vector; ``None`` uses ``jax.random.key(0)``.
-
-    Returns:
-      A :class:`SharpnessTrace`.
-
-    References:
-      Cohen, Kaur, Li, Kolter and Talwalkar, 2021, *Gradient Descent on Neural
-      Networks Typically Occurs at the Edge of Stability* (arXiv:2103.00065).
-    """
-    num_steps = _check_positive_int("num_steps", num_steps)
-    sharpness_every = _check_positive_int("sharpness_every", sharpness_every)
-    num_warm_iters = _check_positive_int("num_warm_iters", num_warm_iters)
-    num_iters = _check_positive_int("num_iters", num_iters)
-    if num_steps % sharpness_every:
-        raise InputError(
-            f"num_steps={num_steps} is invalid: expected a multiple of sharpness_every={sharpness_every}"
-        )
-    flat, unravel = ravel_pytree(params)
-    flat_loss = lambda p: loss_fn(unravel(p))
-    value_and_grad = jax.value_and_grad(flat_loss)
-    lr = jnp.asarray(learning_rate, flat.dtype)
-
-    def measure(p, v, iters):
-        _, hvp = jax.linearize(jax.grad(flat_loss), p)
-        return metrics_lib.power_iteration(hvp, v, iters)
-
-    def gd_step(p, _):
-        loss, grad = value_and_grad(p)
-        return p - lr * grad, loss
-
-    def block(carry, _):
-        p, v = carry
-        p, losses = jax.lax.scan(gd_step, p, None, length=sharpness_every)
-        eig, v, res = measure(p, v, num_warm_iters)
-        return (p, v), (eig, res, losses)
-
-    key = jax.random.key(0) if key is None else key
-    v0 = jax.random.normal(key, flat.shape, flat.dtype)
-    eig0, v, res0 = measure(flat, v0 / jnp.linalg.norm(v0), num_iters)
-    (flat, _), (eigs, ress, losses) = jax.lax.scan(
-        block, (flat, v), None, length=num_steps // sharpness_every
-    )
-    return SharpnessTrace(
-        step=jnp.arange(0, num_steps + 1, sharpness_every, dtype=jnp.int32),
-        sharpness=jnp.concatenate([eig0[None], eigs]),
-        residual=jnp.concatenate([res0[None], ress]),
-        loss=losses.reshape(-1),
-        params=unravel(flat),
-    )

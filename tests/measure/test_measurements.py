@@ -3,7 +3,7 @@
 The references are a plain optax loop (``tests/_reference.py``) with the quantity
 computed again here: ``eigvalsh`` of the full Hessian, the noise scale's closed form
 in float64 NumPy, batch-norm statistics by hand, and
-``probes.gradient_descent_sharpness`` for full-batch gradient descent.
+``_reference.gradient_descent_sharpness`` for full-batch gradient descent.
 """
 
 import dataclasses
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _reference import model_fns, optax_loop
+from _reference import full_batch_loss, gradient_descent_sharpness, model_fns, optax_loop
 from jax.flatten_util import ravel_pytree
 
 from jaxopt_lab import data, measure
@@ -21,7 +21,6 @@ from jaxopt_lab.engine import chunks as chunks_lib
 from jaxopt_lab.engine import sweep as sweep_lib
 from jaxopt_lab.engine import train as T
 from jaxopt_lab.measure.targets import Target
-from jaxopt_lab.toys import probes
 
 _rng = np.random.default_rng(0)
 _X = _rng.normal(size=(56, 3)).astype(np.float32)
@@ -130,7 +129,7 @@ def test_sharpness_warm_starts_from_the_previous_point():
 
 def test_full_batch_sharpness_equals_gradient_descent_sharpness():
     """Full-batch SGD in a sweep, squared error on one-hot targets: the sharpness and the
-    loss at each point equal ``probes.gradient_descent_sharpness`` (the edge-of-stability
+    loss at each point equal ``gradient_descent_sharpness`` (the edge-of-stability
     experiment's loop), which also starts from ``key(0)``'s vector."""
     arrays, n = TINY, 40
 
@@ -145,8 +144,8 @@ def test_full_batch_sharpness_equals_gradient_descent_sharpness():
     result = sweep_lib.sweep(spec, sweep_lib.Grid(learning_rate=[0.5]), progress=False)
     model = T.get_model(spec, arrays)
     params, _ = model.init(jax.random.split(jax.random.key(0))[0], arrays.x_train[:1])
-    loss_fn = probes.full_batch_loss(model, arrays.x_train, arrays.y_train, loss="mse")
-    trace = probes.gradient_descent_sharpness(
+    loss_fn = full_batch_loss(model, arrays.x_train, arrays.y_train, loss="mse")
+    trace = gradient_descent_sharpness(
         loss_fn, params, 0.5, num_steps=60, sharpness_every=20, num_warm_iters=20, num_iters=100
     )
     rows = result.table.sort_values("step")
