@@ -18,6 +18,7 @@ import argparse
 import copy
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -69,6 +70,8 @@ class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line and exit code 2."""
 
     def error(self, message):
+        if re.search(r"unrecognized arguments: (.* )?--momentum\b", message):
+            message += ": a momentum coefficient is --beta (--bn-momentum for batch norm's)"
         raise _UsageError(message)
 
 

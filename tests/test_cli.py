@@ -497,3 +497,10 @@ def test_target_mode_and_interpolation_flags_reach_the_definition():
         "value": 1.0,
         "interpolate": True,
     }
+
+
+def test_the_old_momentum_flag_names_its_replacement(capsys):
+    assert cli.main(["sweep", "--momentum", "0.9", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "unrecognized arguments: --momentum 0.9: a momentum coefficient is --beta" in err
