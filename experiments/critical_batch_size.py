@@ -30,6 +30,7 @@ from _results import OUT
 from matplotlib.figure import Figure
 
 from jaxopt_lab import Grid, sweep
+from jaxopt_lab.analysis import studies
 from jaxopt_lab.analysis.critical_batch import fit_critical_batch_size
 from jaxopt_lab.analysis.tables import best_settings
 from jaxopt_lab.engine.train import Target
@@ -67,33 +68,22 @@ def _k(learning_rate):
 
 
 def search(optimizer, lr_start):
-    """Each B's window of learning rates, shifted while its best is at an edge."""
-    frames, centre, budget, width = (
-        [],
-        round(math.log10(lr_start) * PER_DECADE),
-        MAX_STEPS,
-        WINDOW[1] - WINDOW[0] + 1,
-    )
+    """Each B's window of learning rates, from the previous B's best (studies.shift_window)."""
+    frames, centre, budget = [], round(math.log10(lr_start) * PER_DECADE), MAX_STEPS
     for b in BATCH_SIZES:
-        tried, ks, best = [], centre + np.arange(WINDOW[0], WINDOW[1] + 1), None
-        for _ in range(MAX_SHIFTS + 1):
-            tried.append(window(optimizer, b, ks, budget))
-            runs = pd.concat(tried, ignore_index=True)
-            winner = best_settings(runs, "batch_size", "steps_to_target", hparams=HPARAMS).iloc[0]
-            best = None if np.isnan(winner.learning_rate) else _k(winner.learning_rate)
-            ordered = sorted(runs.k.unique())
-            if best is None and runs[runs.k == ordered[-1]].diverged.any():
-                break  # too slow below, diverging above
-            if best is None or best == ordered[-1]:
-                ks = ordered[-1] + 1 + np.arange(width)
-            elif best == ordered[0]:
-                ks = ordered[0] - width + np.arange(width)
-            else:
-                break
-        runs["best"] = runs.k == best
+        runs, winner = studies.shift_window(
+            lambda ks, b=b, budget=budget: window(optimizer, b, ks, budget),
+            centre + np.arange(WINDOW[0], WINDOW[1] + 1),
+            "steps_to_target",
+            max_shifts=MAX_SHIFTS,
+            hparams=HPARAMS,
+        )
         frames.append(runs)
-        if best is not None:
-            centre, budget = best, min(MAX_STEPS, math.ceil(1.5 * winner.steps_to_target_mean))
+        if runs.best.any():
+            centre, budget = (
+                runs.k[runs.best].iloc[0],
+                min(MAX_STEPS, math.ceil(1.5 * winner.steps_to_target_mean)),
+            )
     return pd.concat(frames, ignore_index=True)
 
 

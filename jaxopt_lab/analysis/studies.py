@@ -42,6 +42,7 @@ __all__ = [
     "sweep_per_batch_size",
     "concat_tables",
     "rescaled_gaps",
+    "shift_window",
 ]
 
 # ------------------------------------------------------------------ grids and tables
@@ -278,3 +279,52 @@ def rescaled_gaps(
         "diverged_mean",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+# ------------------------------------------------------------------ learning-rate windows
+
+
+def shift_window(
+    run: Callable[[np.ndarray], pd.DataFrame],
+    ks,
+    metric: str,
+    *,
+    max_shifts: int,
+    hparams: Sequence[str] | None = None,
+    larger_is_better: bool | None = None,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """A window of grid points, shifted while its best setting is at its edge.
+
+    The search of a learning rate per batch size (Shallue et al., section 3.5):
+    ``run(ks)`` returns one row per config (:func:`~jaxopt_lab.analysis.tables.summary`
+    rows) with a column ``k``, the grid index of each config's learning rate (e.g.
+    ``round(4 * log10(lr))`` on a grid of 4 per decade). After each window the best
+    setting of all rows so far is :func:`~jaxopt_lab.analysis.tables.best_settings`'s on
+    ``metric``. At the largest ``k`` tried, or when no setting qualifies, the next window
+    is the ``len(ks)`` points above; at the smallest, those below; inside, the search
+    ends. It also ends when no setting qualifies and the largest ``k`` tried diverged
+    (too slow below, diverging above), and after ``max_shifts`` shifts.
+
+    Returns:
+      ``(rows, winner)``: every row run, with a column ``best`` that marks the winner's
+      ``k``, and the winner (a row of ``best_settings``; its ``learning_rate`` is NaN
+      when no setting qualified).
+    """
+    ks = np.asarray(ks)
+    width, tried = len(ks), []
+    for _ in range(max_shifts + 1):
+        tried.append(run(ks))
+        rows = pd.concat(tried, ignore_index=True)
+        winner = tables_lib.best_settings(rows, (), metric, larger_is_better, hparams=hparams).iloc[0]
+        found = not np.isnan(winner["learning_rate"])
+        best = rows.loc[rows["learning_rate"] == winner["learning_rate"], "k"].iloc[0] if found else None
+        lowest, highest = rows["k"].min(), rows["k"].max()
+        if not found and rows.loc[rows["k"] == highest, "diverged"].any():
+            break
+        if not found or best == highest:
+            ks = highest + 1 + np.arange(width)
+        elif best == lowest:
+            ks = lowest - width + np.arange(width)
+        else:
+            break
+    return rows.assign(best=rows["k"] == best), winner

@@ -245,3 +245,40 @@ def test_best_settings_average_seeds_and_need_all_of_them():
     assert best.learning_rate == 0.2 and best.steps_to_target_mean == 160.0
     assert best.b_simple_at_target_mean == 20.0 and best.num_seeds == 2 and best.num_diverged_lrs == 2
     assert best.steps_to_target_std == np.std([150.0, 170.0], ddof=1)
+
+
+def _window_rows(optimum, diverged_above=None):
+    """A fake window's configs: steps to target (k - optimum)^2 + 10 for each k, two seeds;
+    above ``diverged_above`` every config diverged and has no steps."""
+    calls = []
+
+    def run(ks):
+        calls.append(list(ks))
+        rows = []
+        for k in ks:
+            dead = diverged_above is not None and k > diverged_above
+            for seed in (0, 1):
+                steps = np.nan if dead or optimum is None else (k - optimum) ** 2 + 10.0 + seed
+                rows.append(dict(learning_rate=10.0 ** (k / 4), seed=seed, k=k, steps_to_target=steps, diverged=dead))
+        return pd.DataFrame(rows)
+
+    return run, calls
+
+
+def test_shift_window_moves_while_the_best_is_at_an_edge():
+    hparams = ["learning_rate", "seed"]
+    run, calls = _window_rows(optimum=7)
+    rows, winner = studies.shift_window(run, np.arange(0, 5), "steps_to_target", max_shifts=3, hparams=hparams)
+    assert calls == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]  # best at 4, the edge: the 5 points above
+    assert winner.learning_rate == 10.0 ** (7 / 4) and winner.steps_to_target_mean == 10.5
+    assert rows.loc[rows.best, "k"].unique().tolist() == [7] and len(rows) == 20
+    run, calls = _window_rows(optimum=-3)
+    studies.shift_window(run, np.arange(0, 5), "steps_to_target", max_shifts=3, hparams=hparams)
+    assert calls == [[0, 1, 2, 3, 4], [-5, -4, -3, -2, -1]]  # best at 0: the points below
+    run, calls = _window_rows(optimum=50)
+    _, winner = studies.shift_window(run, np.arange(0, 5), "steps_to_target", max_shifts=2, hparams=hparams)
+    assert len(calls) == 3 and winner.learning_rate == 10.0 ** (14 / 4)  # the cap: 2 shifts
+    # Nothing reaches the target and the largest lr diverged: too slow below, diverging above.
+    run, calls = _window_rows(optimum=None, diverged_above=3)
+    rows, winner = studies.shift_window(run, np.arange(0, 5), "steps_to_target", max_shifts=3, hparams=hparams)
+    assert len(calls) == 1 and np.isnan(winner.learning_rate) and not rows.best.any()
