@@ -259,7 +259,9 @@ def _window_rows(optimum, diverged_above=None):
             dead = diverged_above is not None and k > diverged_above
             for seed in (0, 1):
                 steps = np.nan if dead or optimum is None else (k - optimum) ** 2 + 10.0 + seed
-                rows.append(dict(learning_rate=10.0 ** (k / 4), seed=seed, k=k, steps_to_target=steps, diverged=dead))
+                rows.append(
+                    dict(learning_rate=10.0 ** (k / 4), seed=seed, k=k, steps_to_target=steps, diverged=dead)
+                )
         return pd.DataFrame(rows)
 
     return run, calls
@@ -268,7 +270,9 @@ def _window_rows(optimum, diverged_above=None):
 def test_shift_window_moves_while_the_best_is_at_an_edge():
     hparams = ["learning_rate", "seed"]
     run, calls = _window_rows(optimum=7)
-    rows, winner = studies.shift_window(run, np.arange(0, 5), "steps_to_target", max_shifts=3, hparams=hparams)
+    rows, winner = studies.shift_window(
+        run, np.arange(0, 5), "steps_to_target", max_shifts=3, hparams=hparams
+    )
     assert calls == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]  # best at 4, the edge: the 5 points above
     assert winner.learning_rate == 10.0 ** (7 / 4) and winner.steps_to_target_mean == 10.5
     assert rows.loc[rows.best, "k"].unique().tolist() == [7] and len(rows) == 20
@@ -280,5 +284,7 @@ def test_shift_window_moves_while_the_best_is_at_an_edge():
     assert len(calls) == 3 and winner.learning_rate == 10.0 ** (14 / 4)  # the cap: 2 shifts
     # Nothing reaches the target and the largest lr diverged: too slow below, diverging above.
     run, calls = _window_rows(optimum=None, diverged_above=3)
-    rows, winner = studies.shift_window(run, np.arange(0, 5), "steps_to_target", max_shifts=3, hparams=hparams)
+    rows, winner = studies.shift_window(
+        run, np.arange(0, 5), "steps_to_target", max_shifts=3, hparams=hparams
+    )
     assert len(calls) == 1 and np.isnan(winner.learning_rate) and not rows.best.any()
