@@ -10,7 +10,7 @@ Example, two processes on one machine (each with its own devices)::
 
     # process 0 and process 1 run the same script with their own id
     jaxopt_lab.engine.distributed.initialize("127.0.0.1:1234", num_processes=2, process_id=i)
-    result = jaxopt_lab.engine.sweep.sweep(spec, grid, out="runs/many")
+    result = jaxopt_lab.sweep(spec, grid, out="runs/many")
 
 On a TPU pod or under SLURM, ``initialize()`` with no arguments takes all of it
 from the environment, as ``jax.distributed.initialize`` does.
