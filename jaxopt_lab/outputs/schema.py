@@ -1,8 +1,12 @@
 """``sweep.toml``: the definition of a sweep, enough to run it again, and its TOML.
 
-A definition is a dict of the tables :data:`DEFINITION_TABLES`; this module
-writes it (floats with ``repr``, so they read back bit for bit) and reads it
-back, refusing a table it does not know.
+A definition is a dict of the tables :data:`DEFINITION_TABLES`. This module is
+the one place that knows them: :func:`definition_of` builds a sweep's from its spec
+and grid, :func:`difference` compares a folder's with a request (for a resume),
+:func:`sweep_arguments` and :func:`python_objects` read one back into ``sweep()``'s
+arguments (the command's ``--config``), and :func:`write_definition` /
+:func:`read_definition` are its TOML (floats with ``repr``, so they read back bit
+for bit; an unknown table is refused).
 """
 
 from __future__ import annotations
