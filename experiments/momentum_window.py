@@ -35,38 +35,29 @@ TOL = 1e-12  # float64: rounding stays below ~1e-14 over 500 steps
 def main():
     rows, ok, crossings, worst = [], True, {}, 0.0
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    t = np.arange(1, STEPS + 1)
     for beta, color, marker in zip(BETAS, ("C0", "C3"), ("o", "x"), strict=True):
-        t = np.arange(1, STEPS + 1)
         txs = {  # the toolkit's own transforms, fed g_t = 1
             "ema": transforms.scale_by_momentum(beta, ema=True),
             "ema_bias_corrected": transforms.scale_by_momentum(beta, ema=True, bias_correction=True),
             "adam": transforms.scale_by_adam(beta, 0.999, 0.0, 0.0),
         }
-        responses = {k: problems.step_response(tx, STEPS, dtype=jnp.float64) for k, tx in txs.items()}
+        out = {k: np.asarray(problems.step_response(tx, STEPS, dtype=jnp.float64)) for k, tx in txs.items()}
         closed = {"ema": 1 - beta**t, "ema_bias_corrected": np.ones(STEPS), "adam": np.ones(STEPS)}
-        err = {k: float(np.max(np.abs(np.asarray(v, np.float64) - closed[k]))) for k, v in responses.items()}
-        crossing = int(t[np.argmax(np.asarray(responses["ema"]) >= 1 - 1 / np.e)])
-        predicted = int(np.ceil(-1 / np.log(beta)))
+        err = {k: float(np.max(np.abs(v - closed[k]))) for k, v in out.items()}
+        crossing, predicted = int(t[np.argmax(out["ema"] >= 1 - 1 / np.e)]), int(np.ceil(-1 / np.log(beta)))
         ok &= max(err.values()) < TOL and crossing == predicted and abs(crossing - 1 / (1 - beta)) <= 1
         crossings[beta], worst = crossing, max(worst, *err.values())
-        rows += [
-            dict(
-                beta=beta,
-                step=int(s),
-                closed_form_ema=closed["ema"][i],
-                **{k: float(v[i]) for k, v in responses.items()},
-            )
-            for i, s in enumerate(t)
-        ]
+        rows.append(pd.DataFrame({"beta": beta, "step": t, "closed_form_ema": closed["ema"], **out}))
         print(
             f"beta={beta}: max |error| {err}; reaches 1-1/e at step {crossing} "
             f"(ceil(-1/ln beta) = {predicted}, 1/(1-beta) = {1 / (1 - beta):.0f})"
         )
-        ax.plot(t, responses["ema"], color=color, lw=2.5, alpha=0.5, label=f"EMA, beta={beta}")
+        ax.plot(t, out["ema"], color=color, lw=2.5, alpha=0.5, label=f"EMA, beta={beta}")
         ax.plot(t, closed["ema"], "k:", lw=1)
         ax.plot(
             t,
-            responses["ema_bias_corrected"],
+            out["ema_bias_corrected"],
             color=color,
             lw=1.5,
             ls="--",
@@ -75,7 +66,7 @@ def main():
         marks = np.unique(np.geomspace(1, STEPS, 12).astype(int)) - 1
         ax.plot(
             t[marks],
-            np.asarray(responses["adam"])[marks],
+            out["adam"][marks],
             marker,
             color=color,
             mfc="none",
@@ -91,16 +82,17 @@ def main():
         xscale="log",
         xlabel="step t (input g_t = 1 from t = 1)",
         ylabel="transform output",
-        title="Step response of EMA momentum (toolkit transforms vs closed form)",
         ylim=(0, 1.45),
+        title="Step response of EMA momentum (toolkit transforms vs closed form)",
     )
     ax.legend(loc="upper left", fontsize=7.5, ncol=2)
-    OUT.mkdir(exist_ok=True), fig.tight_layout()
+    fig.tight_layout()
     fig.savefig(OUT / "momentum_window.png", dpi=120)
-    pd.DataFrame(rows).to_csv(OUT / "momentum_window.csv", index=False)
+    pd.concat(rows, ignore_index=True).to_csv(OUT / "momentum_window.csv", index=False)
+    windows = [round(1 / (1 - b)) for b in BETAS]
     print(
         f"momentum_window: {'PASS' if ok else 'FAIL'} steps to 1-1/e {crossings} "
-        f"(1/(1-beta) = {[round(1 / (1 - b)) for b in BETAS]}), max |error| {worst:.1e} < {TOL}"
+        f"(1/(1-beta) = {windows}), max |error| {worst:.1e} < {TOL}"
     )
 
 
