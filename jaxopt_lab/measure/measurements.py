@@ -67,6 +67,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.fingerprints import qualified_name
 from jaxopt_lab.measure import estimators as metrics_lib
 from jaxopt_lab.nn import batchnorm as bn
 
@@ -445,8 +446,6 @@ class Custom(Measurement):
         return dict(values), carry
 
     def label(self) -> str:
-        from jaxopt_lab.fingerprints import qualified_name
-
         return qualified_name(self.fn)
 
     def options(self):

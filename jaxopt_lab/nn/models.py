@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.fingerprints import qualified_name
 from jaxopt_lab.nn import batchnorm as bn
 
 __all__ = [
@@ -81,8 +82,6 @@ class Model(NamedTuple):
 
     def fingerprint_name(self) -> str:
         """The qualified name a sweep records: ``name``, else the ``init`` function's."""
-        from jaxopt_lab.fingerprints import qualified_name
-
         return self.name if isinstance(self.name, str) else qualified_name(self.init)
 
 
@@ -630,7 +629,5 @@ def from_nnx(constructor) -> Model:
         outputs = module(x)
         new_state = nnx.state(module, nnx.BatchStat)
         return outputs, new_state
-
-    from jaxopt_lab.fingerprints import qualified_name
 
     return Model(init, apply, qualified_name(constructor))

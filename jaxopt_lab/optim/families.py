@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_lab.errors import InputError
+from jaxopt_lab.fingerprints import qualified_name
 from jaxopt_lab.optim import transforms
 
 __all__ = ["Optimizer", "REGISTRY", "resolve", "check_traceable"]
@@ -77,8 +78,6 @@ class Optimizer:
     def fingerprint_name(self) -> str:
         """The qualified name a sweep records for a family given as a Python object: its
         factory's."""
-        from jaxopt_lab.fingerprints import qualified_name
-
         return qualified_name(self.factory)
 
     def __post_init__(self):
