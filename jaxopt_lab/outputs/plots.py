@@ -173,16 +173,15 @@ def _configs(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return configs
 
 
-def _cells(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per (optimizer, batch size, learning rate, nuisance values): mean over seeds
-    (:func:`jaxopt_lab.analysis.tables.setting_means`).
+def _cells(configs: pd.DataFrame, hparams: list[str], metric: str) -> pd.DataFrame:
+    """One row per (optimizer, batch size, learning rate, nuisance values) of :func:`_configs`'
+    rows: mean over seeds (:func:`jaxopt_lab.analysis.tables.setting_means`).
 
     Columns: the hyperparameters but ``seed``, ``value`` (mean over seeds of
     each config's number), ``diverged`` (any seed diverged) and ``score`` (``value``
     oriented so smaller is better; +inf when diverged or missing).
     """
-    hparams = tables_lib.hyperparameter_columns(table)
-    cells = tables_lib.setting_means(_configs(table, metric), "value", bool(_direction(metric)), hparams)
+    cells = tables_lib.setting_means(configs, "value", bool(_direction(metric)), hparams)
     return cells.rename(columns={"mean": "value"})[
         [*(c for c in hparams if c != "seed"), "value", "diverged", "score"]
     ]
@@ -220,12 +219,12 @@ def heatmap_data(table: pd.DataFrame, metric: str | None = None) -> dict[str, pd
       (ascending) with a column per learning rate of the table (ascending).
     """
     metric = _check(table, metric, summary_columns=True)
-    data, _ = _matrices(table, metric)
+    data, _ = _matrices(table, _configs(table, metric), metric)
     return data
 
 
-def _matrices(table, metric):
-    cells = _lr_cells(_cells(table, metric))
+def _matrices(table, configs, metric):
+    cells = _lr_cells(_cells(configs, tables_lib.hyperparameter_columns(table), metric))
     batch_sizes = sorted(cells["batch_size"].unique())
     lrs = sorted(cells["learning_rate"].unique())
     values, diverged = {}, {}
@@ -312,10 +311,11 @@ def heatmap(table: pd.DataFrame, path=None, *, metric: str | None = None) -> Fig
     metric = _check(table, metric, summary_columns=True)
     ranked = _direction(metric) is not None
     larger_is_better = bool(_direction(metric))
-    values, diverged = _matrices(table, metric)
+    configs = _configs(table, metric)  # each config's number, for the cells and their winners
+    values, diverged = _matrices(table, configs, metric)
     # The outlined cells; a measurement's column has no best.
     winners = (
-        _winners(table, metric)
+        _winners(table, configs, metric)
         if ranked
         else pd.DataFrame(columns=["optimizer", "batch_size", "learning_rate"])
     )
@@ -466,13 +466,13 @@ def _log_count_axis(axis, xs: list[np.ndarray]) -> None:
         axis.set_minor_formatter(NullFormatter())
 
 
-def _winners(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The best setting (learning rate and nuisance values) of each optimizer and batch size,
-    by :func:`jaxopt_lab.analysis.tables.best_settings`. Batch sizes where every setting
-    diverged are kept, with a NaN learning rate."""
+def _winners(table: pd.DataFrame, configs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The best setting (learning rate and nuisance values) of each optimizer and batch size
+    among :func:`_configs`' rows, by :func:`jaxopt_lab.analysis.tables.best_settings`. Batch
+    sizes where every setting diverged are kept, with a NaN learning rate."""
     hparams = tables_lib.hyperparameter_columns(table)
     return tables_lib.best_settings(
-        _configs(table, metric),
+        configs,
         ["optimizer", "batch_size"],
         "value",
         bool(_direction(metric)),
@@ -518,7 +518,7 @@ def curves(table: pd.DataFrame, path=None, *, metric: str | None = None, x: str 
         raise InputError(f"x={x!r} is invalid: expected 'examples_seen' or 'step'")
     axis = x
     ranking = _ranking(table, metric)
-    winners = _winners(table, ranking)
+    winners = _winners(table, _configs(table, ranking), ranking)
     optimizers = _optimizers(table)
     batch_sizes = sorted(winners["batch_size"].unique())
     colors = mpl.colormaps["viridis"](np.linspace(0.0, 0.8, max(2, len(batch_sizes))))
