@@ -53,3 +53,43 @@ def test_a_module_imports_only_from_its_layer_or_below(module, path):
     own = _layer(module)
     above = sorted({name for name in _imports(path) if _layer(name) > own})
     assert not above, f"{module} (layer {own}) imports {above} from layers above it"
+
+
+def _module_aliases(tree):
+    """The names a module binds to jaxopt_lab modules: ``from jaxopt_lab.x import y as z``
+    (y a module) and ``import jaxopt_lab.x as z``."""
+    aliases = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jaxopt_lab"):
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                if (PACKAGE.parent / name.replace(".", "/")).with_suffix(".py").exists() or (
+                    PACKAGE.parent / name.replace(".", "/")
+                ).is_dir():
+                    aliases.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname for a in node.names if a.name.startswith("jaxopt_lab") and a.asname}
+    return aliases
+
+
+@pytest.mark.parametrize("module, path", list(_modules()), ids=lambda v: str(v).rsplit("/", 1)[-1])
+def test_no_private_name_is_used_across_modules(module, path):
+    tree = ast.parse(path.read_text())
+    imported = [
+        f"{node.module}.{a.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jaxopt_lab")
+        for a in node.names
+        if a.name.startswith("_")
+    ]
+    aliases = _module_aliases(tree)
+    used = [
+        f"{node.value.id}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in aliases
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+    ]
+    assert not imported + used, f"{module} uses private names of other modules: {imported + used}"

@@ -55,3 +55,13 @@ def test_the_facade_lists_only_what_it_has():
 def test_every_name_of_a_section_is_where_its_heading_says(heading, modules, names):
     missing = [n for n in names if n not in PLACEHOLDERS and _resolve(n, modules) is None]
     assert not missing, f"{heading}: {missing} not found in {modules or ['jaxopt_lab']}"
+
+
+def test_what_the_readme_says_the_facade_holds_it_holds():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    start = text.index("The names a script needs most are importable from `jaxopt_lab` itself")
+    paragraph = text[start : text.index("The modules of earlier versions", start)]
+    names = [n for n in re.findall(r"`(\w+)`", paragraph) if n != "jaxopt_lab"]
+    assert {"train", "sweep", "Grid", "TrainSpec", "optim", "toys"} <= set(names)
+    assert [n for n in names if n not in jaxopt_lab.__all__] == []
