@@ -10,6 +10,9 @@ function here:
 * **Reduction pairs** (:func:`rescaled_gaps`): the distance between the curves
   of a ``reduction="sum"`` config and the ``"mean"`` config that should follow
   the same trajectory (SGD on the sum at ``lr`` is SGD on the mean at ``lr·B``).
+* **Steps to a target per batch size** (:func:`steps_to_target_per_batch_size`):
+  Shallue et al.'s measurement, each batch size at its own best learning rate, found by
+  windows of sweeps (:func:`shift_window`).
 
 The best setting of a group is :func:`jaxopt_lab.analysis.tables.best_settings`, and
 the critical batch size :mod:`jaxopt_lab.analysis.critical_batch`.
@@ -43,6 +46,7 @@ __all__ = [
     "concat_tables",
     "rescaled_gaps",
     "shift_window",
+    "steps_to_target_per_batch_size",
 ]
 
 # ------------------------------------------------------------------ grids and tables
@@ -97,7 +101,7 @@ def log_slope(x, y) -> float:
 def sweep_per_batch_size(
     spec: train_lib.TrainSpec,
     batch_sizes: Sequence[int],
-    axes: Mapping[str, Sequence] | Callable[[int], Mapping[str, Sequence]],
+    axes: Mapping[str, Sequence | Callable[[int], Sequence]],
     *,
     epochs: float | None = None,
     evals_per_epoch: int | None = None,
@@ -116,8 +120,8 @@ def sweep_per_batch_size(
       spec: the static part of every run (its ``batch_size`` is replaced).
       batch_sizes: the batch sizes.
       axes: grid axes other than ``batch_size`` (e.g. ``learning_rate``,
-        ``seed``, ``reduction``, ``eps``), or a function of the batch size
-        returning them.
+        ``seed``, ``reduction``, ``eps``); a value may be a function of the batch
+        size returning the axis's values (``{"learning_rate": lambda b: lrs / b}``).
       epochs: a budget in epochs (``epochs * (n // B)`` steps) instead of ``spec.steps``.
       evals_per_epoch: evaluation points per epoch (``eval_every = max(1,
         (n // B) // evals_per_epoch)``); ``None`` keeps ``spec.eval_every``.
@@ -140,7 +144,7 @@ def sweep_per_batch_size(
     num_examples = int(dataset.x_train.shape[0])
     tables = []
     for batch_size in batch_sizes:
-        grid_axes = dict(axes(batch_size) if callable(axes) else axes)
+        grid_axes = {k: v(batch_size) if callable(v) else v for k, v in axes.items()}
         if "batch_size" in grid_axes:
             raise InputError("axes must not contain 'batch_size': it is given by batch_sizes")
         b_spec = dataclasses.replace(spec, batch_size=int(batch_size))
@@ -328,3 +332,77 @@ def shift_window(
         else:
             break
     return rows.assign(best=rows["k"] == best), winner
+
+
+def steps_to_target_per_batch_size(
+    spec: train_lib.TrainSpec | Mapping,
+    batch_sizes: Sequence[int],
+    learning_rate: float,
+    *,
+    max_steps: int,
+    seeds: Sequence[int] = (0,),
+    per_decade: int = 4,
+    window: tuple[int, int] = (-1, 3),
+    max_shifts: int = 3,
+    budget_growth: float = 1.5,
+) -> pd.DataFrame:
+    """Steps to ``spec``'s target at each batch size, each at its own best learning rate.
+
+    Shallue et al.'s measurement (section 3.5): the learning rates are the grid
+    ``10 ** (k / per_decade)``; each batch size searches a window of ``k``
+    (``window`` around its centre, shifted by :func:`shift_window` while the best is at
+    an edge), one sweep per window over the learning rates and ``seeds``, every config
+    stopping at the target. The first batch size's window is centred on
+    ``learning_rate``, each later one's on the previous best. The step budget is
+    ``max_steps`` at the first batch size and after it ``budget_growth`` times the
+    previous best's steps (capped at ``max_steps``): steps to a target fall with the
+    batch size at the best learning rate, so a slower config cannot be the best. The
+    best setting is :func:`~jaxopt_lab.analysis.tables.best_settings`'s on
+    ``steps_to_target``: mean over seeds, a seed that missed the target disqualifies.
+
+    Args:
+      spec: the static part of every run (a :class:`~jaxopt_lab.engine.spec.TrainSpec`
+        or a dict of its fields), with a ``target``; its ``batch_size`` and ``steps``
+        are replaced.
+      batch_sizes: in the order searched (increasing, for the budget rule).
+      learning_rate: the first window's centre.
+      max_steps: the step budget at the first batch size, and the cap after it.
+      seeds: the seeds of every setting (its steps are their mean).
+      per_decade: grid points per decade of learning rate.
+      window: the first and last offset of a window's ``k`` from its centre.
+      max_shifts: shifts of a batch size's window at most (:func:`shift_window`).
+      budget_growth: the next batch size's budget over the best's steps.
+
+    Returns:
+      One row per config run (:func:`~jaxopt_lab.analysis.tables.summary`'s), with
+      ``k``, its grid index, and ``best``, which marks its batch size's winner.
+    """
+    is_spec = isinstance(spec, train_lib.TrainSpec)
+    if (spec.target if is_spec else spec.get("target")) is None:
+        raise InputError("spec's target=None is invalid: expected a Target, which every config stops at")
+    if len(batch_sizes) == 0:
+        raise InputError("batch_sizes=[] is invalid: expected at least one batch size")
+    hparams = ["optimizer", "batch_size", "learning_rate", "seed"]
+    frames, centre, budget = [], round(math.log10(learning_rate) * per_decade), max_steps
+
+    def run(batch_size, steps, ks):
+        grid = sweep_lib.Grid(learning_rate=[float(10.0 ** (k / per_decade)) for k in ks], seed=list(seeds))
+        changes = {"batch_size": batch_size, "steps": int(steps)}
+        at_b = dataclasses.replace(spec, **changes) if is_spec else {**spec, **changes}
+        runs = sweep_lib.sweep(at_b, grid, progress=False).summary()
+        runs["k"] = np.round(np.log10(runs["learning_rate"]) * per_decade).astype(int)
+        return runs
+
+    for b in batch_sizes:
+        runs, winner = shift_window(
+            lambda ks, b=b, budget=budget: run(b, budget, ks),
+            centre + np.arange(window[0], window[1] + 1),
+            "steps_to_target",
+            max_shifts=max_shifts,
+            hparams=hparams,
+        )
+        frames.append(runs)
+        if runs["best"].any():
+            centre = runs["k"][runs["best"]].iloc[0]
+            budget = min(max_steps, math.ceil(budget_growth * winner["steps_to_target_mean"]))
+    return pd.concat(frames, ignore_index=True)

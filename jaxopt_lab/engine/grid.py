@@ -114,6 +114,8 @@ class Grid:
 
     def __init__(self, **axes: Sequence[Any]):
         for name, values in axes.items():
+            if isinstance(values, np.ndarray) and values.ndim == 1:  # e.g. np.logspace(-4, -1, 7)
+                values = list(values)
             if isinstance(values, (str, bytes, optimizers_lib.Optimizer)) or not isinstance(values, Sequence):
                 values = [values]
             if len(values) == 0:

@@ -181,7 +181,7 @@ def test_concat_tables_renumbers_and_keeps_metrics_last():
 def test_sweep_per_batch_size_gives_each_batch_size_its_grid_and_evaluations():
     spec = dataclasses.replace(SPEC, eval_every=100)
     table = studies.sweep_per_batch_size(
-        spec, [8, 16], lambda b: {"learning_rate": [0.4 / b, 0.8 / b]}, epochs=1, evals_per_epoch=2
+        spec, [8, 16], {"learning_rate": lambda b: [0.4 / b, 0.8 / b]}, epochs=1, evals_per_epoch=2
     )
     configs = table.drop_duplicates("config_id").set_index("config_id")
     assert sorted(configs.index) == [0, 1, 2, 3]
@@ -288,3 +288,46 @@ def test_shift_window_moves_while_the_best_is_at_an_edge():
         run, np.arange(0, 5), "steps_to_target", max_shifts=3, hparams=hparams
     )
     assert len(calls) == 1 and np.isnan(winner.learning_rate) and not rows.best.any()
+
+
+def _fake_sweep(optimum, base, calls):
+    """A stand-in for the engine's sweep: steps to target ``base[B] + 10 (k - optimum[B])² + seed``
+    at grid point ``k``, missed (NaN) above the step budget; ``calls`` records each window."""
+
+    def sweep(spec, grid, progress):
+        b, budget = spec["batch_size"], spec["steps"]
+        ks = [round(4 * math.log10(lr)) for lr in grid.axes["learning_rate"]]
+        calls.append((b, budget, ks, spec["optimizer"]))
+        rows = []
+        for lr, k in zip(grid.axes["learning_rate"], ks, strict=True):
+            for seed in grid.axes["seed"]:
+                steps = base[b] + 10.0 * (k - optimum[b]) ** 2 + seed
+                steps = steps if steps <= budget else np.nan
+                row = dict(optimizer=spec["optimizer"], batch_size=b, learning_rate=lr, seed=seed)
+                rows.append(row | {"diverged": False, "steps_to_target": steps})
+        return type("Result", (), {"summary": lambda self: pd.DataFrame(rows)})()
+
+    return sweep
+
+
+def test_steps_to_target_per_batch_size_follows_the_best_with_its_window_and_budget(monkeypatch):
+    calls = []
+    fake = _fake_sweep(optimum={4: 0, 8: 1, 32: 6}, base={4: 100, 8: 60, 32: 40}, calls=calls)
+    monkeypatch.setattr(studies.sweep_lib, "sweep", fake)
+    spec = {"optimizer": "sgd", "target": T.Target("train_loss", 0.5)}
+    rows = studies.steps_to_target_per_batch_size(spec, [4, 8, 32], 1.0, max_steps=120, seeds=[0, 1])
+    # By hand: B=4 starts at k = 4 log10(1.0) = 0 with the window -1..3 and the budget 120. Its best is
+    # k=0 (100.5 steps), so B=8 keeps the centre 0 and gets min(120, ceil(1.5 * 100.5)) = 120 steps.
+    # B=8's best is k=1 (60.5): B=32's window is 0..4 with ceil(90.75) = 91 steps; only k=4 (80.5)
+    # reaches the target there, at the window's edge, so the window shifts to 5..9 and finds k=6.
+    assert calls == [
+        (4, 120, [-1, 0, 1, 2, 3], "sgd"),
+        (8, 120, [-1, 0, 1, 2, 3], "sgd"),
+        (32, 91, [0, 1, 2, 3, 4], "sgd"),
+        (32, 91, [5, 6, 7, 8, 9], "sgd"),
+    ]
+    best = rows[rows.best].groupby("batch_size").k.unique()
+    assert {b: list(k) for b, k in best.items()} == {4: [0], 8: [1], 32: [6]}
+    assert len(rows) == 2 * 5 * 4 and rows.k.tolist()[:2] == [-1, -1]
+    with pytest.raises(ValueError, match="target=None is invalid"):
+        studies.steps_to_target_per_batch_size({"optimizer": "sgd"}, [4], 1.0, max_steps=10)

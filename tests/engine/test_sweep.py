@@ -278,6 +278,15 @@ def test_grid_drops_hyperparameters_an_optimizer_does_not_take():
     assert configs.loc[configs.optimizer == "sgd", "b1"].isna().all()
 
 
+def test_a_grid_axis_may_be_a_one_dimensional_array():
+    lrs = np.logspace(-3, -1, 3)
+    by_array = S.Grid(optimizer=["sgd"], learning_rate=lrs, seed=np.arange(2)).configs()
+    by_list = S.Grid(optimizer=["sgd"], learning_rate=[1e-3, 1e-2, 1e-1], seed=[0, 1]).configs()
+    pd.testing.assert_frame_equal(by_array, by_list, check_dtype=False)
+    with pytest.raises(ValueError, match="learning_rate=array"):
+        S.Grid(learning_rate=lrs.reshape(3, 1))
+
+
 @pytest.mark.parametrize(
     "axes, match",
     [
