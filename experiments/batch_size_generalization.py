@@ -17,7 +17,7 @@ PASS (Keskar's effect seen) if, averaged over seeds, sharpness at B=1024 is larg
 and test accuracy at B=1024 is lower than at B=1.
 """
 
-from _results import OUT
+from _results import report
 from matplotlib.figure import Figure
 
 from jaxopt_lab import Grid, measure, sweep
@@ -31,30 +31,24 @@ SPEC = dict(
     measure=[measure.Sharpness(num_iters=30), "train_set"], measure_batch_size=4000,  # the whole set
 )  # fmt: skip
 EPOCHS = 30
+COLUMNS = {  # the summary's columns, as the CSV names them
+    "final_test_accuracy": "test_accuracy",
+    "final_train_set_accuracy": "train_accuracy",
+    "final_train_set_loss": "train_loss_full",
+    "final_sharpness": "sharpness",
+}
 
 
 def main():
     grid = Grid(batch_size=BATCH_SIZES, learning_rate=[float(v) for v in LRS], seed=SEEDS)
     result = sweep(SPEC, grid, epochs=EPOCHS, strategy="bucket", progress="lines")
-    table = result.summary().rename(
-        columns={
-            "final_test_accuracy": "test_accuracy",
-            "final_train_set_accuracy": "train_accuracy",
-            "final_train_set_loss": "train_loss_full",
-            "final_sharpness": "sharpness",
-        }
-    )
-    best = result.best_learning_rates(by="batch_size", metric="final_test_accuracy")
-    table["best"] = [
-        lr == best.set_index("batch_size").learning_rate[b]
-        for b, lr in zip(table.batch_size, table.learning_rate, strict=True)
-    ]
+    table = result.summary().rename(columns=COLUMNS)
+    best = result.best_learning_rates(by="batch_size", metric="final_test_accuracy").set_index("batch_size")
+    table["best"] = table.learning_rate.to_numpy() == best.learning_rate.loc[table.batch_size].to_numpy()
     table["gap"] = table.train_accuracy - table.test_accuracy
-    table.to_csv(OUT / "batch_size_generalization.csv", index=False)
     mean = table[table.best].groupby("batch_size").mean(numeric_only=True)
 
-    fig = Figure(figsize=(16, 4.6), layout="constrained")
-    ax = fig.subplots(1, 3)
+    ax = Figure(figsize=(16, 4.6), layout="constrained").subplots(1, 3)
     ax[0].plot(mean.index, 100 * mean.train_accuracy, "o-", label="train accuracy")
     ax[0].plot(mean.index, 100 * mean.test_accuracy, "s-", label="test accuracy")
     ax[0].set(
@@ -63,31 +57,23 @@ def main():
     ax[1].plot(mean.index, mean.sharpness, "o-", color="C3", label="sharpness (top Hessian eigenvalue)")
     ax[1].plot(mean.index, 2 / mean.learning_rate, ":", color="gray", label="2 / lr (edge of stability)")
     ax[1].set(yscale="log", ylabel="top Hessian eigenvalue of the train loss", title="Sharpness at the end")
-    for a in ax[:2]:
-        a.set(xscale="log", xlabel="batch size B")
-        a.legend(fontsize=8)
     by_lr = table.groupby(["batch_size", "learning_rate"]).test_accuracy.mean()
     for b in BATCH_SIZES:
         ax[2].plot(by_lr[b].index, 100 * by_lr[b], "o-", ms=3, label=f"B={b}")
-    ax[2].set(
-        xscale="log",
-        xlabel="learning rate",
-        ylabel="final test accuracy (%)",
-        ylim=(0, 80),
-        title="Final test accuracy against lr (mean of 2 seeds)",
-    )
-    ax[2].legend(fontsize=8, ncol=2)
-    fig.savefig(OUT / "batch_size_generalization.png", dpi=120)
+    ax[2].set(xlabel="learning rate", ylabel="final test accuracy (%)", ylim=(0, 80))
+    ax[2].set_title("Final test accuracy against lr (mean of 2 seeds)")
+    for a, xlabel in zip(ax, ["batch size B", "batch size B", "learning rate"], strict=True):
+        a.set(xscale="log", xlabel=xlabel), a.legend(fontsize=8, ncol=2 if a is ax[2] else 1)
 
     small, large = mean.loc[BATCH_SIZES[0]], mean.loc[BATCH_SIZES[-1]]
     ok = large.sharpness > small.sharpness and large.test_accuracy < small.test_accuracy
     print(mean[["learning_rate", "train_accuracy", "test_accuracy", "gap", "sharpness"]].round(4).to_string())
-    print(
-        f"batch_size_generalization: {'PASS' if ok else 'FAIL'} B=1 vs B=1024: test acc "
-        f"{100 * small.test_accuracy:.1f}% vs {100 * large.test_accuracy:.1f}%, "
+    verdict = (
+        f"B=1 vs B=1024: test acc {100 * small.test_accuracy:.1f}% vs {100 * large.test_accuracy:.1f}%, "
         f"sharpness {small.sharpness:.2f} vs {large.sharpness:.2f}, "
         f"train-test gap {100 * small.gap:.1f} vs {100 * large.gap:.1f} points"
     )
+    report("batch_size_generalization", ok, verdict, table, ax[0].figure)
 
 
 if __name__ == "__main__":

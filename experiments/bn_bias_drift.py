@@ -15,10 +15,10 @@ gradient, |b| stays below 1e-5.
 """
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from _results import OUT
+from _results import report
+from matplotlib.figure import Figure
 
 import jaxopt_lab
 from jaxopt_lab.toys import problems
@@ -33,7 +33,7 @@ def main():
     u = jax.random.normal(ku, (N, C))
     y = TARGET_MEAN + jax.random.normal(ky, (N, C))
     rows, stats = [], {}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    axes = Figure(figsize=(10, 3.8), layout="tight").subplots(1, 2)
     for stop in (True, False):
         loss_fn = problems.bias_batchnorm_loss(u, y, stop_gradient_stats=stop)
         tr = jax.jit(lambda f=loss_fn: problems.optimize(f, jaxopt_lab.sgd(LR), jax.numpy.zeros(C), STEPS))()
@@ -57,20 +57,14 @@ def main():
     )
     for ax in axes:
         ax.legend(fontsize=8, loc="upper left")
-    OUT.mkdir(exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(OUT / "bn_bias_drift.png", dpi=120)
-    pd.DataFrame(rows).to_csv(OUT / "bn_bias_drift.csv", index=False)
     s, t = stats[True], stats[False]
     u64, y64 = np.asarray(u, np.float64), np.asarray(y, np.float64)  # |grad b| = |mean(y) / (C sigma)|
     predicted = LR * np.linalg.norm(y64.mean(0) / (C * np.sqrt(u64.var(0) + 1e-5)))
     ok = s["r2"] > 0.99 and s["slope"] > 0 and s["dloss"] < 1e-4 and t["max_b"] < 1e-5
-    print(
-        f"bn_bias_drift: {'PASS' if ok else 'FAIL'} stopped stats: |b| slope {s['slope']:.4g}/step "
-        f"(predicted {predicted:.4g}), "
-        f"R^2 {s['r2']:.6f}, |b|_final {s['max_b']:.3g}, loss change {s['dloss']:.1e} rel; "
-        f"true gradient: max |b| {t['max_b']:.1e}, loss change {t['dloss']:.1e} rel"
-    )
+    verdict = f"stopped stats: |b| slope {s['slope']:.4g}/step (predicted {predicted:.4g}), "
+    verdict += f"R^2 {s['r2']:.6f}, |b|_final {s['max_b']:.3g}, loss change {s['dloss']:.1e} rel; "
+    verdict += f"true gradient: max |b| {t['max_b']:.1e}, loss change {t['dloss']:.1e} rel"
+    report("bn_bias_drift", ok, verdict, pd.DataFrame(rows), axes[0].figure)
 
 
 if __name__ == "__main__":

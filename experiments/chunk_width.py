@@ -18,7 +18,7 @@ in tests/engine/test_sweep.py). PASS if SGD and momentum, with and without batch
 
 import numpy as np
 import pandas as pd
-from _results import OUT
+from _results import report
 from matplotlib.figure import Figure
 
 from jaxopt_lab.engine import sweep
@@ -36,6 +36,7 @@ RUNS = {
     "width 8": dict(chunk_size=8, strategy="bucket"),
     "mask, width 8": dict(chunk_size=8, strategy="mask"),
 }
+METRICS = ("test_loss", "test_accuracy")  # final values compared with width 1
 
 
 def main():
@@ -48,49 +49,30 @@ def main():
                 name: sweep.sweep(spec, grid, progress=False, **kw).summary().set_index("config_id")
                 for name, kw in RUNS.items()
             }
-            alone = finals["width 1"]
-            for name, final in finals.items():
-                rows.append(
-                    dict(
-                        optimizer=opt,
-                        batchnorm=batchnorm,
-                        run=name,
-                        test_loss=float(np.nanmax(np.abs(final.final_test_loss - alone.final_test_loss))),
-                        test_accuracy=float(
-                            np.nanmax(np.abs(final.final_test_accuracy - alone.final_test_accuracy))
-                        ),
-                    )
-                )
+            for name, final in finals.items():  # the largest difference to the config run alone
+                gap = {
+                    m: float(np.nanmax(np.abs(final[f"final_{m}"] - finals["width 1"][f"final_{m}"])))
+                    for m in METRICS
+                }
+                rows.append(dict(optimizer=opt, batchnorm=batchnorm, run=name, **gap))
     table = pd.DataFrame(rows)
-    table.to_csv(OUT / "chunk_width.csv", index=False)
-    worst = (
-        table[table.run != "width 1"]
-        .groupby(["optimizer", "batchnorm"])[["test_loss", "test_accuracy"]]
-        .max()
-    )
+    worst = table[table.run != "width 1"].groupby(["optimizer", "batchnorm"])[list(METRICS)].max()
     print(worst.to_string(float_format="{:.2e}".format))
 
-    fig = Figure(figsize=(8, 4.2), layout="constrained")
-    ax = fig.subplots()
-    labels = [f"{o}{' + BN' if bn else ''}" for o, bn in worst.index]
-    ax.bar(
-        labels,
-        np.maximum(worst.test_loss.to_numpy(), 1e-9),
-        color=["C0" if not bn else "C1" for _, bn in worst.index],
+    ax = Figure(figsize=(8, 4.2), layout="constrained").subplots()
+    labels, colors = (
+        [f"{o}{' + BN' if bn else ''}" for o, bn in worst.index],
+        [f"C{int(bn)}" for _, bn in worst.index],
     )
-    ax.set(
-        yscale="log",
-        ylabel="max |Δ final test loss| vs width 1",
-        title="A config's final test loss in programs of other widths (and under mask)",
-    )
-    ax.axhline(1e-4, color="grey", ls="--", lw=1)
-    ax.tick_params(axis="x", rotation=30)
-    fig.savefig(OUT / "chunk_width.png", dpi=120)
+    ax.bar(labels, np.maximum(worst.test_loss.to_numpy(), 1e-9), color=colors)
+    ax.set(yscale="log", ylabel="max |Δ final test loss| vs width 1")
+    ax.set_title("A config's final test loss in programs of other widths (and under mask)")
+    ax.axhline(1e-4, color="grey", ls="--", lw=1), ax.tick_params(axis="x", rotation=30)
 
     plain = worst.loc[["sgd", "momentum"], "test_loss"].max()
-    verdict = "PASS" if plain <= 1e-4 else "FAIL"
     bound = ", ".join(f"{o}{'+BN' if bn else ''} {v:.1e}" for (o, bn), v in worst.test_loss.items())
-    print(f"chunk_width: {verdict} max |Δ test loss| SGD/momentum {plain:.1e} (<= 1e-4); all: {bound}")
+    verdict = f"max |Δ test loss| SGD/momentum {plain:.1e} (<= 1e-4); all: {bound}"
+    report("chunk_width", plain <= 1e-4, verdict, table, ax.figure)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
-from _results import OUT
+from _results import report
+from matplotlib.figure import Figure
 
 from jaxopt_lab import Grid, data, measure, sweep
 
@@ -45,53 +45,33 @@ def main():
         measure=[measure.Sharpness(num_iters=100, num_warm_iters=20), "train_set"], measure_batch_size=N,
     )  # fmt: skip
     table = sweep(spec, Grid(learning_rate=list(LEARNING_RATES)), progress=False).table
-    fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(12, 4.5))
+    ax_s, ax_l = Figure(figsize=(12, 4.5), layout="tight").subplots(1, 2)
     stats = []
     for i, lr in enumerate(LEARNING_RATES):
         rows = table[table.learning_rate == lr].sort_values("step")
         step, sharp, loss = (rows[c].to_numpy() for c in ("step", "sharpness", "train_set_loss"))
-        last = step >= 0.75 * STEPS
-        high = sharp >= 0.9 * 2 / lr
-        stats.append(
-            dict(
-                lr=lr,
-                target=2 / lr,
-                mean=sharp[last].mean(),
-                lo=sharp[last].min(),
-                hi=sharp[last].max(),
-                reached=step[np.argmax(high)] if high.any() else None,
-                rises=np.mean(np.diff(loss[last]) > 0),  # share of points where the loss went up
-                final=sharp[-1],
-            )
-        )
+        last, high = step >= 0.75 * STEPS, sharp >= 0.9 * 2 / lr
+        reached = step[np.argmax(high)] if high.any() else None  # first point at 0.9 * 2/lr
+        stats.append(dict(lr=lr, target=2 / lr, mean=sharp[last].mean(), reached=reached, final=sharp[-1]))
+        stats[-1].update(lo=sharp[last].min(), hi=sharp[last].max(), rises=np.mean(np.diff(loss[last]) > 0))
         ax_s.plot(step, sharp, f"C{i}", label=f"lr = {lr}: sharpness")
         ax_s.axhline(2 / lr, color=f"C{i}", ls="--", lw=1, label=f"2/lr = {2 / lr:.3g}")
         ax_l.plot(step, loss, f"C{i}", lw=0.8, label=f"lr = {lr}")
     ax_s.axvspan(0.75 * STEPS, STEPS, color="gray", alpha=0.12, label="last quarter (criterion)")
-    ax_s.set(
-        xlabel="GD step",
-        ylabel="sharpness: top Hessian eigenvalue",
-        title=f"Full-batch GD, tanh MLP {HIDDEN}, {N} MNIST-1D examples, MSE",
-    )
-    ax_l.set(
-        yscale="log",
-        xlabel="GD step",
-        ylabel="training loss 0.5 |f(x) - onehot(y)|^2 (mean)",
-        title=f"Training loss every {EVERY} steps: spikes where sharpness > 2/lr",
-    )
+    ax_s.set(xlabel="GD step", ylabel="sharpness: top Hessian eigenvalue")
+    ax_s.set_title(f"Full-batch GD, tanh MLP {HIDDEN}, {N} MNIST-1D examples, MSE")
+    ax_l.set(yscale="log", xlabel="GD step", ylabel="training loss 0.5 |f(x) - onehot(y)|^2 (mean)")
+    ax_l.set_title(f"Training loss every {EVERY} steps: spikes where sharpness > 2/lr")
     ax_s.legend(fontsize=8), ax_l.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(OUT / "edge_of_stability.png", dpi=110)
-    table.to_csv(OUT / "edge_of_stability.csv", index=False)
     ok = all(abs(s["mean"] / s["target"] - 1) <= TOL for s in stats)
-    detail = "; ".join(
+    verdict = "; ".join(
         f"lr {s['lr']}: 2/lr {s['target']:.2f}, last-quarter sharpness mean {s['mean']:.2f} "
         f"({s['mean'] / s['target'] - 1:+.1%}, range {s['lo']:.2f}-{s['hi']:.2f}), 0.9*2/lr first reached "
         f"at step {s['reached']}, loss rose at {s['rises']:.0%} of last-quarter points, "
         f"final {s['final']:.2f}"
         for s in stats
     )
-    print(f"edge_of_stability: {'PASS' if ok else 'FAIL'} {detail}")
+    report("edge_of_stability", ok, verdict, table, ax_s.figure, dpi=110)
 
 
 if __name__ == "__main__":

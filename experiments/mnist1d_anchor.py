@@ -15,7 +15,7 @@ CNN's is at least 85% (an MLP-level CNN, a broken loss or a broken optimizer all
 """
 
 import pandas as pd
-from _results import OUT
+from _results import report
 from matplotlib.figure import Figure
 
 from jaxopt_lab.analysis import studies
@@ -34,13 +34,11 @@ def main():
         for m, o in MODELS.items()
     ]
     table = studies.concat_tables(tables)
-    table.to_csv(OUT / "mnist1d_anchor.csv", index=False)
     last = table[table.step == SPEC["steps"]]
     final = last.groupby("model").test_accuracy.agg(["mean", "min", "max"]) * 100
     best = table.groupby(["model", "seed"]).test_accuracy.max().groupby("model").mean() * 100
 
-    fig = Figure(figsize=(8, 4.8), layout="constrained")
-    ax = fig.subplots()
+    ax = Figure(figsize=(8, 4.8), layout="constrained").subplots()
     for (m, seed), rows in table.groupby(["model", "seed"]):
         color = "C0" if m == "mlp" else "C1"
         ax.plot(
@@ -61,17 +59,15 @@ def main():
         title="MNIST-1D, Adam lr 1e-2, batch 100: ours (solid) vs reported (dashed, dotted)",
     )
     ax.legend(fontsize=8, ncol=2, loc="lower right")
-    fig.savefig(OUT / "mnist1d_anchor.png", dpi=120)
 
     mlp, cnn = final.loc["mlp", "mean"], final.loc["cnn1d", "mean"]
     ok = abs(mlp - REPORTED["mlp"][0]) <= 6 and cnn >= 85
     print(pd.concat({"final": final, "best over steps": best}, axis=1).round(1).to_string())
-    print(
-        f"mnist1d_anchor: {'PASS' if ok else 'FAIL'} final test accuracy (mean of {len(SEEDS)} seeds) "
-        f"MLP {mlp:.1f}% (reported 64.6%, paper 68%), CNN {cnn:.1f}% (reported 92.1%, paper 94%); "
-        f"best over steps MLP {best['mlp']:.1f}%, CNN {best['cnn1d']:.1f}%; "
-        f"seed range MLP {final.loc['mlp', 'min']:.1f}-{final.loc['mlp', 'max']:.1f}%"
-    )
+    verdict = f"final test accuracy (mean of {len(SEEDS)} seeds) MLP {mlp:.1f}% (reported 64.6%, paper 68%), "
+    verdict += f"CNN {cnn:.1f}% (reported 92.1%, paper 94%); best over steps MLP {best['mlp']:.1f}%, "
+    verdict += f"CNN {best['cnn1d']:.1f}%; seed range MLP {final.loc['mlp', 'min']:.1f}-"
+    verdict += f"{final.loc['mlp', 'max']:.1f}%"
+    report("mnist1d_anchor", ok, verdict, table, ax.figure)
 
 
 if __name__ == "__main__":

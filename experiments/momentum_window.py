@@ -17,10 +17,10 @@ step of 1/(1 - beta).
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from _results import OUT
+from _results import report
+from matplotlib.figure import Figure
 
 from jaxopt_lab.optim import transforms
 from jaxopt_lab.toys import problems
@@ -34,8 +34,8 @@ TOL = 1e-12  # float64: rounding stays below ~1e-14 over 500 steps
 
 def main():
     rows, ok, crossings, worst = [], True, {}, 0.0
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    t = np.arange(1, STEPS + 1)
+    ax, t = Figure(figsize=(7, 4.2), layout="tight").subplots(), np.arange(1, STEPS + 1)
+    marks = np.unique(np.geomspace(1, STEPS, 12).astype(int)) - 1  # where Adam's markers are drawn
     for beta, color, marker in zip(BETAS, ("C0", "C3"), ("o", "x"), strict=True):
         txs = {  # the toolkit's own transforms, fed g_t = 1
             "ema": transforms.scale_by_momentum(beta, ema=True),
@@ -49,10 +49,7 @@ def main():
         ok &= max(err.values()) < TOL and crossing == predicted and abs(crossing - 1 / (1 - beta)) <= 1
         crossings[beta], worst = crossing, max(worst, *err.values())
         rows.append(pd.DataFrame({"beta": beta, "step": t, "closed_form_ema": closed["ema"], **out}))
-        print(
-            f"beta={beta}: max |error| {err}; reaches 1-1/e at step {crossing} "
-            f"(ceil(-1/ln beta) = {predicted}, 1/(1-beta) = {1 / (1 - beta):.0f})"
-        )
+        print(f"beta={beta}: max |error| {err}; 1-1/e at step {crossing}, ceil(-1/ln beta) = {predicted}")
         ax.plot(t, out["ema"], color=color, lw=2.5, alpha=0.5, label=f"EMA, beta={beta}")
         ax.plot(t, closed["ema"], "k:", lw=1)
         ax.plot(
@@ -63,37 +60,20 @@ def main():
             ls="--",
             label=f"bias-corrected EMA, beta={beta}",
         )
-        marks = np.unique(np.geomspace(1, STEPS, 12).astype(int)) - 1
-        ax.plot(
-            t[marks],
-            out["adam"][marks],
-            marker,
-            color=color,
-            mfc="none",
-            ms=8,
-            label=f"Adam m_hat/sqrt(v_hat), b1={beta}",
-        )
+        label = f"Adam m_hat/sqrt(v_hat), b1={beta}"
+        ax.plot(t[marks], out["adam"][marks], marker, color=color, mfc="none", ms=8, label=label)
         ax.axvline(1 / (1 - beta), color=color, lw=0.8, ls="-.")
         ax.text(1 / (1 - beta) * 1.05, 0.05, f"1/(1-{beta})", color=color)
-    ax.axhline(1 - 1 / np.e, color="gray", lw=0.8)
-    ax.text(1.1, 1 - 1 / np.e + 0.02, "1 - 1/e", color="gray")
-    ax.plot([], [], "k:", label="closed form 1 - beta^t")
+    ax.axhline(1 - 1 / np.e, color="gray", lw=0.8), ax.text(1.1, 1 - 1 / np.e + 0.02, "1 - 1/e", color="gray")
+    ax.plot([], [], "k:", label="closed form 1 - beta^t")  # one legend entry for the dotted lines
     ax.set(
-        xscale="log",
-        xlabel="step t (input g_t = 1 from t = 1)",
-        ylabel="transform output",
-        ylim=(0, 1.45),
-        title="Step response of EMA momentum (toolkit transforms vs closed form)",
+        xscale="log", xlabel="step t (input g_t = 1 from t = 1)", ylabel="transform output", ylim=(0, 1.45)
     )
+    ax.set_title("Step response of EMA momentum (toolkit transforms vs closed form)")
     ax.legend(loc="upper left", fontsize=7.5, ncol=2)
-    fig.tight_layout()
-    fig.savefig(OUT / "momentum_window.png", dpi=120)
-    pd.concat(rows, ignore_index=True).to_csv(OUT / "momentum_window.csv", index=False)
-    windows = [round(1 / (1 - b)) for b in BETAS]
-    print(
-        f"momentum_window: {'PASS' if ok else 'FAIL'} steps to 1-1/e {crossings} "
-        f"(1/(1-beta) = {windows}), max |error| {worst:.1e} < {TOL}"
-    )
+    windows = [round(1 / (1 - b)) for b in BETAS]  # the crossings' prediction
+    verdict = f"steps to 1-1/e {crossings} (1/(1-beta) = {windows}), max |error| {worst:.1e} < {TOL}"
+    report("momentum_window", ok, verdict, pd.concat(rows, ignore_index=True), ax.figure)
 
 
 if __name__ == "__main__":

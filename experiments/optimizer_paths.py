@@ -14,104 +14,65 @@ PASS: from the main start, momentum, RMSProp and Adam each reach loss <= 1e-6 in
 """
 
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from _results import OUT
+from _results import report
+from matplotlib.figure import Figure
 
-import jaxopt_lab
+from jaxopt_lab import adam, momentum, rmsprop, sgd, steps_to_target
 from jaxopt_lab.toys import problems
 
-OPTIMIZERS = {
-    "gradient descent": jaxopt_lab.sgd,
-    "momentum": jaxopt_lab.momentum,
-    "RMSProp": jaxopt_lab.rmsprop,
-    "Adam": jaxopt_lab.adam,
-}  # library defaults
+OPTIMIZERS = {"gradient descent": sgd, "momentum": momentum, "RMSProp": rmsprop, "Adam": adam}  # defaults
+ADAPTIVE = ("momentum", "RMSProp", "Adam")  # the claim: each needs fewer steps than gradient descent
 PROBLEMS = {  # name: (loss, start, steps, plot window); condition number 50 for the quadratic
     "quadratic": (problems.quadratic(jnp.array([1.0, 0.02])), (1.0, 5.0), 1000, ((-1.5, 1.5), (-1, 6))),
     "rosenbrock": (problems.rosenbrock(), (-1.2, 1.0), 20000, ((-1.5, 1.5), (-0.5, 1.6))),
 }
-ANGLES = np.pi / 8 + np.arange(8) * np.pi / 4  # other starts: 0.5 x^T H x = 0.75, off the axes
+STARTS = [(n, 0, p[1]) for n, p in PROBLEMS.items()] + [  # and 8 more, of 0.5 x^T H x = 0.75, off the axes:
+    ("quadratic", k, (1.5**0.5 * np.cos(a), 75**0.5 * np.sin(a)))  # x_i = sqrt(2 * 0.75 / h_i) (cos, sin)
+    for k, a in enumerate(np.pi / 8 + np.arange(8) * np.pi / 4, 1)
+]
 LRS = np.logspace(-5, 0.5, 23)  # 4 per decade, up to past the stability limit of GD
-TOL = 1e-6  # loss tolerance (both minima are 0)
-DRAWN = 1500  # steps drawn: RMSProp on Rosenbrock wanders
+TOL, DRAWN = 1e-6, 1500  # loss tolerance (both minima are 0); steps drawn (RMSProp on Rosenbrock wanders)
+LEAVES = "dotted, 'leaves': reaches the tolerance but does not stay below it)"
 
 
 def main():
-    rows, best, paths = [], {}, {}  # rows: one per (problem, start, optimizer, lr)
-    runs = [(n, 0, p[1]) for n, p in PROBLEMS.items()] + [  # x_i = sqrt(2 * 0.75 / h_i) (cos, sin)
-        ("quadratic", k, (1.5**0.5 * np.cos(a), 75**0.5 * np.sin(a))) for k, a in enumerate(ANGLES, 1)
-    ]
-    for (name, start, x0), opt in [(r, o) for r in runs for o in OPTIMIZERS]:
+    rows, best, paths = [], {}, {}  # rows: one frame per (problem, start, optimizer), a row per lr
+    for (name, start, x0), opt in [(r, o) for r in STARTS for o in OPTIMIZERS]:
         loss_fn, _, steps, _ = PROBLEMS[name]
         tr = problems.sweep_learning_rates(loss_fn, OPTIMIZERS[opt], jnp.array(x0), steps, LRS)
         best[name, start, opt] = b = problems.best_learning_rate(LRS, tr.loss, TOL)
-        to_tol = jaxopt_lab.steps_to_target(np.arange(steps + 1), np.asarray(tr.loss), TOL)  # NaN: never
+        to_tol = steps_to_target(np.arange(steps + 1), np.asarray(tr.loss), TOL)  # NaN: never
         stay = problems.steps_to_stay_below(tr.loss, TOL)  # inf: ends above tol (limit cycle, chaos)
         paths[name, start, opt] = tr.params[b.index, : int(min(b.steps, DRAWN)) + 1], stay[b.index] < np.inf
-        rows += [
-            dict(
-                problem=name,
-                start=start,
-                x0=x0,
-                optimizer=opt,
-                learning_rate=lr,
-                steps_to_tol=s,
-                steps_to_stay_below_tol=st,
-                final_loss=f,
-                best=i == b.index,
-            )
-            for i, (lr, s, st, f) in enumerate(zip(LRS, to_tol, stay, tr.loss[:, -1], strict=True))
-        ]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+        frame = pd.DataFrame({"problem": name, "start": start, "x0": [x0] * len(LRS), "optimizer": opt})
+        rows.append(frame.assign(learning_rate=LRS, steps_to_tol=to_tol, steps_to_stay_below_tol=stay))
+        rows[-1] = rows[-1].assign(final_loss=np.asarray(tr.loss[:, -1]), best=np.arange(len(LRS)) == b.index)
+    axes = Figure(figsize=(12, 5), layout="tight").subplots(1, 2)
     for ax, (name, (loss_fn, x0, _, (xlim, ylim))) in zip(axes, PROBLEMS.items(), strict=True):
         gx, gy = np.meshgrid(np.linspace(*xlim, 300), np.linspace(*ylim, 300))  # the loss on a grid:
         grid = np.asarray(jnp.vectorize(lambda a, c, f=loss_fn: f(jnp.stack([a, c])))(gx, gy))
         ax.contour(gx, gy, grid, levels=np.logspace(-4, 3, 22), colors="0.75", linewidths=0.6)
-        for opt in OPTIMIZERS:  # the fewer steps, the higher on top
+        for opt in OPTIMIZERS:  # the fewer steps, the higher on top; dotted: does not stay below tol
             b, (path, stays) = best[name, 0, opt], paths[name, 0, opt]
-            ax.plot(
-                path[:, 0],
-                path[:, 1],
-                marker=".",
-                ms=2,
-                lw=0.6,
-                ls="-" if stays else ":",
-                alpha=0.75 if stays else 0.35,
-                zorder=3 - len(path) / DRAWN,
-                label=f"{opt}: lr {b.learning_rate:.2g}, {b.steps:.0f}" + ("" if stays else " (leaves)"),
-            )
+            style = dict(ls="-" if stays else ":", alpha=0.75 if stays else 0.35, lw=0.6, marker=".", ms=2)
+            label = f"{opt}: lr {b.learning_rate:.2g}, {b.steps:.0f}" + ("" if stays else " (leaves)")
+            ax.plot(path[:, 0], path[:, 1], zorder=3 - len(path) / DRAWN, **style, label=label)
         ax.plot(*x0, "ko"), ax.plot(*((0, 0) if name == "quadratic" else (1, 1)), "k*", ms=12)
         ax.set(xlim=xlim, ylim=ylim, xlabel="x_0", ylabel="x_1", title=f"{name} (start o, minimum *)")
         ax.legend(fontsize=8, loc="upper left", title=f"best lr, steps to loss <= {TOL:g}", title_fontsize=8)
-    fig.suptitle(
-        f"Paths at each optimizer's best learning rate (at most {DRAWN} steps drawn; dotted, "
-        "'leaves': reaches the tolerance but does not stay below it)"
-    )
-    OUT.mkdir(exist_ok=True), fig.tight_layout(), fig.savefig(OUT / "optimizer_paths.png", dpi=120)
-    pd.DataFrame(rows).to_csv(OUT / "optimizer_paths.csv", index=False)
+    axes[0].figure.suptitle(f"Paths at each optimizer's best lr (at most {DRAWN} steps drawn; " + LEAVES)
+    table = pd.concat(rows, ignore_index=True)
     steps = {opt: best["quadratic", 0, opt].steps for opt in OPTIMIZERS}  # PASS: all three beat GD
-    ok = all(steps[o] < steps["gradient descent"] for o in ("momentum", "RMSProp", "Adam"))
-    wins = {
-        o: sum(
-            best["quadratic", k, o].steps < best["quadratic", k, "gradient descent"].steps
-            for k in range(1, 9)
-        )
-        for o in ("momentum", "RMSProp", "Adam")
-    }
-    rosen, stay = (
-        {o: best["rosenbrock", 0, o].steps for o in OPTIMIZERS},
-        pd.DataFrame(rows)
-        .query("start == 0")
-        .groupby(["problem", "optimizer"])
-        .steps_to_stay_below_tol.min()
-        .to_dict(),
-    )
-    print(
-        f"optimizer_paths: {'PASS' if ok else 'FAIL'} steps to loss <= {TOL:g} on the quadratic {steps}; "
-        f"fewer than GD from {wins} of 8 other starts; Rosenbrock {rosen}; steps to stay <= tol {stay}"
-    )
+    ok = all(steps[o] < steps["gradient descent"] for o in ADAPTIVE)
+    gd = [best["quadratic", k, "gradient descent"].steps for k in range(1, 9)]
+    wins = {o: sum(best["quadratic", k, o].steps < gd[k - 1] for k in range(1, 9)) for o in ADAPTIVE}
+    rosen = {o: best["rosenbrock", 0, o].steps for o in OPTIMIZERS}
+    stay = table.query("start == 0").groupby(["problem", "optimizer"]).steps_to_stay_below_tol.min().to_dict()
+    verdict = f"steps to loss <= {TOL:g} on the quadratic {steps}; "
+    verdict += f"fewer than GD from {wins} of 8 other starts; Rosenbrock {rosen}; steps to stay <= tol {stay}"
+    report("optimizer_paths", ok, verdict, table, axes[0].figure)
 
 
 if __name__ == "__main__":

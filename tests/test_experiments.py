@@ -1,5 +1,6 @@
 """The experiment scripts leave the tracked experiments/results/ alone unless asked."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -14,8 +15,27 @@ SCRIPTS = sorted(p for p in (ROOT / "experiments").glob("*.py") if not p.name.st
 @pytest.mark.parametrize("script", [p.name for p in SCRIPTS if p.name != "run_all.py"])
 def test_every_script_writes_through_the_results_switch(script):
     text = (ROOT / "experiments" / script).read_text()
-    assert "from _results import OUT" in text
+    assert "from _results import OUT" in text or "from _results import report" in text
     assert "experiments/results/" not in text.replace("the tracked experiments/results/", "")
+
+
+def _run_all_experiments() -> tuple[str, ...]:
+    text = (ROOT / "experiments" / "run_all.py").read_text()
+    tree = ast.parse(text)
+    (listed,) = [n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "EXPERIMENTS"]
+    return ast.literal_eval(listed)
+
+
+def test_every_experiment_is_a_short_script_that_run_all_and_the_readme_list():
+    # STYLE.md: an experiment is a declaration of 30 to 80 lines; benchmarks and profiles are not experiments.
+    names = _run_all_experiments()
+    scripts = {p.stem for p in SCRIPTS} - {"run_all"}
+    assert set(names) == {s for s in scripts if not s.startswith(("bench_", "profile_"))}
+    readme = (ROOT / "experiments" / "README.md").read_text()
+    for name in names:
+        lines = len((ROOT / "experiments" / f"{name}.py").read_text().splitlines())
+        assert 30 <= lines <= 80, f"{name}.py has {lines} lines"
+        assert f"| `{name}` |" in readme and f"(results/{name}.png)" in readme
 
 
 def _outputs(update: bool) -> str:
