@@ -48,11 +48,11 @@ def main():
         ]
         label = "statistics as constants" if stop else "true gradient"
         axes[0].plot(step, norm_b, label=f"{label}: slope {slope:.3g}/step, max {norm_b.max():.2g}")
-        axes[1].plot(step, loss / loss[0] - 1, lw=0.8, alpha=0.8, label=label)
+        axes[1].plot(step, 1e6 * (loss / loss[0] - 1), lw=0.8, alpha=0.8, label=label)
     axes[0].set(xlabel="SGD step", ylabel="|b| (Euclidean norm)", title="Bias before batch norm: |b|")
     axes[1].set(
         xlabel="SGD step",
-        ylabel="loss_t / loss_0 - 1 (float32 rounding)",
+        ylabel="1e6 (loss_t / loss_0 - 1): float32 rounding",
         title="Loss 0.5 mean (x_hat - y)^2 relative to step 0",
     )
     for ax in axes:

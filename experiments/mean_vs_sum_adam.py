@@ -54,7 +54,8 @@ def main():
     ax[1].set_title(
         f"Adam at its best lr, eps={EPS:g}: mean (lines)\n= sum at eps*B (circles), != at eps (dots)"
     )
-    ax[0].legend(fontsize=7), ax[1].legend(fontsize=7, ncol=2)
+    ax[0].legend(fontsize=7)
+    ax[1].legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))  # under the curves
     slope = studies.log_slope(lr.index[:3], lr["mean"].iloc[:3])  # over B = 1, 4, 16
     print(f"best mean lr at B={BS}: {lr['mean'].round(4).tolist()}, slope {slope:.2f}")
     ok = finite.max() <= TOL and same_divergence
