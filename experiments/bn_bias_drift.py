@@ -50,11 +50,8 @@ def main():
         axes[0].plot(step, norm_b, label=f"{label}: slope {slope:.3g}/step, max {norm_b.max():.2g}")
         axes[1].plot(step, 1e6 * (loss / loss[0] - 1), lw=0.8, alpha=0.8, label=label)
     axes[0].set(xlabel="SGD step", ylabel="|b| (Euclidean norm)", title="Bias before batch norm: |b|")
-    axes[1].set(
-        xlabel="SGD step",
-        ylabel="1e6 (loss_t / loss_0 - 1): float32 rounding",
-        title="Loss 0.5 mean (x_hat - y)^2 relative to step 0",
-    )
+    axes[1].set(xlabel="SGD step", ylabel="1e6 (loss_t / loss_0 - 1): float32 rounding")
+    axes[1].set_title("Loss 0.5 mean (x_hat - y)^2 relative to step 0")
     for ax in axes:
         ax.legend(fontsize=8, loc="upper left")
     s, t = stats[True], stats[False]

@@ -37,12 +37,8 @@ def main():
         )
         se = c.var_ratio.std(ddof=1) / np.sqrt(CHAINS)
         rows.append(dict(bn_momentum=m, batch_size=b, steps=c.mean_steps, expected=(b - 1) / b))
-        rows[-1].update(
-            in_band=np.mean(abs(c.z) <= 3),
-            z_rms=np.sqrt(np.mean(c.z**2)),
-            var_ratio=c.var_ratio.mean(),
-            se=se,
-        )
+        rows[-1].update(in_band=np.mean(abs(c.z) <= 3), z_rms=np.sqrt(np.mean(c.z**2)))
+        rows[-1].update(var_ratio=c.var_ratio.mean(), se=se)
         ax[0].hist(c.z.ravel(), 60, range=(-4.5, 4.5), density=True, histtype="step", label=f"m={m},B={b}")
         ax[1].errorbar(b + 0.8 * (i // 2 - 0.5), c.var_ratio.mean(), 3 * se, fmt="o", label=f"m={m},B={b}")
     zz, bb = np.linspace(-4.5, 4.5, 200), np.linspace(6, 34, 100)

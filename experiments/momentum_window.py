@@ -52,23 +52,16 @@ def main():
         print(f"beta={beta}: max |error| {err}; 1-1/e at step {crossing}, ceil(-1/ln beta) = {predicted}")
         ax.plot(t, out["ema"], color=color, lw=2.5, alpha=0.5, label=f"EMA, beta={beta}")
         ax.plot(t, closed["ema"], "k:", lw=1)
-        ax.plot(
-            t,
-            out["ema_bias_corrected"],
-            color=color,
-            lw=1.5,
-            ls="--",
-            label=f"bias-corrected EMA, beta={beta}",
-        )
+        label = f"bias-corrected EMA, beta={beta}"
+        ax.plot(t, out["ema_bias_corrected"], color=color, lw=1.5, ls="--", label=label)
         label = f"Adam m_hat/sqrt(v_hat), b1={beta}"
         ax.plot(t[marks], out["adam"][marks], marker, color=color, mfc="none", ms=8, label=label)
         ax.axvline(1 / (1 - beta), color=color, lw=0.8, ls="-.")
         ax.text(1 / (1 - beta) * 1.05, 0.05, f"1/(1-{beta})", color=color)
     ax.axhline(1 - 1 / np.e, color="gray", lw=0.8), ax.text(1.1, 1 - 1 / np.e + 0.02, "1 - 1/e", color="gray")
     ax.plot([], [], "k:", label="closed form 1 - beta^t")  # one legend entry for the dotted lines
-    ax.set(
-        xscale="log", xlabel="step t (input g_t = 1 from t = 1)", ylabel="transform output", ylim=(0, 1.45)
-    )
+    ax.set(xscale="log", xlabel="step t (input g_t = 1 from t = 1)", ylabel="transform output")
+    ax.set_ylim(0, 1.45)
     ax.set_title("Step response of EMA momentum (toolkit transforms vs closed form)")
     ax.legend(loc="upper left", fontsize=7.5, ncol=2)
     windows = [round(1 / (1 - b)) for b in BETAS]  # the crossings' prediction
