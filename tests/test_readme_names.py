@@ -1,7 +1,9 @@
-"""Every name the README's API section calls exists where its heading says it lives."""
+"""Every name the README's API section calls exists where its heading says it lives, and every
+name docs/ARCHITECTURE.md gives exists in the package."""
 
 import importlib
 import os
+import pkgutil
 import re
 
 import pytest
@@ -65,3 +67,49 @@ def test_what_the_readme_says_the_facade_holds_it_holds():
     names = [n for n in re.findall(r"`(\w+)`", paragraph) if n != "jaxopt_lab"]
     assert {"train", "sweep", "Grid", "TrainSpec", "optim", "toys"} <= set(names)
     assert [n for n in names if n not in jaxopt_lab.__all__] == []
+
+
+# ARCHITECTURE.md's names that are not the package's: files, other libraries', local names, values.
+NOT_PACKAGE_NAMES = {
+    "lax.fori_loop",
+    "tx.update",
+    "_results.report",
+    "GradientTransformation",
+    "segment",
+    "step",
+}
+NOT_PACKAGE_NAMES |= {"bucket", "mask"}
+
+
+def _package_modules():
+    names = [m.name for m in pkgutil.walk_packages(jaxopt_lab.__path__, "jaxopt_lab.")]
+    return {name: importlib.import_module(name) for name in ["jaxopt_lab", *names]}
+
+
+def _in_package(name, modules):
+    """``name`` as ``<a module's dotted tail>.<attribute>...`` or ``<attribute>...`` of some module."""
+    parts = name.removeprefix("jaxopt_lab.").split(".")
+    for module_name, module in modules.items():
+        for start in range(len(parts)):
+            tail = ".".join(parts[:start])
+            if start and module_name != f"jaxopt_lab.{tail}" and not module_name.endswith(f".{tail}"):
+                continue
+            obj = module
+            for part in parts[start:]:
+                if not hasattr(obj, part):
+                    break
+                obj = getattr(obj, part)
+            else:
+                return True
+    return False
+
+
+def test_every_name_of_the_architecture_exists_in_the_package():
+    with open(os.path.join(ROOT, "docs", "ARCHITECTURE.md")) as f:
+        text = f.read()
+    walk = text[text.index("## A sweep") : text.index("## Where to add")]
+    dotted = set(re.findall(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)[`(]", text))
+    names = dotted | set(re.findall(r"`([A-Za-z_]\w*)[`(]", walk))  # the walk's bare names too
+    names = {n for n in names if not n.endswith((".py", ".csv", ".toml", ".parquet"))} - NOT_PACKAGE_NAMES
+    modules = _package_modules()
+    assert len(names) > 40 and sorted(n for n in names if not _in_package(n, modules)) == []
