@@ -79,8 +79,11 @@ def load(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
 # --------------------------------------------------------------------------- the output folder
 
 # What a sweep writes into its output folder, and nothing else: `overwrite` removes
-# only these, and refuses a folder that holds anything more.
-SWEEP_FILES = ("sweep.toml", "results.parquet", "summary.csv", "heatmap.png", "curves.png")
+# only these, and refuses a folder that holds anything more. The pictures are those of
+# `plots.pictures` and of the command's `report`: heatmap.png, curves.png, curves_<column>.png,
+# curves_<column>_by_step.png, heatmap_<column>.png.
+SWEEP_FILES = ("sweep.toml", "results.parquet", "summary.csv")
+_PICTURE = re.compile(r"(heatmap|curves)(_\w+)?\.png")
 CHUNK_DIR = "chunks"
 _CHUNK_NAME = re.compile(r"group\d{3,}-chunk\d{4,}")  # chunk_file_name's stem
 _CHUNK_FILE = re.compile(_CHUNK_NAME.pattern + r"\.parquet(\.corrupt)?")
@@ -111,7 +114,10 @@ def foreign_entries(out_dir: str | os.PathLike) -> list[str]:
                     and (_CHUNK_FILE.fullmatch(inner) or _TEMPORARY_FILE.fullmatch(inner))
                 ):
                     foreign.append(os.path.join(name, inner))
-        elif not (os.path.isfile(path) and (name in SWEEP_FILES or _TEMPORARY_FILE.fullmatch(name))):
+        elif not (
+            os.path.isfile(path)
+            and (name in SWEEP_FILES or _PICTURE.fullmatch(name) or _TEMPORARY_FILE.fullmatch(name))
+        ):
             foreign.append(name)
     return foreign
 

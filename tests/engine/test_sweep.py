@@ -700,6 +700,14 @@ def test_overwrite_replaces_only_a_sweeps_own_files(tmp_path):
     with pytest.raises(InputError, match=r"'chunks/mine.parquet'"):
         _run(S.Grid(**TINY_GRID), out=out, overwrite=True, plots=False)
     (out / "chunks" / "mine.parquet").unlink()
+    # the pictures of a measured sweep with a target, and of `jaxopt-lab report`, are its own too
+    for name in (
+        "heatmap.png",
+        "curves_sharpness.png",
+        "curves_sharpness_by_step.png",
+        "heatmap_steps_to_target.png",
+    ):
+        (out / name).write_bytes(b"png")
     # a folder holding only a sweep's files is replaced by the new sweep
     other = S.Grid(optimizer=["sgd"], learning_rate=[0.05], batch_size=[8])
     table = _run(other, out=out, overwrite=True, plots=False)
