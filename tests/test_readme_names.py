@@ -81,26 +81,14 @@ NOT_PACKAGE_NAMES = {
 NOT_PACKAGE_NAMES |= {"bucket", "mask"}
 
 
-def _package_modules():
-    names = [m.name for m in pkgutil.walk_packages(jaxopt_lab.__path__, "jaxopt_lab.")]
-    return {name: importlib.import_module(name) for name in ["jaxopt_lab", *names]}
-
-
 def _in_package(name, modules):
-    """``name`` as ``<a module's dotted tail>.<attribute>...`` or ``<attribute>...`` of some module."""
+    """``name`` as ``<a module's dotted tail>.<attribute>...`` or ``<attribute>...`` of a module."""
     parts = name.removeprefix("jaxopt_lab.").split(".")
-    for module_name, module in modules.items():
-        for start in range(len(parts)):
-            tail = ".".join(parts[:start])
-            if start and module_name != f"jaxopt_lab.{tail}" and not module_name.endswith(f".{tail}"):
-                continue
-            obj = module
-            for part in parts[start:]:
-                if not hasattr(obj, part):
-                    break
-                obj = getattr(obj, part)
-            else:
-                return True
+    for start in range(len(parts)):
+        tail = ".".join(parts[:start])
+        where = [m for m in modules if not start or m.endswith(f".{tail}")]
+        if _resolve(".".join(parts[start:]), where) is not None:
+            return True
     return False
 
 
@@ -111,5 +99,5 @@ def test_every_name_of_the_architecture_exists_in_the_package():
     dotted = set(re.findall(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)[`(]", text))
     names = dotted | set(re.findall(r"`([A-Za-z_]\w*)[`(]", walk))  # the walk's bare names too
     names = {n for n in names if not n.endswith((".py", ".csv", ".toml", ".parquet"))} - NOT_PACKAGE_NAMES
-    modules = _package_modules()
+    modules = [m.name for m in pkgutil.walk_packages(jaxopt_lab.__path__, "jaxopt_lab.")]
     assert len(names) > 40 and sorted(n for n in names if not _in_package(n, modules)) == []
