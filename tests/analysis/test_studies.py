@@ -156,14 +156,14 @@ def test_rescaled_gaps_eps_rule_for_adam():
     gaps = studies.rescaled_gaps(table, {"eps": -1})
     assert gaps[["config_id_sum", "config_id_mean"]].values.tolist() == [[1, 0]]
     with pytest.raises(ValueError, match="exponents"):
-        studies.rescaled_gaps(table, {"momentum": 1})
+        studies.rescaled_gaps(table, {"beta": 1})
     with pytest.raises(ValueError, match="reduction"):
         studies.rescaled_gaps(table.drop(columns="reduction"))
 
 
 def test_concat_tables_renumbers_and_keeps_metrics_last():
     a = _results_table([(0, "sgd", 0.1, 4, "mean", np.nan, [1.0]), (1, "sgd", 0.2, 4, "mean", np.nan, [1.0])])
-    b = _results_table([(0, "sgd", 0.1, 8, "sum", np.nan, [1.0])]).drop(columns="eps").assign(momentum=0.9)
+    b = _results_table([(0, "sgd", 0.1, 8, "sum", np.nan, [1.0])]).drop(columns="eps").assign(beta=0.9)
     out = studies.concat_tables([a, b])
     assert out.config_id.tolist() == [0, 1, 2]
     assert list(out.columns[-6:]) == [
@@ -174,7 +174,7 @@ def test_concat_tables_renumbers_and_keeps_metrics_last():
         "test_accuracy",
         "diverged",
     ]
-    assert out.momentum.isna().tolist() == [True, True, False]
+    assert out.beta.isna().tolist() == [True, True, False]
     assert out.eps.isna().tolist() == [True, True, True]
 
 

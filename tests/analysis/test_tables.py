@@ -159,19 +159,19 @@ def test_best_learning_rates_maximizes_accuracy_and_groups_by_optimizer():
 
 def test_best_learning_rates_nuisance_hyperparameter_and_all_diverged_group():
     cells = []
-    # (optimizer, batch_size, lr, momentum, seed, best, diverged)
-    for momentum, lr, best in [(0.5, 0.1, 0.7), (0.9, 0.1, 0.4), (0.5, 0.01, 0.5), (0.9, 0.01, 0.6)]:
+    # (optimizer, batch_size, lr, beta, seed, best, diverged)
+    for beta, lr, best in [(0.5, 0.1, 0.7), (0.9, 0.1, 0.4), (0.5, 0.01, 0.5), (0.9, 0.01, 0.6)]:
         for seed in (0, 1):
-            cells.append(("momentum", 8, lr, momentum, seed, best + 0.01 * seed, False))
+            cells.append(("momentum", 8, lr, beta, seed, best + 0.01 * seed, False))
     for lr in (0.1, 1.0):
         cells.append(("sgd", 8, lr, NAN, 0, 0.3, True))
     rows = []
-    for cid, (opt, b, lr, mom, seed, best, div) in enumerate(cells):
-        hp = dict(optimizer=opt, learning_rate=lr, batch_size=b, seed=seed, momentum=mom)
+    for cid, (opt, b, lr, beta, seed, best, div) in enumerate(cells):
+        hp = dict(optimizer=opt, learning_rate=lr, batch_size=b, seed=seed, beta=beta)
         rows += config_rows(cid, hp, [1], b, [best], [best], [NAN], [div])
     got = tables.best_learning_rates(pd.DataFrame(rows)).set_index("optimizer")
     assert got.loc["momentum", "learning_rate"] == 0.1
-    assert got.loc["momentum", "momentum"] == 0.9
+    assert got.loc["momentum", "beta"] == 0.9
     assert got.loc["momentum", "best_test_loss_mean"] == pytest.approx(0.405)
     assert got.loc["momentum", "num_diverged_lrs"] == 0
     assert np.isnan(got.loc["sgd", "learning_rate"])

@@ -147,7 +147,7 @@ def test_write_definition_rejects_what_toml_cannot_hold(tmp_path, definition, ma
 
 def test_save_load_round_trip(tmp_path):
     table = two_config_table().sort_values(["config_id", "step"]).reset_index(drop=True)
-    table["momentum"] = [NAN, NAN, NAN, 0.9, 0.9, 0.9]
+    table["beta"] = [NAN, NAN, NAN, 0.9, 0.9, 0.9]
     definition = _definition()
     out = tmp_path / "runs" / "x"
     folder.save(out, table, definition)

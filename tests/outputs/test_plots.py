@@ -28,7 +28,7 @@ _RUNS = {
     ("adam", 8, 0.01, NAN, 0): [0.9, 0.5, 0.4],
     ("adam", 8, 0.01, NAN, 1): [0.8, 0.6, 0.6],
     ("adam", 32, 0.1, NAN, 0): [0.7, 0.65, 0.66],
-    # momentum is a nuisance hyperparameter: each cell shows its best setting.
+    # momentum's beta is a nuisance hyperparameter: each cell shows its best setting.
     ("momentum", 8, 0.1, 0.5, 0): [1.0, 0.9, 0.95],
     ("momentum", 8, 0.1, 0.9, 0): [0.8, 0.7, 0.75],
     ("momentum", 8, 0.01, 0.5, 0): [NAN, NAN, NAN],
@@ -41,7 +41,7 @@ _RUNS = {
 
 def _table(runs=None):
     rows = []
-    for config_id, ((opt, b, lr, mom, seed), losses) in enumerate((runs or _RUNS).items()):
+    for config_id, ((opt, b, lr, beta, seed), losses) in enumerate((runs or _RUNS).items()):
         for step, loss in enumerate(losses, start=1):
             rows.append(
                 dict(
@@ -50,7 +50,7 @@ def _table(runs=None):
                     learning_rate=lr,
                     batch_size=b,
                     seed=seed,
-                    momentum=mom,
+                    beta=beta,
                     step=step,
                     examples_seen=step * b,
                     train_loss=loss,
@@ -62,7 +62,7 @@ def _table(runs=None):
     return pd.DataFrame(rows)
 
 
-# By hand: min over steps, mean over seeds, best over momentum, NaN when diverged or not run.
+# By hand: min over steps, mean over seeds, best over beta, NaN when diverged or not run.
 _EXPECTED = {
     "sgd": [[(1.5 + 1.3) / 2, (0.8 + 0.6) / 2], [(1.9 + 2.1) / 2, NAN]],
     "momentum": [[1.2, 0.7], [NAN, 1.0]],
@@ -139,7 +139,7 @@ def test_curves_draw_the_best_lr_of_each_batch_size(tmp_path):
     labels = {opt: [t.get_text() for t in ax.get_legend().get_texts()] for opt, ax in panels.items()}
     assert labels == {
         "sgd": ["B=8, lr=1e-1", "B=32, lr=1e-2"],
-        "momentum": ["B=8, lr=1e-1, momentum=0.9", "B=32, lr=1e-1, momentum=0.9"],
+        "momentum": ["B=8, lr=1e-1, beta=0.9", "B=32, lr=1e-1, beta=0.9"],
         "adam": ["B=8, lr=1e-2", "B=32, lr=1e-1"],
     }
     sgd = panels["sgd"]
@@ -287,12 +287,12 @@ def test_curves_of_a_measurement_follow_the_best_lr_by_the_default_metric(tmp_pa
 
 def test_heatmap_of_a_summary_column_by_hand(tmp_path):
     """steps_to_target: the summary's value per config, mean over seeds, best (smallest) over
-    momentum; a cell where a seed never reached it (NaN) is missing, not best."""
+    beta; a cell where a seed never reached it (NaN) is missing, not best."""
     table = _measured_table()
     got = plots.heatmap_data(table, metric="steps_to_target")
     sgd_8_01 = ((3 - 1.5) + (3 - 1.3)) / 2
     np.testing.assert_allclose(got["sgd"].loc[8, 0.01], sgd_8_01, rtol=1e-12)
-    np.testing.assert_allclose(got["momentum"].loc[8, 0.1], 3 - 0.9, rtol=1e-12)  # momentum 0.5: fewer steps
+    np.testing.assert_allclose(got["momentum"].loc[8, 0.1], 3 - 0.9, rtol=1e-12)  # beta 0.5: fewer steps
     assert np.isnan(got["sgd"].loc[32, 0.1])  # seed 0 diverged
     fig = plots.heatmap(table, tmp_path / "steps.png", metric="steps_to_target")
     assert "Steps to target" in fig.get_suptitle() and "per config" in fig.get_suptitle()
